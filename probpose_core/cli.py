@@ -1,0 +1,114 @@
+"""The `probpose` command.
+
+Subcommands delegate to the library; bad input raises InputError, which is printed as one
+line (`probpose: error: ...`) with exit code 2, never a traceback.
+"""
+import argparse
+import sys
+
+from .errors import InputError
+
+
+def _threshold(text: str):
+    if text == "best":
+        return "best"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'best', got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"presence threshold must lie in [0, 1], got {value}")
+    return value
+
+
+def _cmd_eval(args) -> None:
+    from .evaluation import evaluate, format_table, load_gt, load_predictions
+    from .jsonio import dump_json
+
+    gt = load_gt(args.gt)
+    preds = load_predictions(args.pred, gt)
+    results = evaluate(gt, preds, extended=args.extended, presence_threshold=args.presence_threshold,
+                       padding=args.padding)
+    print(format_table(results))
+    if args.json:
+        dump_json(results, args.json)
+
+
+def _cmd_areas(args) -> None:
+    from .evaluation.areas import area_table, format_area_table
+    from .evaluation import load_gt
+    from .jsonio import dump_json
+
+    table = area_table(load_gt(args.ann), padding=args.padding)
+    print(format_area_table(table))
+    if args.json:
+        dump_json(table, args.json)
+
+
+def _cmd_cropcoco(args) -> None:
+    from .data.cropcoco import make_cropcoco
+
+    make_cropcoco(args.ann, args.images, args.out, seed=args.seed)
+
+
+def _cmd_bench(args) -> None:
+    from .bench import run_bench
+
+    run_bench(repeats=args.repeats)
+
+
+def _cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="probpose", description="ProbPose pose estimation tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="COCO mAP and Ex-mAP of keypoint predictions")
+    p.add_argument("--gt", required=True, help="COCO keypoints ground truth (v=3: outside the image)")
+    p.add_argument("--pred", required=True, help="predictions: keypoints as (x, y, presence), visibilities, score")
+    p.add_argument("--extended", action="store_true", help="also compute Ex-OKS / Ex-mAP")
+    p.add_argument("--presence-threshold", type=_threshold, default=0.45,
+                   help="presence >= T counts as present; 'best' searches the best Ex-AP (default 0.45)")
+    p.add_argument("--padding", type=float, default=1.25, help="activation-window padding (default 1.25)")
+    p.add_argument("--json", help="write the flat results object here")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("areas", help="A-E table: where the annotated keypoints lie")
+    p.add_argument("--ann", required=True, help="COCO keypoints annotation file")
+    p.add_argument("--padding", type=float, default=1.25, help="activation-window padding (default 1.25)")
+    p.add_argument("--json", help="write the table here")
+    p.set_defaults(func=_cmd_areas)
+
+    p = sub.add_parser("cropcoco", help="build a CropCOCO-style set (keypoints pushed out of the image)")
+    p.add_argument("--ann", required=True, help="COCO keypoints annotation file")
+    p.add_argument("--images", required=True, help="folder of the annotation's images")
+    p.add_argument("--out", required=True, help="output folder (images/ and annotations.json)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=_cmd_cropcoco)
+
+    p = sub.add_parser("bench", help="decode / loss / calibration timings (medians)")
+    p.add_argument("--repeats", type=int, default=50, help="timed repetitions per item (default 50)")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("demo", help="run the core on the shipped fixture, write plots and tables")
+    p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as exc:
+        print(f"probpose: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
