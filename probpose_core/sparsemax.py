@@ -1,0 +1,132 @@
+"""Sparsemax (Martins & Astudillo 2016): the Euclidean projection onto the probability simplex.
+
+``sparsemax(z) = argmin_{p in simplex} ||p - z||^2 = max(z - tau, 0)`` where the threshold
+``tau`` makes the result sum to 1. With ``z`` sorted descending and ``c_j`` its cumulative sums,
+the support size is ``k* = max{j : 1 + j z_(j) > c_j}`` and ``tau = (c_(k*) - 1) / k*``.
+The Jacobian is ``diag(s) - s s^T / |S|`` with ``s`` the support indicator, so the gradient
+is ``s * (g - sum_S g / |S|)``.
+
+Three variants with the same result:
+
+- ``sparsemax``: exact, full sort, analytic backward (``torch.autograd.Function``). For
+  training and torch inference. Exports to ONNX as TopK(k = n) + CumSum, which TensorRT 8.6
+  rejects for maps of 64x48 = 3072 pixels (TopK k <= 1024; k <= 3840 in TRT 10).
+- ``sparsemax_topk``: sorts only the ``k`` largest entries (TopK k = 128 by default). Exact
+  (within float rounding) whenever the support has at most ``k`` entries. Beyond that it is the
+  sparsemax of the ``k`` largest entries alone (all others set to 0): still non-negative and
+  summing to 1, but more peaked than the exact result. Entries tied with the k-th largest value
+  are kept as well and the result is renormalised to sum to 1.
+- ``sparsemax_bisect``: no sort at all; bisection on ``tau`` for ``n_iter`` steps followed by
+  two exact support-based refinements (Michelot steps, each one a closed-form ``tau`` for the
+  current support guess). It has no support bound: the bisection bracket shrinks to 2^-n_iter
+  of the (shifted) value range [-1, 0], and the refinement makes the result exact unless
+  an entry lies inside the final bracket, where the error is at most the bracket width.
+
+Both export variants are written with plain tensor ops (TopK / Relu / ReduceSum / CumSum /
+Where), fixed shapes apart from batch, so ``torch.onnx.export(dynamo=False, opset_version=17)``
+traces them; autograd through them gives the same support-based gradient as the exact one.
+"""
+import torch
+
+DEFAULT_TOPK = 128
+DEFAULT_BISECT_ITERS = 30
+
+
+class _SparsemaxFunction(torch.autograd.Function):
+    """Exact sparsemax over the last dimension with the analytic backward."""
+
+    @staticmethod
+    def forward(ctx, z):
+        z = z - z.amax(dim=-1, keepdim=True)  # shift for range; sparsemax is shift-invariant
+        z_sorted, _ = torch.sort(z, dim=-1, descending=True)
+        cumsum = z_sorted.cumsum(dim=-1)
+        j = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=z.device)
+        in_support = 1 + j * z_sorted > cumsum  # true for j = 1..k*, false after
+        support = in_support.sum(dim=-1, keepdim=True)
+        tau = (cumsum.gather(-1, support - 1) - 1) / support.to(z.dtype)
+        p = torch.clamp(z - tau, min=0)
+        ctx.save_for_backward(p)
+        return p
+
+    @staticmethod
+    def backward(ctx, grad):
+        (p,) = ctx.saved_tensors
+        s = (p > 0).to(grad.dtype)
+        mean = (grad * s).sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True)
+        return s * (grad - mean)
+
+
+def _over_last(fn, x: torch.Tensor, dim: int, *args) -> torch.Tensor:
+    """Apply ``fn`` (working on the last dim) along ``dim``."""
+    if dim in (-1, x.dim() - 1):
+        return fn(x, *args)
+    return fn(x.movedim(dim, -1), *args).movedim(-1, dim)
+
+
+def sparsemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Exact sparsemax of ``x`` along ``dim`` (sort-based, analytic gradient)."""
+    return _over_last(_SparsemaxFunction.apply, x, dim)
+
+
+def _topk_last(x: torch.Tensor, k: int) -> torch.Tensor:
+    k = min(k, x.shape[-1])
+    z = x - x.amax(dim=-1, keepdim=True)
+    top, _ = torch.topk(z, k, dim=-1)  # sorted descending
+    cumsum = top.cumsum(dim=-1)
+    j = torch.arange(1, k + 1, dtype=z.dtype, device=z.device)
+    in_support = 1 + j * top > cumsum
+    support = in_support.sum(dim=-1, keepdim=True).to(z.dtype)
+    # the support is a prefix of the sorted list: sum it with a mask instead of a Gather
+    tau = (torch.where(in_support, top, 0).sum(dim=-1, keepdim=True) - 1) / support
+    kth = top[..., k - 1:k]
+    p = torch.where(z >= kth, torch.clamp(z - tau, min=0), 0)
+    return p / p.sum(dim=-1, keepdim=True)
+
+
+def sparsemax_topk(x: torch.Tensor, k: int = DEFAULT_TOPK, dim: int = -1) -> torch.Tensor:
+    """Export-safe sparsemax using TopK(k) instead of a full sort (see module docstring).
+
+    Equal to ``sparsemax`` within 1e-6 when the support has at most ``k`` entries; with a larger
+    support it returns the sparsemax of the ``k`` largest entries (a valid distribution whose
+    support is those ``k`` entries). ``k`` <= 1024 keeps TensorRT 8.6 happy.
+    """
+    return _over_last(_topk_last, x, dim, int(k))
+
+
+def _bisect_last(x: torch.Tensor, n_iter: int) -> torch.Tensor:
+    z = x - x.amax(dim=-1, keepdim=True)  # max is 0, so tau lies in [-1, 0)
+    with torch.no_grad():
+        zd = z.detach()
+        lo = torch.full_like(zd[..., :1], -1.0)  # mass(lo) >= 1
+        hi = torch.zeros_like(lo)  # mass(hi) = 0 < 1
+        for _ in range(n_iter):
+            mid = (lo + hi) / 2
+            big = torch.clamp(zd - mid, min=0).sum(dim=-1, keepdim=True) >= 1
+            lo = torch.where(big, mid, lo)
+            hi = torch.where(big, hi, mid)
+    tau = lo
+    for _ in range(2):  # Michelot steps: tau stays <= the true tau and reaches it once S is right
+        s = (z > tau).detach()
+        tau = (torch.where(s, z, 0).sum(dim=-1, keepdim=True) - 1) / s.sum(dim=-1, keepdim=True).to(z.dtype)
+    return torch.clamp(z - tau, min=0)
+
+
+def sparsemax_bisect(x: torch.Tensor, dim: int = -1, n_iter: int = DEFAULT_BISECT_ITERS) -> torch.Tensor:
+    """Export-safe sparsemax by bisection on the threshold (no sort, no support bound)."""
+    return _over_last(_bisect_last, x, dim, int(n_iter))
+
+
+_METHODS = {"exact": sparsemax, "topk": sparsemax_topk, "bisect": sparsemax_bisect}
+
+
+def sparsemax_maps(logits: torch.Tensor, temperature: float = 1.0, method: str = "exact") -> torch.Tensor:
+    """Probability maps from logits: sparsemax over each map's pixels.
+
+    logits: (N, K, H, W). Returns prob_maps (N, K, H, W), each map non-negative and summing
+    to 1. ``method`` picks the variant: "exact" (default), "topk" or "bisect" (for export).
+    """
+    if method not in _METHODS:
+        raise ValueError(f"unknown sparsemax method {method!r}; choose from {sorted(_METHODS)}")
+    n, k, h, w = logits.shape
+    flat = logits.reshape(n, k, h * w) / temperature
+    return _METHODS[method](flat, dim=-1).reshape(n, k, h, w)
