@@ -1,0 +1,153 @@
+"""Training losses of ProbPose (torch): OKS risk + Sobel smoothness, presence, visibility, OKS quality.
+
+Shapes: ``prob_maps``/``oks_maps`` (N, K, H, W); per-keypoint predictions, targets and
+``weights`` (N, K). Every loss is a *weighted mean over keypoints*::
+
+    loss = sum_{n,k} w_nk * l_nk / sum_{n,k} w_nk        (0 when all weights are 0)
+
+so a keypoint with weight 0 contributes neither value nor gradient. The codec's
+``keypoint_weights`` are meant to be passed straight in (for the map losses they are zero for
+keypoints outside the activation window, whose location the presence head handles).
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .evaluation.oks import keypoint_oks
+from .keypoints import SIGMAS
+
+#: Weight of the smoothness term in the official ProbPose config (0.95 risk + 0.05 smoothness).
+DEFAULT_ALPHA = 0.05
+
+# Sobel kernels divided by 8, so that they estimate the derivative per pixel
+# (a ramp p = x gives d/dx = 1). Row-major (dy, dx) layout, x to the right, y down.
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+_SOBEL = torch.stack([_SOBEL_X, _SOBEL_X.T])[:, None]  # (2, 1, 3, 3): d/dx, d/dy
+
+
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum(w * v) / sum(w)`` over all elements; 0 (with zero gradient) when ``sum(w) == 0``.
+
+    values, weights: broadcastable, typically (N, K). Weights are constants (no gradient).
+    """
+    weights = torch.as_tensor(weights, dtype=values.dtype, device=values.device).detach()
+    weights = torch.broadcast_to(weights, values.shape)
+    total = weights.sum()
+    weighted = torch.where(weights != 0, weights * values, torch.zeros_like(values))
+    return weighted.sum() / torch.clamp(total, min=torch.finfo(values.dtype).tiny)
+
+
+def keypoint_risk(prob_maps: torch.Tensor, oks_maps: torch.Tensor) -> torch.Tensor:
+    """Expected OKS loss per keypoint, ``sum_x (1 - OKS(x)) p(x)``: (N, K).
+
+    prob_maps, oks_maps: (N, K, H, W); ``oks_maps[n, k, y, x]`` is the OKS a prediction at
+    pixel (x, y) would get against the ground truth (the codec's ``encode`` builds them).
+    """
+    return ((1.0 - oks_maps.to(prob_maps.dtype)) * prob_maps).sum(dim=(-2, -1))
+
+
+def oks_risk(prob_maps: torch.Tensor, oks_maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Expected OKS risk, weighted mean over keypoints of :func:`keypoint_risk` (scalar).
+
+    For a map that sums to 1 it lies in [0, 1] and is minimised by putting all the mass on
+    the pixel of highest OKS (the ground-truth pixel).
+    """
+    return weighted_mean(keypoint_risk(prob_maps, oks_maps), weights)
+
+
+def sobel_energy(prob_maps: torch.Tensor) -> torch.Tensor:
+    """Squared Sobel-gradient magnitude of each map, summed over pixels: (N, K).
+
+    ``sum_{y,x} (d/dx p)^2 + (d/dy p)^2`` with the Sobel kernels scaled by 1/8 (derivative per
+    pixel), evaluated only where the 3x3 window fits (no padding, so the map border adds no
+    artificial edge). A one-pixel spike of mass 1 scores 24/64 = 0.375; smoother maps less.
+    prob_maps: (N, K, H, W) with H, W >= 3.
+    """
+    n, k, h, w = prob_maps.shape
+    kernel = _SOBEL.to(dtype=prob_maps.dtype, device=prob_maps.device)
+    grads = F.conv2d(prob_maps.reshape(n * k, 1, h, w), kernel)  # (N*K, 2, H-2, W-2)
+    return grads.square().sum(dim=(1, 2, 3)).reshape(n, k)
+
+
+def smoothness_loss(prob_maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean over keypoints of :func:`sobel_energy` (scalar)."""
+    return weighted_mean(sobel_energy(prob_maps), weights)
+
+
+def prob_map_loss(prob_maps: torch.Tensor, oks_maps: torch.Tensor, weights: torch.Tensor,
+                  alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
+    """``(1 - alpha) * oks_risk + alpha * smoothness_loss`` (scalar); ``alpha = 0`` is the pure risk."""
+    risk = oks_risk(prob_maps, oks_maps, weights)
+    if alpha == 0:
+        return risk
+    return (1.0 - alpha) * risk + alpha * smoothness_loss(prob_maps, weights)
+
+
+def _bce(pred: torch.Tensor, target: torch.Tensor, from_logits: bool) -> torch.Tensor:
+    target = torch.as_tensor(target, dtype=pred.dtype, device=pred.device).detach()
+    if from_logits:
+        return F.binary_cross_entropy_with_logits(pred, target, reduction="none")
+    return F.binary_cross_entropy(pred, target, reduction="none")
+
+
+def presence_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+                  from_logits: bool = False) -> torch.Tensor:
+    """Binary cross-entropy of the presence probability (keypoint inside the activation window).
+
+    pred: (N, K) probabilities (sigmoid outputs), or logits with ``from_logits=True``;
+    target: (N, K) in {0, 1}; weights: (N, K). Scalar.
+    """
+    return weighted_mean(_bce(pred, target, from_logits), weights)
+
+
+def visibility_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+                    from_logits: bool = False) -> torch.Tensor:
+    """Binary cross-entropy of visibility, balanced so each class contributes half.
+
+    ``0.5 * mean_w(BCE | visible) + 0.5 * mean_w(BCE | invisible)``, each a weighted mean over
+    the keypoints of that class (``target >= 0.5`` is visible). When a batch holds only one
+    class (among weighted keypoints), that class's mean is the loss. Scalar.
+    pred, target, weights: (N, K) as in :func:`presence_loss`.
+    """
+    bce = _bce(pred, target, from_logits)
+    target = torch.as_tensor(target, device=pred.device).detach()
+    weights = torch.broadcast_to(torch.as_tensor(weights, dtype=pred.dtype, device=pred.device), bce.shape)
+    visible = target >= 0.5
+    zeros = torch.zeros_like(weights)
+    total, count = bce.new_zeros(()), bce.new_zeros(())
+    for mask in (visible, ~visible):
+        class_weights = torch.where(mask, weights, zeros)
+        present = (class_weights.sum() > 0).to(bce.dtype)  # no host sync, no branch
+        total = total + present * weighted_mean(bce, class_weights)
+        count = count + present
+    return total / torch.clamp(count, min=1.0)
+
+
+def oks_quality_loss(pred: torch.Tensor, target_oks: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the predicted OKS (N, K) and the OKS of the decoded point.
+
+    ``target_oks`` (N, K) is a constant (see :func:`decoded_oks`); no gradient flows into it.
+    """
+    target = torch.as_tensor(target_oks, dtype=pred.dtype, device=pred.device).detach()
+    return weighted_mean((pred - target).square(), weights)
+
+
+def decoded_oks(decoded_xy, gt_xy, area, sigmas=SIGMAS):
+    """Per-keypoint OKS of decoded points against the ground truth: (N, K).
+
+    decoded_xy, gt_xy: (N, K, 2) in the same units as ``area`` (image pixels and the instance
+    area, or heatmap pixels and the area mapped into the heatmap); area: (N,) or scalar.
+    Uses :func:`probpose_core.evaluation.oks.keypoint_oks`. Accepts numpy arrays or torch
+    tensors; a torch input gives a detached torch tensor of its dtype and device (a target).
+    """
+    is_torch = isinstance(decoded_xy, torch.Tensor)
+    ref = decoded_xy if is_torch else None
+    to_np = (lambda a: a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a))
+    d = to_np(decoded_xy).astype(np.float64)
+    g = to_np(gt_xy).astype(np.float64)
+    a = np.asarray(to_np(area), dtype=np.float64)
+    sq_dist = np.square(d - g).sum(axis=-1)
+    oks = keypoint_oks(sq_dist, a[..., None] if a.ndim else a, sigmas)
+    if is_torch:
+        return torch.as_tensor(oks, dtype=ref.dtype, device=ref.device)
+    return oks
