@@ -179,3 +179,17 @@ def test_minimising_risk_moves_mass_to_gt_pixel():
         opt.step()
     p = torch.softmax(logits.flatten(2), -1).view_as(logits)
     assert p[0, 0, 1, 3].item() > 0.9
+
+
+def test_sobel_energy_matches_cv2_per_map():
+    import cv2
+
+    gen = torch.Generator().manual_seed(4)
+    p = _random_maps(gen, (2, 3, 7, 6))
+    energy = losses.sobel_energy(p).numpy()
+    for n in range(2):
+        for k in range(3):
+            m = p[n, k].numpy()
+            gx = cv2.Sobel(m, cv2.CV_64F, 1, 0, ksize=3)[1:-1, 1:-1] / 8
+            gy = cv2.Sobel(m, cv2.CV_64F, 0, 1, ksize=3)[1:-1, 1:-1] / 8
+            assert energy[n, k] == pytest.approx((gx ** 2 + gy ** 2).sum())
