@@ -61,7 +61,10 @@ def test_keypoints_move_by_the_crop_offset_and_leave_the_image_as_v3(source, bui
         n_v3 += int(np.sum(new[:, 2] == 3))
         bx, by, bw, bh = ann["bbox"]
         assert 0 <= bx and 0 <= by and bx + bw <= w + 1e-9 and by + bh <= h + 1e-9 and bw > 0 and bh > 0
-        assert np.all(in_image(new[inside & annotated, :2] - (bx, by), bw, bh)), "bbox holds in-image keypoints"
+        ox, oy, ow, oh = src_anns[ann["id"]]["bbox"]  # the original box clipped to the crop
+        clipped = [max(ox - x0, 0), max(oy - y0, 0), min(ox + ow - x0, w), min(oy + oh - y0, h)]
+        np.testing.assert_allclose([bx, by, bx + bw, by + bh], clipped)
+        np.testing.assert_allclose(ann["area"], src_anns[ann["id"]]["area"] * bw * bh / (ow * oh))
         assert 0 < ann["area"] <= src_anns[ann["id"]]["area"] + 1e-9
         assert ann["num_keypoints"] == int(np.sum(new[:, 2] > 0))
         assert np.sum(inside & annotated) >= 3  # min_in_image

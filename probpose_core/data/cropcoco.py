@@ -15,10 +15,11 @@ In the cropped frame (coordinates ``x - x0``, ``y - y0``):
 - every annotated keypoint (v > 0) outside the new image becomes ``v = 3`` with its
   coordinates kept (negative or beyond the width/height); v in {1, 2} inside stay as they
   were; v = 0 stays unannotated;
-- ``bbox`` is recomputed from in-image evidence: the original bbox clipped to the crop,
-  grown to hold the in-image annotated keypoints, clipped to the crop again;
+- ``bbox`` is recomputed from in-image evidence: the original bbox (in COCO the box of the
+  visible segment) clipped to the crop. It is not grown to hold the in-image keypoints, so
+  keypoints that lay outside the segment box (areas B/C) keep that relation;
 - ``area`` (the segment area in COCO) is scaled by the fraction of the original bbox that
-  stays in the crop, ``area * |bbox & crop| / |bbox|``, i.e. the segment is assumed spread
+  stays in the crop, ``area * |new bbox| / |bbox|``, i.e. the segment is assumed spread
   evenly over its box; ``segmentation`` is dropped (a shifted polygon would not be clipped);
 - an instance is dropped when its bbox leaves the crop entirely, or when it had annotated
   keypoints and fewer than ``min_in_image`` of them stay in the image (too little evidence
@@ -123,10 +124,6 @@ def crop_annotation(ann: dict, crop, min_in_image: int = 3):
         return None, "outside"
     if annotated.any() and inside.sum() < min_in_image:
         return None, "evidence"
-    if inside.any():
-        pts = kpts[inside, :2]
-        clip = np.concatenate([np.minimum(clip[:2], pts.min(axis=0)), np.maximum(clip[2:], pts.max(axis=0))])
-        clip = np.clip(clip, 0.0, [width, height, width, height])
     box_area = bw * bh
     scale = overlap / box_area if box_area > 0 else 1.0
     new = {k: v for k, v in ann.items() if k != "segmentation"}
