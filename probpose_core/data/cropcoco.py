@@ -40,7 +40,6 @@ from tqdm import tqdm
 
 from ..evaluation.areas import area_table, format_area_table, in_image
 from ..jsonio import dump_json
-from ..keypoints import NUM_KEYPOINTS
 from .coco import keypoints_array, load_coco
 
 

@@ -135,7 +135,7 @@ def make_synthetic_coco(num_images: int = 6, seed: int = 0, size=IMAGE_SIZE, max
     images, image_entries, annotations = [], [], []
     for i in range(num_images):
         img = _background(rng, size)
-        people = []  # (keypoints (K, 2), mask (H, W) bool)
+        people = []  # (keypoints (K, 2), mask (H, W) bool), back to front
         n_people = int(rng.integers(1, max_people + 1))
         for _ in range(50 * n_people):
             if len(people) == n_people:
@@ -151,16 +151,16 @@ def make_synthetic_coco(num_images: int = 6, seed: int = 0, size=IMAGE_SIZE, max
             color = rng.integers(30, 180, 3)
             _draw_figure(img, pose, height_px, tuple(int(c) for c in color),
                          left_color=tuple(int(c) + 60 for c in color), eye_color=(20, 20, 20))
-            people.append((pose, mask.astype(bool), height_px))
-        for j, (pose, mask, _) in enumerate(people):
+            people.append((pose, mask.astype(bool)))
+        for j, (pose, mask) in enumerate(people):
             inside = in_image(pose, w, h)
             vis = np.where(inside, 2, 3)
             px = np.clip(np.round(pose).astype(int), 0, [w - 1, h - 1])
-            for _, front, _ in people[j + 1:]:  # covered by a figure drawn later
+            for _, front in people[j + 1:]:  # covered by a figure drawn later
                 vis[inside & front[px[:, 1], px[:, 0]]] = 1
             vis[inside & (rng.random(NUM_KEYPOINTS) < p_random_occluded)] = 1
             visible = mask.copy()
-            for _, front, _ in people[j + 1:]:
+            for _, front in people[j + 1:]:
                 visible &= ~front
             ys, xs = np.nonzero(visible if visible.any() else mask)
             kpts = np.concatenate([pose, vis[:, None]], axis=1)
