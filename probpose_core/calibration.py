@@ -1,0 +1,392 @@
+"""Calibration of probability maps and presence, and credible regions in image coordinates.
+
+Probability maps (paper §3.3): a map is calibrated when, for every level ``q``, the smallest
+set of pixels holding ``q`` of its mass (the *credible set*, highest-probability pixels first)
+contains the true keypoint in a fraction ``q`` of cases.
+
+- The *credible level* of the ground-truth pixel ``g`` is the smallest ``q`` whose credible
+  set contains it: the mass of the pixels more probable than ``g``, plus a fraction ``u`` of
+  the mass of the pixels tied with ``g`` (``g`` included). ``u ~ U(0, 1)`` (randomised PIT)
+  makes the level exactly uniform on [0, 1] when ``g`` is drawn from the map itself, so the
+  *coverage curve* ``coverage(q) = P(level <= q)`` is the identity for a calibrated model.
+  A pixel outside the support (p = 0) has level 1: no credible set below 1 holds it.
+- *Calibration error* = mean over a grid of ``q`` of ``|coverage(q) - q|``.
+- *Temperature scaling*: ``prob_maps = sparsemax(logits / T)``; :func:`fit_temperature` picks
+  the ``T`` minimising the calibration error on held-out data by 1-D search.
+
+Presence (a per-keypoint probability): reliability curve, expected calibration error, Brier score.
+
+Credible regions of one map at level ``q``: :func:`credible_mask` (the highest-probability pixels
+holding ``q`` of the mass), :func:`credible_polygons` (its outlines in image coordinates) and
+:func:`covariance_ellipse` (mean and covariance of the map in image coordinates).
+Maps are (..., H, W) in heatmap pixels (x right, y down, pixel centres at integers, UDP).
+"""
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import geometry
+from .errors import InputError
+
+#: Default grid of credible levels for the coverage curve and calibration error.
+Q_GRID = np.round(np.linspace(0.05, 0.95, 19), 10)
+#: Search range of the temperature (multiplies the model's own temperature).
+T_RANGE = (0.05, 20.0)
+
+
+# ------------------------------------------------------------------------------ map calibration
+
+def _flat(prob_maps) -> np.ndarray:
+    p = np.asarray(prob_maps, dtype=np.float64)
+    if p.ndim < 2:
+        raise InputError(f"probability maps must be (..., H, W), got shape {p.shape}")
+    return p.reshape(-1, p.shape[-2] * p.shape[-1])
+
+
+def gt_pixel_index(gt_xy, map_size) -> tuple[np.ndarray, np.ndarray]:
+    """Flat pixel index (...,) of ground-truth points ``(..., 2)`` in heatmap coordinates.
+
+    map_size: (W, H). Points are rounded to the nearest pixel centre. Returns ``(index,
+    inside)``; ``index`` is 0 where the point falls outside the map (``inside`` False).
+    """
+    w, h = int(map_size[0]), int(map_size[1])
+    xy = np.asarray(gt_xy, dtype=np.float64)
+    ix, iy = np.rint(xy[..., 0]), np.rint(xy[..., 1])
+    inside = np.isfinite(ix) & np.isfinite(iy) & (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+    index = np.where(inside, np.nan_to_num(iy) * w + np.nan_to_num(ix), 0).astype(np.int64)
+    return index, inside
+
+
+def credible_level(prob_maps, gt_xy, u=0.5) -> np.ndarray:
+    """Credible level of the ground-truth pixel of each map: (...,), NaN where it is off the map.
+
+    prob_maps: (..., H, W); gt_xy: (..., 2) heatmap coordinates; ``u``: tie fraction, a number
+    or an array broadcasting to (...,) (uniform random draws give the randomised PIT; 0.5
+    the deterministic mid-point). Levels are relative to each map's total mass.
+    """
+    p_nd = np.asarray(prob_maps, dtype=np.float64)
+    batch = p_nd.shape[:-2]
+    p = _flat(p_nd)
+    index, inside = gt_pixel_index(gt_xy, (p_nd.shape[-1], p_nd.shape[-2]))
+    index, inside = index.reshape(-1), inside.reshape(-1)
+    if index.shape[0] != p.shape[0]:
+        raise InputError(f"{p.shape[0]} maps but {index.shape[0]} ground-truth points")
+    p_gt = p[np.arange(p.shape[0]), index][:, None]
+    total = p.sum(axis=1)
+    greater = np.where(p > p_gt, p, 0.0).sum(axis=1)
+    tied = np.where(p == p_gt, p, 0.0).sum(axis=1)
+    u = np.broadcast_to(np.asarray(u, dtype=np.float64), batch).reshape(-1)
+    level = (greater + u * tied) / np.where(total > 0, total, 1.0)
+    return np.where(inside, level, np.nan).reshape(batch)
+
+
+def _valid_weights(levels, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Flat levels (NaN -> 1) and weights (0 where the level is NaN)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    w = np.ones(levels.shape) if weights is None else np.asarray(weights, dtype=np.float64)
+    try:
+        w = np.broadcast_to(w, levels.shape).reshape(-1)
+    except ValueError:
+        raise InputError(f"weights of shape {w.shape} do not match levels of shape {levels.shape}") from None
+    levels = levels.reshape(-1)
+    w = np.where(np.isfinite(levels), w, 0.0)
+    return np.nan_to_num(levels, nan=1.0), w
+
+
+def coverage_curve(levels, weights=None, grid=Q_GRID) -> np.ndarray:
+    """Empirical coverage ``(Q,)``: weighted fraction of levels ``<= q`` for each ``q`` of ``grid``.
+
+    levels: any shape (NaN entries, e.g. keypoints off the map, are ignored); weights: same
+    shape or None. Returns NaN everywhere when no level carries weight.
+    """
+    levels, w = _valid_weights(levels, weights)
+    grid = np.asarray(grid, dtype=np.float64)
+    total = w.sum()
+    if total <= 0:
+        return np.full(grid.shape, np.nan)
+    return (w[None, :] * (levels[None, :] <= grid[:, None])).sum(axis=1) / total
+
+
+def calibration_error(levels, weights=None, grid=Q_GRID) -> float:
+    """Mean over ``grid`` of ``|coverage(q) - q|`` (0 for a perfectly calibrated model)."""
+    grid = np.asarray(grid, dtype=np.float64)
+    return float(np.mean(np.abs(coverage_curve(levels, weights, grid) - grid)))
+
+
+def temperature_maps(logits, temperature: float) -> np.ndarray:
+    """``sparsemax(logits / T)`` over each map's pixels: (..., H, W) float64 numpy."""
+    import torch
+
+    from .sparsemax import sparsemax_maps
+
+    z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
+    shape = z.shape
+    with torch.no_grad():
+        p = sparsemax_maps(z.reshape(-1, 1, shape[-2], shape[-1]), temperature=float(temperature))
+    return p.reshape(shape).numpy()
+
+
+def temperature_error(logits, gt_heatmap_xy, temperature: float, weights=None, grid=Q_GRID,
+                      u=0.5, chunk: int = 4096) -> float:
+    """Calibration error of ``sparsemax(logits / T)`` (logits (N, K, H, W), gt (N, K, 2))."""
+    logits = np.asarray(logits)
+    h, w = logits.shape[-2:]
+    flat_logits = logits.reshape(-1, h, w)
+    gt = np.asarray(gt_heatmap_xy, dtype=np.float64).reshape(-1, 2)
+    u = np.broadcast_to(np.asarray(u, dtype=np.float64), logits.shape[:-2]).reshape(-1)
+    levels = np.concatenate([
+        credible_level(temperature_maps(flat_logits[s:s + chunk], temperature), gt[s:s + chunk], u[s:s + chunk])
+        for s in range(0, flat_logits.shape[0], chunk)
+    ])
+    wts = None if weights is None else np.broadcast_to(weights, logits.shape[:-2]).reshape(-1)
+    return calibration_error(levels, wts, grid)
+
+
+def fit_temperature(logits, gt_heatmap_xy, weights=None, grid=Q_GRID, t_range=T_RANGE,
+                    coarse: int = 25, iters: int = 24, seed: int = 0) -> float:
+    """Temperature ``T`` for which ``sparsemax(logits / T)`` is best calibrated.
+
+    logits: (N, K, H, W) map logits (before any temperature); gt_heatmap_xy: (N, K, 2) ground
+    truth in heatmap coordinates; weights: (N, K) or None (use e.g. 1 for annotated keypoints;
+    points off the map are skipped). Minimises :func:`calibration_error` over ``grid`` with
+    randomised tie fractions (fixed ``seed``, the same draws for every ``T``): a log-spaced
+    grid of ``coarse`` temperatures over ``t_range``, then golden-section search on log T
+    within the neighbours of the best grid point for ``iters`` steps.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 4:
+        raise InputError(f"logits must be (N, K, H, W), got shape {logits.shape}")
+    gt = np.asarray(gt_heatmap_xy, dtype=np.float64)
+    if gt.shape != logits.shape[:2] + (2,):
+        raise InputError(f"gt_heatmap_xy must be {logits.shape[:2] + (2,)}, got {gt.shape}")
+    u = np.random.default_rng(seed).uniform(size=logits.shape[:2])
+
+    def error(log_t: float) -> float:
+        return temperature_error(logits, gt, float(np.exp(log_t)), weights, grid, u)
+
+    log_grid = np.linspace(np.log(t_range[0]), np.log(t_range[1]), coarse)
+    errors = [error(x) for x in log_grid]
+    best = int(np.argmin(errors))
+    lo, hi = log_grid[max(best - 1, 0)], log_grid[min(best + 1, coarse - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = error(a), error(b)
+    for _ in range(iters):
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = error(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = error(b)
+    candidates = [(fa, a), (fb, b), (errors[best], log_grid[best])]
+    return float(np.exp(min(candidates)[1]))
+
+
+# ------------------------------------------------------------------------------ presence calibration
+
+def _prob_outcome(prob, outcome) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(prob, dtype=np.float64).reshape(-1)
+    o = np.asarray(outcome, dtype=np.float64).reshape(-1)
+    if p.shape != o.shape:
+        raise InputError(f"{p.shape[0]} probabilities but {o.shape[0]} outcomes")
+    if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1):
+        raise InputError("probabilities must lie in [0, 1]")
+    keep = np.isfinite(p) & np.isfinite(o)
+    return p[keep], o[keep]
+
+
+def reliability_curve(prob, outcome, bins: int = 10):
+    """Reliability diagram data for binary predictions.
+
+    prob: (M,) predicted probabilities; outcome: (M,) 0/1. Equal-width bins over [0, 1]
+    (1.0 falls in the last). Returns ``confidence (B,)`` (mean prob per bin), ``accuracy (B,)``
+    (mean outcome per bin), both NaN for empty bins, and ``counts (B,)``.
+    """
+    p, o = _prob_outcome(prob, outcome)
+    index = np.clip(np.floor(p * bins).astype(np.int64), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(index, weights=p, minlength=bins) / counts
+        accuracy = np.bincount(index, weights=o, minlength=bins) / counts
+    return confidence, accuracy, counts
+
+
+def expected_calibration_error(prob, outcome, bins: int = 10) -> float:
+    """``sum_b n_b / n * |accuracy_b - confidence_b|`` over non-empty bins (NaN without data)."""
+    confidence, accuracy, counts = reliability_curve(prob, outcome, bins)
+    if counts.sum() == 0:
+        return float("nan")
+    filled = counts > 0
+    return float((counts[filled] * np.abs(accuracy[filled] - confidence[filled])).sum() / counts.sum())
+
+
+def brier_score(prob, outcome) -> float:
+    """Mean squared difference between probabilities and 0/1 outcomes (NaN without data)."""
+    p, o = _prob_outcome(prob, outcome)
+    return float(np.mean((p - o) ** 2)) if p.size else float("nan")
+
+
+# ------------------------------------------------------------------------------ credible regions
+
+def credible_mask(prob_map, q: float) -> np.ndarray:
+    """Credible region at level ``q``: bool (..., H, W).
+
+    The highest-probability pixels holding at least ``q`` of each map's mass: pixel ``x`` is in
+    it exactly when the mass of the pixels more probable than ``x`` is below ``q`` (so pixels
+    tied at the boundary are all in, and zero-probability pixels never). ``q <= 0``: empty.
+    """
+    p_nd = np.asarray(prob_map, dtype=np.float64)
+    p = _flat(p_nd)
+    if q <= 0:
+        return np.zeros(p_nd.shape, dtype=bool)
+    ordered = -np.sort(-p, axis=1)
+    cumsum = np.cumsum(ordered, axis=1)
+    target = min(float(q), 1.0) * cumsum[:, -1:]
+    needed = np.minimum((cumsum < target).sum(axis=1), p.shape[1] - 1)  # index of the last pixel
+    threshold = ordered[np.arange(p.shape[0]), needed][:, None]
+    return ((p >= threshold) & (p > 0)).reshape(p_nd.shape)
+
+
+def credible_polygons(prob_map, q: float, center, scale) -> list[np.ndarray]:
+    """Outlines of the credible region of one map (H, W) at level ``q``, in image coordinates.
+
+    Returns a list of ``(M, 2)`` float arrays, one per connected part (cv2 external contours
+    through the centres of the region's boundary pixels; a one-pixel part is a single point),
+    largest part first. ``center``/``scale``: the activation window of the map (geometry).
+    """
+    p = np.asarray(prob_map, dtype=np.float64)
+    if p.ndim != 2:
+        raise InputError(f"credible_polygons takes one (H, W) map, got shape {p.shape}")
+    mask = credible_mask(p, q).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours = sorted(contours, key=lambda c: (-cv2.contourArea(c), -len(c)))
+    size = (p.shape[1], p.shape[0])
+    return [geometry.heatmap_to_image(c.reshape(-1, 2).astype(np.float64), center, scale, size)
+            for c in contours]
+
+
+def map_moments(prob_maps) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(..., 2)`` (x, y) and covariance ``(..., 2, 2)`` of maps (..., H, W), heatmap pixels.
+
+    Maps are normalised by their own mass; an all-zero map gives NaN.
+    """
+    p = np.asarray(prob_maps, dtype=np.float64)
+    h, w = p.shape[-2:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = p / p.sum(axis=(-2, -1), keepdims=True)
+    xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+    px, py = p.sum(axis=-2), p.sum(axis=-1)  # marginals (..., W), (..., H)
+    mx, my = px @ xs, py @ ys
+    dx, dy = xs - mx[..., None], ys - my[..., None]  # (..., W), (..., H)
+    vxx = (px * dx ** 2).sum(-1)
+    vyy = (py * dy ** 2).sum(-1)
+    vxy = np.einsum("...hw,...h,...w->...", p, dy, dx)
+    mean = np.stack([mx, my], axis=-1)
+    cov = np.stack([np.stack([vxx, vxy], -1), np.stack([vxy, vyy], -1)], -2)
+    return mean, cov
+
+
+def covariance_ellipse(prob_map, center, scale) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(..., 2)`` and covariance ``(..., 2, 2)`` of maps in image coordinates.
+
+    prob_map: (H, W) with ``center``/``scale`` (2,), or (N, K, H, W) with (N, 2) windows (one
+    per instance). The heatmap moments are carried through the window's heatmap -> image
+    affine: ``mean_img = A mean + b``, ``cov_img = A cov A^T``. A one-pixel map has zero
+    covariance (no sub-pixel spread is added).
+    """
+    p = np.asarray(prob_map, dtype=np.float64)
+    center, scale = np.asarray(center, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+    size = (p.shape[-1], p.shape[-2])
+    mean_hm, cov_hm = map_moments(p)
+    if p.ndim == 2:
+        to_image = geometry.invert_affine(geometry.udp_affine(center, scale, size))
+        lin = to_image[:, :2]
+        return geometry.apply_affine(to_image, mean_hm), lin @ cov_hm @ lin.T
+    if p.ndim != 4 or center.shape != (p.shape[0], 2) or scale.shape != (p.shape[0], 2):
+        raise InputError(f"maps {p.shape} need (H, W) with (2,) windows or (N, K, H, W) with (N, 2) windows")
+    mean, cov = np.empty_like(mean_hm), np.empty_like(cov_hm)
+    for n in range(p.shape[0]):  # one affine per instance; keypoints vectorised
+        to_image = geometry.invert_affine(geometry.udp_affine(center[n], scale[n], size))
+        lin = to_image[:, :2]
+        mean[n] = geometry.apply_affine(to_image, mean_hm[n])
+        cov[n] = lin @ cov_hm[n] @ lin.T
+    return mean, cov
+
+
+def ellipse_axes(cov, q: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Semi-axes ``(..., 2)`` (major, minor) and angle ``(...,)`` in degrees of the level-``q`` ellipse.
+
+    For a Gaussian with covariance ``cov (..., 2, 2)`` the ellipse holding ``q`` of the mass has
+    semi-axes ``sqrt(-2 ln(1 - q) * eigenvalue)``; the angle is that of the major axis from +x
+    towards +y (image y down), as cv2.ellipse expects.
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    values, vectors = np.linalg.eigh(cov)  # ascending
+    radius2 = -2.0 * np.log1p(-min(max(float(q), 0.0), 1.0 - 1e-12))
+    axes = np.sqrt(np.clip(values[..., ::-1], 0, None) * radius2)
+    major = vectors[..., :, 1]
+    angle = np.degrees(np.arctan2(major[..., 1], major[..., 0]))
+    return axes, angle
+
+
+# ------------------------------------------------------------------------------ plots
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_coverage_curve(curves, path, grid=Q_GRID, title: str = "Probability-map calibration") -> Path:
+    """Coverage curves (empirical coverage vs credible level ``q``) with the ideal diagonal, as PNG.
+
+    curves: one coverage array (Q,) or a mapping ``label -> (Q,)`` (e.g. before/after the
+    temperature fit); grid: the ``q`` values (Q,). Returns the written path.
+    """
+    if not isinstance(curves, dict):
+        curves = {"model": curves}
+    grid = np.asarray(grid, dtype=np.float64)
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    for label, coverage in curves.items():
+        coverage = np.asarray(coverage, dtype=np.float64)
+        err = np.nanmean(np.abs(coverage - grid))
+        ax.plot(grid, coverage, "o-", markersize=3, label=f"{label} (err {err:.3f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="credible level q (mass of the region)",
+           ylabel="fraction of ground truths inside", title=title)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reliability(prob, outcome, path, bins: int = 10, title: str = "Presence reliability") -> Path:
+    """Reliability diagram of binary probabilities (bars: accuracy per bin; ECE and Brier in the legend), PNG."""
+    confidence, accuracy, counts = reliability_curve(prob, outcome, bins)
+    ece, brier = expected_calibration_error(prob, outcome, bins), brier_score(prob, outcome)
+    centres = (np.arange(bins) + 0.5) / bins
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    filled = counts > 0
+    ax.bar(centres[filled], accuracy[filled], width=1.0 / bins, edgecolor="black", alpha=0.7,
+           label=f"accuracy (ECE {ece:.3f}, Brier {brier:.3f})")
+    ax.plot(confidence[filled], accuracy[filled], "o", color="C3", markersize=4, label="mean confidence")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency", title=title)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
