@@ -1,0 +1,316 @@
+"""ProbMapCodec: training targets from keypoints, and keypoints from probability maps.
+
+Everything is in IMAGE coordinates per instance, given its activation window (``center``,
+``scale`` from :func:`geometry.bbox_to_center_scale`); map pixels are reached only through
+:mod:`geometry` (UDP: the window maps onto pixel centres ``[0, W-1] x [0, H-1]``).
+
+OKS in map pixels. OKS is isotropic in the image, but the UDP factors
+``kx = (W-1)/scale_w`` and ``ky = (H-1)/scale_h`` (map pixels per image pixel) differ slightly
+(47/48 vs 63/64 of the 3:4 ratio). Rather than one ``area_map = area * kx * ky``, both axes
+are kept exact: a map offset ``(dx, dy)`` is the image distance ``(dx/kx)^2 + (dy/ky)^2``,
+fed to the one formula in :mod:`evaluation.oks`. Because the OKS kernel is Gaussian it is
+separable, ``exp(-rx dx^2) * exp(-ry dy^2)`` with per-axis rates ``r = oks_exponent(1/k^2)``.
+
+Decoding (``method="expected_oks"``, the default). For a map ``p`` the expected OKS of a
+guess ``x`` is ``E(x) = sum_y p(y) OKS(x, y)``, a separable Gaussian filter of ``p``
+(computed as ``Gy @ p @ Gx`` with Toeplitz kernel matrices; zero outside the map). The
+decoded point maximises ``E``: the best pixel, then Newton steps on ``log E`` with the exact
+gradient and Hessian of the *continuous* function ``E(x) = gy(y)^T p gx(x)``. No finite-
+difference stencil is used, so points next to the map border need no special case; steps are
+kept within 1 px of the best pixel and inside the map. The returned confidence is ``E`` at
+the decoded point (the expected OKS of the estimate, given the map). Negative map values
+(heatmaps from other models) are clipped to 0.
+
+Baselines: ``"argmax"`` (best pixel, map value) and ``"udp"`` (DARK-style: Gaussian blur of
+std ``blur_sigma`` map px, best pixel, one Newton step on the log of the blurred map from
+central differences on the grid, replicated at the border; confidence = map value there).
+
+Horizontal flip under UDP: mirroring the input about the window centre maps heatmap column
+``x`` to ``W-1-x`` exactly, so :func:`flip_merge` needs no one-pixel shift.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from . import geometry
+from .errors import InputError
+from .evaluation.oks import keypoint_oks, oks_exponent
+from .keypoints import FLIP_INDEX, SIGMAS
+
+#: exococotools' instance-area estimate when there is no segmentation area: 0.53 * w * h.
+AREA_FACTOR = 0.53
+DECODE_METHODS = ("expected_oks", "argmax", "udp")
+# Kernel values below this are set to 0 (changing E by < 1e-12): float32 denormals in the
+# products of two kernel tails would make the matmuls several times slower.
+_TINY = 1e-12
+
+
+def pixel_scale(scale, heatmap_size=geometry.HEATMAP_SIZE) -> np.ndarray:
+    """Map pixels per image pixel ``(kx, ky)`` (N, 2) of windows with ``scale (N, 2)`` (UDP)."""
+    scale = np.asarray(scale, dtype=np.float64).reshape(-1, 2)
+    return np.array([heatmap_size[0] - 1, heatmap_size[1] - 1], dtype=np.float64) / scale
+
+
+def window_area(scale, padding: float = geometry.PADDING, factor: float = AREA_FACTOR) -> np.ndarray:
+    """Instance area (N,) estimated from window sizes ``scale (N, 2)``: ``factor * w * h``.
+
+    ``w, h = scale / padding`` is the 3:4 box the window was padded from. It equals the
+    detection box for boxes already at 3:4 and exceeds it for boxes that were widened, so
+    prefer ``AREA_FACTOR * box_w * box_h`` from the real box when it is at hand.
+    """
+    scale = np.asarray(scale, dtype=np.float64).reshape(-1, 2)
+    return factor * scale[:, 0] * scale[:, 1] / padding ** 2
+
+
+def oks_rates(area, pixel_scale_xy=None, sigmas=SIGMAS) -> np.ndarray:
+    """Per-axis OKS kernel rates (N, K, 2): ``OKS = exp(-rx dx^2 - ry dy^2)`` in map pixels.
+
+    area: (N,) instance areas in image px^2; pixel_scale_xy: (N, 2) map px per image px, or
+    None when ``area`` is already in map px^2 (isotropic).
+    """
+    area = np.asarray(area, dtype=np.float64).reshape(-1)
+    ps = np.ones((len(area), 2)) if pixel_scale_xy is None else np.asarray(pixel_scale_xy, np.float64).reshape(-1, 2)
+    unit_sq = (1.0 / ps ** 2)[:, :, None]  # image px^2 of one map pixel, per axis: (N, 2, 1)
+    rates = oks_exponent(unit_sq, area[:, None, None], sigmas)  # (N, 2, K)
+    return np.ascontiguousarray(np.moveaxis(rates, 1, 2))
+
+
+def _toeplitz_kernels(rates, n: int) -> np.ndarray:
+    """Symmetric kernel matrices ``exp(-rate (i - j)^2)``: rates (...,) -> (..., n, n) float32."""
+    offsets = np.arange(1 - n, n, dtype=np.float64)  # row i of the matrix is offsets[n-1-i:][:n]
+    line = np.exp(-rates[..., None] * offsets ** 2)
+    line = np.where(line < _TINY, 0.0, line).astype(np.float32)  # no denormals
+    return np.ascontiguousarray(sliding_window_view(line, n, axis=-1)[..., ::-1, :])
+
+
+def gaussian_filter_maps(maps, rates) -> np.ndarray:
+    """Separable Gaussian filter ``sum_y maps(y) exp(-rx dx^2 - ry dy^2)``, zero outside.
+
+    maps: (N, K, H, W); rates: (N, K, 2) per-axis rates (x, y). Returns (N, K, H, W) float32.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    h, w = maps.shape[-2:]
+    gx = _toeplitz_kernels(rates[..., 0], w)
+    gy = _toeplitz_kernels(rates[..., 1], h)
+    return gy @ maps @ gx
+
+
+def expected_oks_maps(prob_maps, area, pixel_scale_xy=None, sigmas=SIGMAS) -> np.ndarray:
+    """Expected OKS of every map pixel as a guess: (N, K, H, W).
+
+    prob_maps: (N, K, H, W); area: (N,) in image px^2 with ``pixel_scale_xy (N, 2)`` from
+    :func:`pixel_scale`, or area in map px^2 (``area_map``) when ``pixel_scale_xy`` is None.
+    """
+    prob_maps = np.clip(np.asarray(prob_maps, dtype=np.float32), 0, None)
+    return gaussian_filter_maps(prob_maps, oks_rates(area, pixel_scale_xy, sigmas))
+
+
+def _best_pixel(maps) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (x, y) of each map's maximum (N, K, 2) and the maximum (N, K)."""
+    n, k, h, w = maps.shape
+    flat = maps.reshape(n, k, h * w)
+    idx = flat.argmax(axis=-1)
+    best = np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+    return np.stack([idx % w, idx // w], axis=-1).astype(np.float64), best
+
+
+def _axis_kernels(pos, rate, n: int) -> np.ndarray:
+    """Kernel value, first and second derivative along one axis at ``pos``: (N, K, 3, n) float32."""
+    d = pos[..., None] - np.arange(n)
+    r = rate[..., None]
+    g = np.exp(-r * d * d)
+    g = np.where(g < _TINY, 0.0, g)
+    return np.stack([g, -2 * r * d * g, (4 * r * r * d * d - 2 * r) * g], axis=-2).astype(np.float32)
+
+
+def refine_expected_oks(prob_maps, rates, start, n_iter: int = 2):
+    """Newton ascent of ``log E`` from integer ``start (N, K, 2)``; returns points and ``E``.
+
+    ``E(x, y) = gy(y)^T p gx(x)`` and its derivatives are evaluated exactly at continuous
+    positions (no grid stencil). prob_maps: (N, K, H, W) non-negative; rates: (N, K, 2).
+    Points stay within 1 px of ``start`` and inside the map.
+    """
+    p = np.asarray(prob_maps, dtype=np.float32)
+    h, w = p.shape[-2:]
+    lo = np.maximum(start - 1, 0)
+    hi = np.minimum(start + 1, [w - 1, h - 1])
+    pos = start.astype(np.float64).copy()
+    for it in range(n_iter + 1):
+        gx = _axis_kernels(pos[..., 0], rates[..., 0], w)  # (N, K, 3, W)
+        gy = _axis_kernels(pos[..., 1], rates[..., 1], h)  # (N, K, 3, H)
+        # m[a, b] = (d/dy)^a gy . p . (d/dx)^b gx, (N, K, 3, 3)
+        m = (gy @ (p @ np.swapaxes(gx, -1, -2))).astype(np.float64)
+        e = m[..., 0, 0]
+        if it == n_iter:
+            return pos, e
+        safe = np.where(e > 0, e, 1.0)
+        lx, ly = m[..., 0, 1] / safe, m[..., 1, 0] / safe
+        lxx = m[..., 0, 2] / safe - lx * lx
+        lyy = m[..., 2, 0] / safe - ly * ly
+        lxy = m[..., 1, 1] / safe - lx * ly
+        det = lxx * lyy - lxy * lxy
+        ok = (e > 0) & (lxx < 0) & (det > 0)
+        det = np.where(ok, det, 1.0)
+        step = np.stack([-(lyy * lx - lxy * ly) / det, -(lxx * ly - lxy * lx) / det], axis=-1)
+        pos = np.clip(pos + np.where(ok[..., None], step, 0.0), lo, hi)
+    return pos, e
+
+
+def _dark_refine(blurred, start) -> np.ndarray:
+    """One Newton step on log(blurred) from grid central differences (edge-replicated)."""
+    n, k, h, w = blurred.shape
+    logm = np.log(np.maximum(blurred, 1e-10))
+    padded = np.pad(logm, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    x = start[..., 0].astype(int) + 1
+    y = start[..., 1].astype(int) + 1
+    ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+
+    def at(dx, dy):
+        return padded[ni, ki, y + dy, x + dx]
+
+    c = at(0, 0)
+    gx, gy = (at(1, 0) - at(-1, 0)) / 2, (at(0, 1) - at(0, -1)) / 2
+    hxx, hyy = at(1, 0) - 2 * c + at(-1, 0), at(0, 1) - 2 * c + at(0, -1)
+    hxy = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / 4
+    det = hxx * hyy - hxy * hxy
+    ok = (hxx < 0) & (det > 0)
+    det = np.where(ok, det, 1.0)
+    step = np.stack([-(hyy * gx - hxy * gy) / det, -(hxx * gy - hxy * gx) / det], axis=-1)
+    step = np.clip(np.where(ok[..., None], step, 0.0), -1, 1)
+    return np.clip(start + step, 0, [w - 1, h - 1])
+
+
+def _flip_w(x):
+    return x.flip(-1) if hasattr(x, "flip") and not isinstance(x, np.ndarray) else x[..., ::-1]
+
+
+def flip_merge(values, flipped_values, flip_index=FLIP_INDEX):
+    """Average predictions with those of the horizontally flipped input, flipped back.
+
+    values, flipped_values: maps (N, K, H, W) or per-keypoint scalars (N, K); numpy or torch.
+    The flipped prediction's keypoint channels are swapped with ``flip_index`` and, for maps,
+    mirrored along W (exact under UDP). Maps that sum to 1 still sum to 1.
+    """
+    index = list(flip_index)
+    back = flipped_values[:, index]
+    if back.ndim == 4:
+        back = _flip_w(back)
+    elif back.ndim != 2:
+        raise InputError(f"flip_merge expects (N, K, H, W) maps or (N, K) scalars, got {back.ndim}-D")
+    return (values + back) / 2
+
+
+def _windows(center, scale, n: int):
+    center = np.asarray(center, dtype=np.float64).reshape(-1, 2)
+    scale = np.asarray(scale, dtype=np.float64).reshape(-1, 2)
+    if len(center) != n or len(scale) != n:
+        raise InputError(f"center/scale must hold one window per instance ({n}), got {len(center)}/{len(scale)}")
+    if not (scale > 0).all():
+        raise InputError("window scale must be positive")
+    return center, scale
+
+
+@dataclass(frozen=True)
+class ProbMapCodec:
+    """Settings of the probability-map codec; ``encode``/``decode`` keep no state.
+
+    Sizes are (W, H). ``blur_sigma`` is the DARK blur of ``method="udp"`` in map pixels;
+    ``refine_iters`` the Newton steps of the expected-OKS refinement (2 converge to ~1e-6 px
+    on smooth maps; 1 leaves up to ~0.01 px).
+    """
+
+    input_size: tuple = geometry.INPUT_SIZE
+    heatmap_size: tuple = geometry.HEATMAP_SIZE
+    sigmas: np.ndarray = field(default_factory=lambda: SIGMAS)
+    padding: float = geometry.PADDING
+    area_factor: float = AREA_FACTOR
+    blur_sigma: float = 2.0
+    refine_iters: int = 2
+
+    def encode(self, keypoints, visibility, area, center, scale) -> dict:
+        """Training targets for N instances.
+
+        keypoints: (N, K, 2) image coordinates; visibility: (N, K) COCO v in {0, 1, 2, 3}
+        (3 = annotated outside the image); area: (N,) image px^2; center, scale: (N, 2).
+        Returns numpy arrays:
+
+        - ``oks_maps (N, K, H, W)``: OKS of each map pixel (as a guess) against the keypoint.
+        - ``keypoints_map (N, K, 2)``: the keypoints in map pixel coordinates.
+        - ``keypoint_weights (N, K)``: 1 where annotated (v > 0): weights of the presence and
+          visibility targets.
+        - ``presence (N, K)``: 1 where annotated (v in 1..3; v = 3 points have a location too)
+          and inside the activation window (edges included).
+        - ``map_weights (N, K)``: ``keypoint_weights * presence``: weights of the map and
+          OKS-quality losses (a keypoint outside the window has no pixel to be found at).
+        - ``visibility (N, K)``: 1 where v == 2.
+        """
+        kpts = np.asarray(keypoints, dtype=np.float64)
+        vis = np.asarray(visibility)
+        if kpts.ndim != 3 or kpts.shape[-1] != 2 or vis.shape != kpts.shape[:2]:
+            raise InputError(f"keypoints must be (N, K, 2) and visibility (N, K), got {kpts.shape} and {vis.shape}")
+        n, k = vis.shape
+        if len(self.sigmas) != k:
+            raise InputError(f"{k} keypoints per instance but {len(self.sigmas)} sigmas")
+        area = np.asarray(area, dtype=np.float64).reshape(-1)
+        if len(area) != n:
+            raise InputError(f"area must hold one value per instance ({n}), got {len(area)}")
+        center, scale = _windows(center, scale, n)
+        w, h = self.heatmap_size
+        grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), axis=-1).astype(np.float64)  # (H, W, 2)
+        oks_maps = np.empty((n, k, h, w), dtype=np.float32)
+        kpts_map = np.empty_like(kpts)
+        inside = np.empty((n, k), dtype=bool)
+        for i in range(n):
+            grid_img = geometry.heatmap_to_image(grid, center[i], scale[i], self.heatmap_size)
+            sq_dist = ((grid_img[:, :, None, :] - kpts[i]) ** 2).sum(-1)  # (H, W, K)
+            oks_maps[i] = np.moveaxis(keypoint_oks(sq_dist, area[i], self.sigmas), -1, 0)
+            kpts_map[i] = geometry.image_to_heatmap(kpts[i], center[i], scale[i], self.heatmap_size)
+            inside[i] = geometry.in_window(kpts[i], geometry.window_xyxy(center[i], scale[i]))
+        annotated = vis > 0
+        presence = annotated & inside
+        f32 = np.float32
+        return {
+            "oks_maps": oks_maps,
+            "keypoints_map": kpts_map,
+            "keypoint_weights": annotated.astype(f32),
+            "presence": presence.astype(f32),
+            "map_weights": presence.astype(f32),
+            "visibility": (vis == 2).astype(f32),
+        }
+
+    def decode(self, prob_maps, center, scale, area=None, method: str = "expected_oks"):
+        """Keypoints from maps: returns ``keypoints (N, K, 2)`` image coords, ``confidence (N, K)``.
+
+        prob_maps: (N, K, H, W) (numpy or CPU torch); center, scale: (N, 2) activation windows;
+        area: (N,) instance areas in image px^2, or None to use :func:`window_area`.
+        ``confidence`` is the expected OKS of the returned point for "expected_oks" and the map
+        value at the best pixel for "argmax" and "udp".
+        """
+        maps = np.asarray(prob_maps, dtype=np.float32)
+        w, h = self.heatmap_size
+        if maps.ndim != 4 or maps.shape[2:] != (h, w):
+            raise InputError(f"prob_maps must be (N, K, {h}, {w}), got {maps.shape}")
+        if method not in DECODE_METHODS:
+            raise InputError(f"unknown decode method {method!r}; choose from {', '.join(DECODE_METHODS)}")
+        n = maps.shape[0]
+        center, scale = _windows(center, scale, n)
+        if method == "expected_oks":
+            if area is None:
+                area = window_area(scale, self.padding, self.area_factor)
+            rates = oks_rates(area, pixel_scale(scale, self.heatmap_size), self.sigmas)
+            maps = np.clip(maps, 0, None)
+            start, _ = _best_pixel(gaussian_filter_maps(maps, rates))
+            points, confidence = refine_expected_oks(maps, rates, start, self.refine_iters)
+        elif method == "argmax":
+            points, confidence = _best_pixel(maps)
+        else:
+            rate = 1.0 / (2 * self.blur_sigma ** 2)
+            blurred = gaussian_filter_maps(maps, np.full(maps.shape[:2] + (2,), rate))
+            start, _ = _best_pixel(blurred)
+            points = _dark_refine(blurred, start)
+            xi, yi = start[..., 0].astype(int), start[..., 1].astype(int)
+            confidence = np.take_along_axis(maps.reshape(*maps.shape[:2], -1), (yi * w + xi)[..., None], -1)[..., 0]
+        keypoints = np.stack([geometry.heatmap_to_image(points[i], center[i], scale[i], self.heatmap_size)
+                              for i in range(n)]) if n else np.zeros((0,) + points.shape[1:])
+        return keypoints, confidence.astype(np.float64)

@@ -1,0 +1,263 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from probpose_core import geometry as g
+from probpose_core.codec import ProbMapCodec, expected_oks_maps, flip_merge, pixel_scale, window_area
+from probpose_core.errors import InputError
+from probpose_core.keypoints import FLIP_INDEX, INDEX, SIGMAS
+from probpose_core.sparsemax import sparsemax_maps
+
+W, H = g.HEATMAP_SIZE
+K = len(SIGMAS)
+CODEC = ProbMapCodec()
+YS, XS = np.mgrid[0:H, 0:W]
+# a window whose map pixels are image pixels: map coordinates == image coordinates
+UNIT_CENTER, UNIT_SCALE = np.array([(W - 1) / 2, (H - 1) / 2]), np.array([W - 1.0, H - 1.0])
+
+
+def _sq_dist(points):
+    """Squared map distance of every pixel to ``points (N, K, 2)``: (N, K, H, W)."""
+    return (XS - points[..., 0, None, None]) ** 2 + (YS - points[..., 1, None, None]) ** 2
+
+
+def smooth_sparsemax(points, radius):
+    """Sparsemax of a quadratic peak at each sub-pixel point, support radius ~``radius`` px."""
+    logits = torch.from_numpy(-_sq_dist(points) / 2)
+    return sparsemax_maps(logits, temperature=np.pi * radius ** 4 / 4).numpy()
+
+
+def gaussian_blob(points, std):
+    m = np.exp(-_sq_dist(points) / (2 * std ** 2))
+    return m / m.sum((2, 3), keepdims=True)
+
+
+def bilinear_splat(points):
+    """All mass on the 2x2 pixels around each point, with bilinear weights (never cut by the edge)."""
+    m = (np.clip(1 - np.abs(XS - points[..., 0, None, None]), 0, None)
+         * np.clip(1 - np.abs(YS - points[..., 1, None, None]), 0, None))
+    return m / m.sum((2, 3), keepdims=True)
+
+
+def _windows(n):
+    center = np.tile([[300.0, 200.0]], (n, 1))
+    scale = np.tile([[150.0, 200.0]], (n, 1))
+    return center, scale
+
+
+def decode_error(maps, points, method="expected_oks", area=None):
+    """Euclidean decode error in map pixels of maps rendered at ``points (N, K, 2)`` (map coords)."""
+    center, scale = _windows(len(points))
+    keypoints, _ = CODEC.decode(maps, center, scale, area=area, method=method)
+    back = np.stack([g.image_to_heatmap(kp, c, s) for kp, c, s in zip(keypoints, center, scale)])
+    return np.linalg.norm(back - points, axis=-1)
+
+
+def interior_points(rng, n, margin=4):
+    return rng.uniform([margin, margin], [W - 1 - margin, H - 1 - margin], size=(n, K, 2))
+
+
+def border_points(rng, n):
+    """Points within 1 px of a random edge of the map."""
+    p = interior_points(rng, n)
+    side = rng.integers(0, 4, size=(n, K))
+    off = rng.uniform(0, 1, size=(n, K))
+    p[..., 0] = np.where(side == 0, off, np.where(side == 1, W - 1 - off, p[..., 0]))
+    p[..., 1] = np.where(side == 2, off, np.where(side == 3, H - 1 - off, p[..., 1]))
+    return p
+
+
+# ---------------------------------------------------------------- decode accuracy
+
+
+@pytest.mark.parametrize("render", [lambda p: smooth_sparsemax(p, 2.0), lambda p: smooth_sparsemax(p, 3.0),
+                                    lambda p: gaussian_blob(p, 1.0), bilinear_splat],
+                         ids=["sparsemax_r2", "sparsemax_r3", "blob", "splat"])
+def test_expected_oks_decodes_sub_pixel_points(rng, render):
+    points = interior_points(rng, 6)
+    err = decode_error(render(points), points)
+    assert np.median(err) <= 0.05, np.median(err)
+    assert np.percentile(err, 95) <= 0.1
+    assert np.median(decode_error(render(points), points, "argmax")) > 0.25  # sub-pixel matters
+
+
+def test_udp_baseline_is_sub_pixel_in_the_interior(rng):
+    points = interior_points(rng, 4)
+    assert np.median(decode_error(smooth_sparsemax(points, 3.0), points, "udp")) <= 0.05
+
+
+def test_points_next_to_the_border_stay_accurate(rng):
+    points = border_points(rng, 6)
+    maps = bilinear_splat(points)
+    err = decode_error(maps, points)
+    assert np.median(err) <= 0.05 and np.percentile(err, 95) <= 0.05
+    # a grid stencil with replicated edges (the DARK baseline) breaks down there
+    assert np.percentile(decode_error(maps, points, "udp"), 95) > 0.2
+
+
+def _brute_force_expected_oks(prob_map, area, kx, ky, sigma, xs, ys):
+    """E at continuous positions (ys x xs) by direct summation of the OKS formula."""
+    d2 = (((xs[None, :, None, None] - XS) / kx) ** 2 + ((ys[:, None, None, None] - YS) / ky) ** 2)
+    return (prob_map * np.exp(-d2 / (2 * area * (2 * sigma) ** 2))).sum((-2, -1))
+
+
+def test_refinement_finds_the_continuous_maximum_also_at_the_border(rng):
+    # truncated blobs at the edge: the maximum of E moves inwards, and the Newton steps
+    # (exact derivatives, no stencil) must land on it
+    points = border_points(rng, 1)
+    maps = smooth_sparsemax(points, 3.0)
+    center, scale = _windows(1)
+    keypoints, conf = CODEC.decode(maps, center, scale)
+    got = g.image_to_heatmap(keypoints[0], center[0], scale[0])
+    (kx, ky), area = pixel_scale(scale)[0], window_area(scale)[0]
+    for k in range(0, K, 3):
+        fx = np.linspace(got[k, 0] - 0.05, got[k, 0] + 0.05, 41)
+        fy = np.linspace(got[k, 1] - 0.05, got[k, 1] + 0.05, 41)
+        e = _brute_force_expected_oks(maps[0, k], area, kx, ky, SIGMAS[k], fx, fy)
+        iy, ix = np.unravel_index(e.argmax(), e.shape)
+        assert abs(fx[ix] - got[k, 0]) <= 0.0025 + 1e-9 and abs(fy[iy] - got[k, 1]) <= 0.0025 + 1e-9
+        assert 0 <= got[k, 0] <= W - 1 and 0 <= got[k, 1] <= H - 1
+        np.testing.assert_allclose(conf[0, k], e.max(), rtol=1e-4)
+
+
+def test_expected_oks_maps_match_direct_summation(rng):
+    maps = rng.random((2, K, H, W)).astype(np.float32) ** 8
+    maps /= maps.sum((2, 3), keepdims=True)
+    center, scale = _windows(2)
+    area = np.array([4000.0, 9000.0])
+    e = expected_oks_maps(maps, area, pixel_scale(scale))
+    (kx, ky) = pixel_scale(scale)[0]
+    for n, k in [(0, 0), (1, 11), (1, 16)]:
+        direct = _brute_force_expected_oks(maps[n, k], area[n], kx, ky, SIGMAS[k], np.arange(W), np.arange(H))
+        np.testing.assert_allclose(e[n, k], direct, atol=1e-6)
+    # with pixel_scale None the area is in map pixels: same numbers for the unit window
+    e_unit = expected_oks_maps(maps[:1], [500.0])
+    direct = _brute_force_expected_oks(maps[0, 3], 500.0, 1, 1, SIGMAS[3], np.arange(W), np.arange(H))
+    np.testing.assert_allclose(e_unit[0, 3], direct, atol=1e-6)
+
+
+def test_bimodal_expected_oks_prefers_the_heavier_mode_where_argmax_prefers_the_sharper():
+    sharp, wide = np.array([10.0, 15.0]), np.array([34.0, 45.0])
+    p = 0.75 * gaussian_blob(np.broadcast_to(wide, (1, 1, 2)), 3.0)[0, 0]
+    p[int(sharp[1]), int(sharp[0])] += 0.25
+    maps = np.broadcast_to(p, (1, K, H, W)).copy()
+    assert p.max() == p[15, 10] and p[45, 34] < 0.05  # the sharp mode holds the highest pixel
+    centre, scale = UNIT_CENTER[None], UNIT_SCALE[None]
+    area = [360.0]  # map px^2: OKS kernel std 3.2 px for the shoulders, 0.99 px for the nose
+    kp_arg, _ = CODEC.decode(maps, centre, scale, area=area, method="argmax")
+    kp_eoks, conf = CODEC.decode(maps, centre, scale, area=area)
+    np.testing.assert_allclose(kp_arg[0], np.broadcast_to(sharp, (K, 2)))
+    for name in ("left_shoulder", "left_hip", "left_knee"):
+        assert np.linalg.norm(kp_eoks[0, INDEX[name]] - wide) < 0.1, name
+    # scale awareness: the nose's narrow kernel cannot reach the wide mode's mass
+    assert np.linalg.norm(kp_eoks[0, INDEX["nose"]] - sharp) < 0.1
+    assert conf[0, INDEX["left_hip"]] > conf[0, INDEX["left_shoulder"]] > 0.25
+
+
+# ---------------------------------------------------------------- encode
+
+
+def test_encode_targets():
+    center, scale = g.bbox_to_center_scale(np.array([[100.0, 50.0, 60.0, 80.0]]))
+    win = g.window_xyxy(center[0], scale[0])
+    kpts = np.tile(center, (K, 1))[None].copy()
+    vis = np.full((1, K), 2)
+    vis[0, 1], vis[0, 2], vis[0, 3], vis[0, 4] = 0, 1, 3, 1
+    kpts[0, 3] = [win[0] + 1, win[1] + 1]  # v=3 (outside the image) but inside the window
+    kpts[0, 4] = [win[2] + 5, center[0, 1]]  # v=1 outside the window
+    kpts[0, 5] = [win[2] + 5, center[0, 1]]  # v=2 outside the window
+    out = CODEC.encode(kpts, vis, [3000.0], center, scale)
+    assert out["oks_maps"].shape == (1, K, H, W)
+    presence = np.ones(K)
+    presence[[1, 4, 5]] = 0
+    np.testing.assert_array_equal(out["presence"][0], presence)
+    np.testing.assert_array_equal(out["keypoint_weights"][0], vis[0] > 0)
+    np.testing.assert_array_equal(out["map_weights"][0], presence)
+    np.testing.assert_array_equal(out["visibility"][0], vis[0] == 2)
+    np.testing.assert_allclose(out["keypoints_map"][0, 0], [(W - 1) / 2, (H - 1) / 2])
+
+
+def test_encode_oks_maps_follow_the_oks_formula(rng):
+    center, scale = g.bbox_to_center_scale(np.array([[10.0, 20.0, 90.0, 100.0], [0.0, 0.0, 40.0, 30.0]]))
+    kpts = center[:, None] + rng.uniform(-0.4, 0.4, size=(2, K, 2)) * scale[:, None]
+    area = np.array([5000.0, 900.0])
+    out = CODEC.encode(kpts, np.full((2, K), 2), area, center, scale)
+    for n, k, (x, y) in [(0, 0, (5, 7)), (1, 12, (30, 60)), (1, 16, (0, 0))]:
+        pix = g.heatmap_to_image([x, y], center[n], scale[n])
+        d2 = ((pix - kpts[n, k]) ** 2).sum()
+        np.testing.assert_allclose(out["oks_maps"][n, k, y, x], np.exp(-d2 / (2 * area[n] * (2 * SIGMAS[k]) ** 2)),
+                                   rtol=1e-5, atol=1e-7)
+    # the best pixel is next to the keypoint
+    best = np.stack(np.unravel_index(out["oks_maps"].reshape(2, K, -1).argmax(-1), (H, W)), -1)[..., ::-1]
+    assert (np.abs(best - out["keypoints_map"]) <= 0.5 + 1e-9).all()
+
+
+def test_encode_and_decode_check_their_inputs():
+    center, scale = _windows(1)
+    with pytest.raises(InputError, match="keypoints must be"):
+        CODEC.encode(np.zeros((1, K)), np.zeros((1, K)), [1.0], center, scale)
+    with pytest.raises(InputError, match="one window per instance"):
+        CODEC.encode(np.zeros((2, K, 2)), np.zeros((2, K)), [1.0, 1.0], center, scale)
+    with pytest.raises(InputError, match="prob_maps must be"):
+        CODEC.decode(np.zeros((1, K, H, W + 1)), center, scale)
+    with pytest.raises(InputError, match="unknown decode method"):
+        CODEC.decode(np.zeros((1, K, H, W)), center, scale, method="soft")
+    kp, conf = CODEC.decode(np.zeros((0, K, H, W)), np.zeros((0, 2)), np.zeros((0, 2)))
+    assert kp.shape == (0, K, 2) and conf.shape == (0, K)
+
+
+@settings(max_examples=25, deadline=None)
+@given(x=st.floats(-500, 500), y=st.floats(-500, 500), w=st.floats(20, 400), aspect=st.floats(0.6, 3),
+       area_frac=st.floats(0.3, 0.8), seed=st.integers(0, 2 ** 16))
+def test_round_trip_in_image_coordinates(x, y, w, aspect, area_frac, seed):
+    # boxes not thinner than 1:3, so that even the face's OKS kernels span ~1 map pixel (std);
+    # far narrower kernels make expected OKS peak at pixel centres (see the codec docstring)
+    rng = np.random.default_rng(seed)
+    h = w * aspect
+    center, scale = g.bbox_to_center_scale(np.array([[x, y, w, h]]))
+    kpts = center[:, None] + rng.uniform(-0.12, 0.12, size=(1, K, 2)) * scale[:, None]  # blobs not cut
+    area = np.array([area_frac * w * h])
+    target = CODEC.encode(kpts, np.full((1, K), 2), area, center, scale)
+    prob_maps = target["oks_maps"] / target["oks_maps"].sum((2, 3), keepdims=True)  # OKS-shaped blobs
+    decoded, conf = CODEC.decode(prob_maps, center, scale, area=area)
+    err_map = np.abs(decoded - kpts) * pixel_scale(scale)[:, None]  # per axis, in map pixels
+    assert np.linalg.norm(err_map, axis=-1).max() <= 0.05
+    assert ((conf > 0.4) & (conf <= 1)).all()  # OKS-shaped blob under the same kernel: ~0.5
+
+
+def test_decode_without_area_uses_the_window_estimate(rng):
+    points = interior_points(rng, 2)
+    maps = smooth_sparsemax(points, 3.0)
+    center, scale = _windows(2)
+    a, ca = CODEC.decode(maps, center, scale)
+    b, cb = CODEC.decode(maps, center, scale, area=window_area(scale))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ca, cb)
+    np.testing.assert_allclose(window_area(scale), 0.53 * 150 * 200 / 1.25 ** 2)
+
+
+# ---------------------------------------------------------------- flip
+
+
+def test_flip_merge_of_a_flipped_map_is_the_original(rng):
+    maps = rng.random((2, K, H, W))
+    flipped = maps[:, list(FLIP_INDEX)][..., ::-1]
+    np.testing.assert_allclose(flip_merge(maps, flipped), maps)
+    scalars = rng.random((2, K))
+    np.testing.assert_allclose(flip_merge(scalars, scalars[:, list(FLIP_INDEX)]), scalars)
+    t = torch.from_numpy(maps)
+    torch.testing.assert_close(flip_merge(t, t[:, list(FLIP_INDEX)].flip(-1)), t)
+    with pytest.raises(InputError):
+        flip_merge(maps[0], maps[0])
+
+
+def test_flipped_maps_decode_to_mirrored_keypoints(rng):
+    # UDP: mirroring the input about the window centre mirrors the image x about center_x
+    points = interior_points(rng, 2)
+    maps = smooth_sparsemax(points, 3.0)
+    center, scale = _windows(2)
+    kp, _ = CODEC.decode(maps, center, scale)
+    kp_flip, _ = CODEC.decode(maps[..., ::-1], center, scale)
+    np.testing.assert_allclose(kp_flip[..., 0], 2 * center[:, None, 0] - kp[..., 0], atol=1e-6)
+    np.testing.assert_allclose(kp_flip[..., 1], kp[..., 1], atol=1e-6)
