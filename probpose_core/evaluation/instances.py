@@ -1,0 +1,173 @@
+"""Ground truth and predictions flattened into arrays, grouped the way the COCO protocol groups them.
+
+A *group* is one (category, image) pair that holds a GT instance or a prediction; groups are
+ordered by category, then image id (sorted), as pycocotools walks them. Within a group the GT
+instances keep their file order and the predictions are sorted by score (stable, so ties keep
+file order) and cut to ``MAX_DETS``. ``pair_dt``/``pair_gt`` list every (prediction, GT) pair of
+a group: the similarity is computed on those pairs only.
+
+Two conventions, one per reference (documented in evaluation/__init__.py):
+
+- standard (pycocotools ``COCOeval(iouType='keypoints')``): a GT is ignored when it is a crowd
+  or its ``num_keypoints`` field is 0; every prediction takes part.
+- extended (exococotools ``extended_oks=True``): a GT is ignored only when none of its
+  keypoints is labelled (v > 0), crowds included (they still match many predictions);
+  ``pad_to_contain`` (if present) re-labels points beyond the padding as v = 3; predictions
+  with no presence > 0 are dropped.
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..jsonio import require_finite
+from ..keypoints import NUM_KEYPOINTS
+
+MAX_DETS = 20
+
+
+class EvalSet(NamedTuple):
+    """Arrays of one evaluation (NG GT instances, ND kept predictions, P pairs, N groups)."""
+
+    extended: bool
+    num_categories: int
+    group_category: np.ndarray  # (N,) category index of each group
+    gt_group: np.ndarray        # (NG,) group index, GTs sorted by group then file order
+    gt_pos: np.ndarray          # (NG,) position inside the group
+    gt_keypoints: np.ndarray    # (NG, K, 3) x, y, v (v as the convention reads it)
+    gt_bbox: np.ndarray         # (NG, 4) xywh
+    gt_area: np.ndarray         # (NG,)
+    gt_crowd: np.ndarray        # (NG,) bool
+    gt_ignore: np.ndarray       # (NG,) bool, before area ranges
+    gt_counts: np.ndarray       # (NG,) bool: a match to this GT counts (the references' id quirks)
+    dt_group: np.ndarray        # (ND,) group index, predictions sorted by group then rank
+    dt_rank: np.ndarray         # (ND,) rank by score inside the group (< MAX_DETS)
+    dt_keypoints: np.ndarray    # (ND, K, 3) x, y, presence
+    dt_score: np.ndarray        # (ND,)
+    dt_area: np.ndarray         # (ND,)
+    pair_dt: np.ndarray         # (P,) index into the predictions
+    pair_gt: np.ndarray         # (P,) index into the GT instances
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_category)
+
+
+def _gt_visibility(ann, kpts: np.ndarray, extended: bool, padding: float) -> np.ndarray:
+    """The visibilities the convention evaluates (exococotools' ``pad_to_contain`` rule)."""
+    v = kpts[:, 2].copy()
+    if extended and "pad_to_contain" in ann:
+        pad = ann["pad_to_contain"]
+        if not isinstance(pad, list) or len(pad) != NUM_KEYPOINTS:
+            raise InputError(f"annotation {ann.get('id')}: 'pad_to_contain' must hold {NUM_KEYPOINTS} numbers")
+        require_finite(pad, f"annotation {ann.get('id')} 'pad_to_contain'")
+        pad = np.asarray(pad, dtype=np.float64)
+        out = (pad > padding) & (v > 0)
+        v[(v > 2) & ~out] = 1
+        v[out] = 3
+    return v
+
+
+def _match_counts(ann_id, extended: bool) -> bool:
+    """pycocotools stores matches as GT ids with 0 meaning "none", exococotools with -1."""
+    if isinstance(ann_id, bool) or not isinstance(ann_id, (int, float)):
+        return True
+    return ann_id >= 0 if extended else ann_id != 0
+
+
+def _prediction_area(pred: dict, from_bbox: bool) -> float:
+    """pycocotools' ``loadRes``: bbox w*h when the first result has a bbox, else the keypoints' extent."""
+    if from_bbox:
+        box = pred.get("bbox")
+        if not isinstance(box, list) or len(box) != 4:
+            raise InputError("predictions: the first prediction has a 'bbox', so every one needs "
+                             "[x, y, w, h] (its area decides the area ranges, as in pycocotools)")
+        return box[2] * box[3]
+    k = np.asarray(pred["keypoints"], dtype=np.float64)
+    x, y = k[0::3], k[1::3]
+    return (x.max() - x.min()) * (y.max() - y.min())
+
+
+def _ranks(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted ``keys``: start index of each element's run and the position inside it."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    new_run = np.r_[True, keys[1:] != keys[:-1]]
+    starts = np.maximum.accumulate(np.where(new_run, np.arange(len(keys)), 0))
+    return starts, np.arange(len(keys)) - starts
+
+
+def prepare(gt: dict, preds: list, extended: bool = False, padding: float = 1.25) -> EvalSet:
+    """Flatten a validated GT dict (see data.coco.validate_coco) and predictions into an EvalSet."""
+    cat_ids = sorted({c["id"] for c in gt.get("categories", [])})
+    cat_index = {c: i for i, c in enumerate(cat_ids)}
+    img_ids = sorted({img["id"] for img in gt["images"]})
+    img_index = {i: n for n, i in enumerate(img_ids)}
+    n_img = max(len(img_ids), 1)
+
+    anns = [a for a in gt["annotations"] if a.get("category_id", 1) in cat_index and a["image_id"] in img_index]
+    gt_key = np.array([cat_index[a.get("category_id", 1)] * n_img + img_index[a["image_id"]] for a in anns],
+                      dtype=np.int64)
+    gt_kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+    for i, a in enumerate(anns):
+        gt_kpts[i, :, 2] = _gt_visibility(a, gt_kpts[i], extended, padding)
+    crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+    if extended:
+        ignore = ~(gt_kpts[:, :, 2] > 0).any(axis=1)
+    else:
+        ignore = crowd | np.array([a["num_keypoints"] == 0 for a in anns], dtype=bool)
+    gt_order = np.argsort(gt_key, kind="stable")
+
+    from_bbox = bool(preds) and bool(preds[0].get("bbox"))
+    kept = []
+    for p in preds:
+        if p.get("category_id", 1) not in cat_index:
+            continue
+        if p["image_id"] not in img_index:
+            raise InputError(f"predictions: image_id {p['image_id']!r} is not in the ground truth")
+        if extended and not any(c > 0 for c in p["keypoints"][2::3]):
+            continue
+        kept.append(p)
+    dt_key = np.array([cat_index[p.get("category_id", 1)] * n_img + img_index[p["image_id"]] for p in kept],
+                      dtype=np.int64)
+    dt_score = np.array([p["score"] for p in kept], dtype=np.float64)
+    dt_order = np.lexsort((np.arange(len(kept)), -dt_score, dt_key))
+    _, dt_rank = _ranks(dt_key[dt_order])
+    dt_order = dt_order[dt_rank < MAX_DETS]
+    dt_rank = dt_rank[dt_rank < MAX_DETS]
+    kept = [kept[i] for i in dt_order]
+    dt_key = dt_key[dt_order]
+
+    group_keys = np.unique(np.concatenate([gt_key, dt_key]))
+    gt_group = np.searchsorted(group_keys, gt_key[gt_order])
+    dt_group = np.searchsorted(group_keys, dt_key)
+    gt_start, gt_pos = _ranks(gt_group)
+    gt_count = np.bincount(gt_group, minlength=len(group_keys))
+    first_gt = np.zeros(len(group_keys), dtype=np.int64)
+    first_gt[gt_group] = gt_start
+
+    per_dt = gt_count[dt_group]
+    pair_dt = np.repeat(np.arange(len(kept)), per_dt)
+    offsets = np.arange(per_dt.sum()) - np.repeat(np.cumsum(per_dt) - per_dt, per_dt)
+    pair_gt = first_gt[dt_group][pair_dt] + offsets
+
+    return EvalSet(
+        extended=extended,
+        num_categories=len(cat_ids),
+        group_category=group_keys // n_img,
+        gt_group=gt_group,
+        gt_pos=gt_pos,
+        gt_keypoints=gt_kpts[gt_order],
+        gt_bbox=np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)[gt_order],
+        gt_area=np.array([a["area"] for a in anns], dtype=np.float64)[gt_order],
+        gt_crowd=crowd[gt_order],
+        gt_ignore=ignore[gt_order],
+        gt_counts=np.array([_match_counts(a.get("id"), extended) for a in anns], dtype=bool)[gt_order],
+        dt_group=dt_group,
+        dt_rank=dt_rank,
+        dt_keypoints=np.array([p["keypoints"] for p in kept], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3),
+        dt_score=dt_score[dt_order],
+        dt_area=np.array([_prediction_area(p, from_bbox) for p in kept], dtype=np.float64),
+        pair_dt=pair_dt,
+        pair_gt=pair_gt,
+    )
