@@ -46,10 +46,10 @@ def match_flags(es: EvalSet, pair_sim: np.ndarray):
     gt_ignore = es.gt_ignore[None] | _outside(es.gt_area)
     matched_to = greedy_match(pair_sim, es.pair_dt, es.pair_gt, es.dt_group, es.dt_rank, es.gt_group,
                               es.gt_pos, es.gt_crowd, gt_ignore, es.num_groups, OKS_THRESHOLDS)
-    matched = matched_to >= 0
-    safe = np.maximum(matched_to, 0)
-    counts = matched & es.gt_counts[safe]
-    dt_ignore = matched & np.take_along_axis(gt_ignore[:, None, :], safe, axis=2)
+    # index -1 (unmatched) reads an appended sentinel GT that neither counts nor is ignored
+    counts = np.append(es.gt_counts, False)[matched_to]
+    sentinel_ignore = np.pad(gt_ignore, ((0, 0), (0, 1)))
+    dt_ignore = np.take_along_axis(sentinel_ignore[:, None, :], matched_to, axis=2)
     dt_ignore |= ~counts & _outside(es.dt_area)[:, None, :]
     if es.extended:
         # exococotools ignores every prediction of a group whose GTs are all ignored (or absent).
