@@ -17,9 +17,15 @@ guess ``x`` is ``E(x) = sum_y p(y) OKS(x, y)``, a separable Gaussian filter of `
 decoded point maximises ``E``: the best pixel, then Newton steps on ``log E`` with the exact
 gradient and Hessian of the *continuous* function ``E(x) = gy(y)^T p gx(x)``. No finite-
 difference stencil is used, so points next to the map border need no special case; steps are
-kept within 1 px of the best pixel and inside the map. The returned confidence is ``E`` at
-the decoded point (the expected OKS of the estimate, given the map). Negative map values
-(heatmaps from other models) are clipped to 0.
+kept within 1 px of the best pixel and inside the map. Work is done on the crop holding every
+map's support (sparsemax maps are compact), which gives the same answer as the whole map.
+Map values count as point masses at pixel centres: where the OKS kernel is much narrower
+than a pixel (std << 1 map px, tiny or very thin persons) ``E`` peaks at pixel centres and
+the result tends to the best pixel. Mass a map lacks beyond its edge (a blob cut by the
+border) moves the maximum of ``E`` inwards; that is the map's answer, not a refinement
+error (the refinement is exact there too). The returned confidence is ``E`` at
+the decoded point (the expected OKS of the estimate, given the map). Map values below 1e-12,
+negative ones included (heatmaps from other models), count as 0.
 
 Baselines: ``"argmax"`` (best pixel, map value) and ``"udp"`` (DARK-style: Gaussian blur of
 std ``blur_sigma`` map px, best pixel, one Newton step on the log of the blurred map from
@@ -102,7 +108,8 @@ def expected_oks_maps(prob_maps, area, pixel_scale_xy=None, sigmas=SIGMAS) -> np
     prob_maps: (N, K, H, W); area: (N,) in image px^2 with ``pixel_scale_xy (N, 2)`` from
     :func:`pixel_scale`, or area in map px^2 (``area_map``) when ``pixel_scale_xy`` is None.
     """
-    prob_maps = np.clip(np.asarray(prob_maps, dtype=np.float32), 0, None)
+    prob_maps = np.asarray(prob_maps, dtype=np.float32)
+    prob_maps = np.where(prob_maps > _TINY, prob_maps, np.float32(0))
     return gaussian_filter_maps(prob_maps, oks_rates(area, pixel_scale_xy, sigmas))
 
 
@@ -155,6 +162,44 @@ def refine_expected_oks(prob_maps, rates, start, n_iter: int = 2):
         step = np.stack([-(lyy * lx - lxy * ly) / det, -(lxx * ly - lxy * lx) / det], axis=-1)
         pos = np.clip(pos + np.where(ok[..., None], step, 0.0), lo, hi)
     return pos, e
+
+
+def _support_crop(maps):
+    """Crop every map to one common size that holds each map's non-zero bounding box.
+
+    maps: (N, K, H, W) >= 0. Returns ``crops (N, K, h, w)`` and ``origin (N, K, 2)`` (x, y),
+    or the maps themselves and a zero origin when the crop would not save much.
+    """
+    n, k, h, w = maps.shape
+    nonzero = maps > 0
+    rows, cols = nonzero.any(axis=-1), nonzero.any(axis=-2)  # (N, K, H), (N, K, W)
+    y0, x0 = rows.argmax(-1), cols.argmax(-1)
+    y1, x1 = h - 1 - rows[..., ::-1].argmax(-1), w - 1 - cols[..., ::-1].argmax(-1)
+    ch = int(np.max(y1 - y0, initial=0)) + 1
+    cw = int(np.max(x1 - x0, initial=0)) + 1
+    if ch * cw > h * w // 2:
+        return maps, np.zeros((n, k, 2))
+    y0, x0 = np.minimum(y0, h - ch), np.minimum(x0, w - cw)
+    crops = np.take_along_axis(maps, (y0[..., None] + np.arange(ch))[..., None], axis=2)
+    crops = np.take_along_axis(crops, (x0[..., None] + np.arange(cw))[..., None, :], axis=3)
+    return crops, np.stack([x0, y0], axis=-1).astype(np.float64)
+
+
+def decode_expected_oks(prob_maps, rates, n_iter: int = 2):
+    """Maximise the expected OKS of each map: points (N, K, 2) in map pixels and ``E`` (N, K).
+
+    prob_maps: (N, K, H, W), values below 1e-12 (negative ones too) set to 0; rates: (N, K, 2) from
+    :func:`oks_rates`. The maximum of ``E`` (a positive mixture of equal Gaussians) lies in
+    the convex hull of the map's support, and so does the best grid pixel (moving a pixel
+    towards the support's bounding box raises every term), so the work is done on the
+    crop that holds every map's support (the whole map for dense maps).
+    """
+    maps = np.asarray(prob_maps, dtype=np.float32)
+    maps = np.where(maps > _TINY, maps, np.float32(0))  # no negatives, no float32 denormals
+    crops, origin = _support_crop(maps)
+    start, _ = _best_pixel(gaussian_filter_maps(crops, rates))
+    points, e = refine_expected_oks(crops, rates, start, n_iter)
+    return points + origin, e
 
 
 def _dark_refine(blurred, start) -> np.ndarray:
@@ -299,9 +344,7 @@ class ProbMapCodec:
             if area is None:
                 area = window_area(scale, self.padding, self.area_factor)
             rates = oks_rates(area, pixel_scale(scale, self.heatmap_size), self.sigmas)
-            maps = np.clip(maps, 0, None)
-            start, _ = _best_pixel(gaussian_filter_maps(maps, rates))
-            points, confidence = refine_expected_oks(maps, rates, start, self.refine_iters)
+            points, confidence = decode_expected_oks(maps, rates, self.refine_iters)
         elif method == "argmax":
             points, confidence = _best_pixel(maps)
         else:

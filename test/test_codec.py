@@ -4,7 +4,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from probpose_core import geometry as g
-from probpose_core.codec import ProbMapCodec, expected_oks_maps, flip_merge, pixel_scale, window_area
+from probpose_core.codec import (ProbMapCodec, decode_expected_oks, expected_oks_maps, flip_merge, oks_rates,
+                                 pixel_scale, refine_expected_oks, window_area)
 from probpose_core.errors import InputError
 from probpose_core.keypoints import FLIP_INDEX, INDEX, SIGMAS
 from probpose_core.sparsemax import sparsemax_maps
@@ -119,6 +120,25 @@ def test_refinement_finds_the_continuous_maximum_also_at_the_border(rng):
         assert abs(fx[ix] - got[k, 0]) <= 0.0025 + 1e-9 and abs(fy[iy] - got[k, 1]) <= 0.0025 + 1e-9
         assert 0 <= got[k, 0] <= W - 1 and 0 <= got[k, 1] <= H - 1
         np.testing.assert_allclose(conf[0, k], e.max(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("stray", [False, True])
+def test_support_crop_gives_the_full_map_answer(rng, stray):
+    points = interior_points(rng, 3)
+    maps = smooth_sparsemax(points, 2.5)
+    if stray:
+        maps[0, 0, 60, 2] += 0.01  # a far pixel widens the common crop (to the whole map)
+    maps[1, 5] = 0  # an empty map must not break anything
+    maps = maps.astype(np.float32)
+    _, scale = _windows(3)
+    rates = oks_rates(window_area(scale), pixel_scale(scale))
+    got, e = decode_expected_oks(maps, rates)
+    full = expected_oks_maps(maps, window_area(scale), pixel_scale(scale)).reshape(3, K, -1).argmax(-1)
+    start = np.stack([full % W, full // W], axis=-1).astype(float)
+    want, e_want = refine_expected_oks(maps, rates, start)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(e, e_want, rtol=1e-5, atol=1e-12)
+    assert np.isfinite(got).all() and e[1, 5] == 0
 
 
 def test_expected_oks_maps_match_direct_summation(rng):
