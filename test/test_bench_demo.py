@@ -1,0 +1,27 @@
+"""`probpose bench` and `probpose demo` run end to end (behaviour only; no timing asserted)."""
+import json
+
+from probpose_core.bench import run_bench
+from probpose_core.demo import run_demo
+
+
+def test_bench_reports_every_item():
+    lines = []
+    rows = run_bench(repeats=1, persons=2, batch=4, out=lines.append)
+    assert any(name.startswith("decode expected_oks") for name in rows)
+    assert any(name.startswith("sparsemax + all losses") for name in rows)
+    assert all(v["total_ms"] > 0 for v in rows.values())
+    assert any(line.startswith("ratio decode") for line in lines)
+
+
+def test_demo_writes_tables_plots_and_images(tmp_path):
+    summary = run_demo(tmp_path)
+    for name in ("summary.md", "summary.json", "map_calibration.png", "presence_reliability.png",
+                 "cropcoco/annotations.json", "predictions_expected_oks.json"):
+        assert (tmp_path / name).stat().st_size > 100, name
+    assert len(list((tmp_path / "annotated").glob("*.png"))) == 6
+    res = json.loads((tmp_path / "summary.json").read_text())["results"]
+    # sub-pixel refinement beats the bare argmax on the same maps
+    assert res["expected_oks"]["AP"] > res["argmax"]["AP"]
+    # calibration makes the fitted temperature differ from 1 on the simulated logits
+    assert abs(summary["temperature"] - 1.0) > 0.5
