@@ -75,17 +75,18 @@ def _match_counts(ann_id, extended: bool) -> bool:
     return ann_id >= 0 if extended else ann_id != 0
 
 
-def _prediction_area(pred: dict, from_bbox: bool) -> float:
-    """pycocotools' ``loadRes``: bbox w*h when the first result has a bbox, else the keypoints' extent."""
+def _prediction_areas(preds: list, keypoints: np.ndarray, from_bbox: bool) -> np.ndarray:
+    """pycocotools' ``loadRes``: bbox w*h when the first result has a bbox, else the keypoints' extent.
+
+    keypoints: (ND, K, 3) of ``preds``. Returns (ND,).
+    """
     if from_bbox:
-        box = pred.get("bbox")
-        if not isinstance(box, list) or len(box) != 4:
+        if not all(isinstance(p.get("bbox"), list) and len(p["bbox"]) == 4 for p in preds):
             raise InputError("predictions: the first prediction has a 'bbox', so every one needs "
                              "[x, y, w, h] (its area decides the area ranges, as in pycocotools)")
-        return box[2] * box[3]
-    k = np.asarray(pred["keypoints"], dtype=np.float64)
-    x, y = k[0::3], k[1::3]
-    return (x.max() - x.min()) * (y.max() - y.min())
+        return np.array([p["bbox"][2] * p["bbox"][3] for p in preds], dtype=np.float64)
+    extent = keypoints[:, :, :2].max(axis=1) - keypoints[:, :, :2].min(axis=1)
+    return extent[:, 0] * extent[:, 1]
 
 
 def _ranks(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +152,7 @@ def prepare(gt: dict, preds: list, extended: bool = False, padding: float = 1.25
     offsets = np.arange(per_dt.sum()) - np.repeat(np.cumsum(per_dt) - per_dt, per_dt)
     pair_gt = first_gt[dt_group][pair_dt] + offsets
 
+    dt_kpts = np.array([p["keypoints"] for p in kept], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
     return EvalSet(
         extended=extended,
         num_categories=len(cat_ids),
@@ -165,9 +167,9 @@ def prepare(gt: dict, preds: list, extended: bool = False, padding: float = 1.25
         gt_counts=np.array([_match_counts(a.get("id"), extended) for a in anns], dtype=bool)[gt_order],
         dt_group=dt_group,
         dt_rank=dt_rank,
-        dt_keypoints=np.array([p["keypoints"] for p in kept], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3),
+        dt_keypoints=dt_kpts,
         dt_score=dt_score[dt_order],
-        dt_area=np.array([_prediction_area(p, from_bbox) for p in kept], dtype=np.float64),
+        dt_area=_prediction_areas(kept, dt_kpts, from_bbox),
         pair_dt=pair_dt,
         pair_gt=pair_gt,
     )

@@ -51,15 +51,17 @@ def greedy_match(pair_sim, pair_dt, pair_gt, dt_group, dt_rank, gt_group, gt_pos
     used = np.zeros((n_areas, n_thr, num_groups, size_g), dtype=bool)
     chosen = np.full((n_areas, n_thr, num_groups, size_d), -1, dtype=np.int64)
     thr = thresholds[None, :, None, None]
+    dt_count = np.bincount(dt_group, minlength=num_groups)
     for rank in range(size_d):
-        s = sim[None, None, :, rank, :]
-        ok = valid & (~used | crowd) & (s >= thr)
-        best_kept, any_kept = _last_best(ok & ~ignored, s)
-        best_ignored, any_ignored = _last_best(ok & ignored, s)
-        m = np.where(any_kept, best_kept, np.where(any_ignored, best_ignored, -1))
-        chosen[..., rank] = m
+        active = np.flatnonzero(dt_count > rank)  # groups with a prediction of this rank
+        s = sim[None, None, active, rank, :]
+        ok = valid[active] & (~used[:, :, active] | crowd[active]) & (s >= thr)
+        kept = ok & ~ignored[:, :, active]
+        candidate = np.where(kept.any(axis=-1, keepdims=True), kept, ok & ignored[:, :, active])
+        best, found = _last_best(candidate, s)
+        m = np.where(found, best, -1)
+        chosen[:, :, active, rank] = m
         a, t, n = np.nonzero(m >= 0)
-        used[a, t, n, m[a, t, n]] = True
+        used[a, t, active[n], m[a, t, n]] = True
     pos = chosen[:, :, dt_group, dt_rank]
-    result = np.where(pos >= 0, gt_index[dt_group, np.maximum(pos, 0)], -1)
-    return result
+    return np.where(pos >= 0, gt_index[dt_group, np.maximum(pos, 0)], -1)
