@@ -235,8 +235,12 @@ def test_candidate_thresholds():
 
 # --- options, validation, table ---------------------------------------------------------------------
 
-def test_bad_options_raise_input_error(rng):
+def test_bad_options_and_duplicate_ids_raise_input_error(rng):
     gt = _gt([(1, [100, 100, 60, 80], 6000.0, _person(rng), {})])
+    twice = copy.deepcopy(gt)
+    twice["annotations"].append(dict(twice["annotations"][0]))
+    with pytest.raises(InputError, match="annotation id 1 is used twice"):
+        evaluate(twice, [])
     with pytest.raises(InputError, match="padding"):
         evaluate(gt, [], extended=True, padding=0.5)
     with pytest.raises(InputError, match="presence threshold"):

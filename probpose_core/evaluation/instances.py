@@ -15,6 +15,7 @@ Two conventions, one per reference (documented in evaluation/__init__.py):
   ``pad_to_contain`` (if present) re-labels points beyond the padding as v = 3; predictions
   with no presence > 0 are dropped.
 """
+from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
@@ -100,6 +101,12 @@ def _ranks(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def prepare(gt: dict, preds: list, extended: bool = False, padding: float = 1.25) -> EvalSet:
     """Flatten a validated GT dict (see data.coco.validate_coco) and predictions into an EvalSet."""
+    if not all(isinstance(c, dict) and "id" in c for c in gt.get("categories", [])):
+        raise InputError("ground truth: every entry of 'categories' needs an 'id'")
+    seen_ids = Counter(a.get("id") for a in gt["annotations"])
+    if len(seen_ids) != len(gt["annotations"]):
+        dup = next(i for i, n in seen_ids.items() if n > 1)
+        raise InputError(f"ground truth: annotation id {dup!r} is used twice (COCO tools index annotations by id)")
     cat_ids = sorted({c["id"] for c in gt.get("categories", [])})
     cat_index = {c: i for i, c in enumerate(cat_ids)}
     img_ids = sorted({img["id"] for img in gt["images"]})
