@@ -1,36 +1,37 @@
 """The COCO-17 keypoint table, used everywhere in the house.
 
-One row per keypoint: name, OKS sigma (COCO, already divided by 10), flip partner.
+One row per keypoint: name, OKS sigma (COCO's value x 10, as COCO writes it), flip partner.
 """
 import numpy as np
 
 _TABLE = (
-    # name,            sigma,  flip partner
-    ("nose",           0.026, "nose"),
-    ("left_eye",       0.025, "right_eye"),
-    ("right_eye",      0.025, "left_eye"),
-    ("left_ear",       0.035, "right_ear"),
-    ("right_ear",      0.035, "left_ear"),
-    ("left_shoulder",  0.079, "right_shoulder"),
-    ("right_shoulder", 0.079, "left_shoulder"),
-    ("left_elbow",     0.072, "right_elbow"),
-    ("right_elbow",    0.072, "left_elbow"),
-    ("left_wrist",     0.062, "right_wrist"),
-    ("right_wrist",    0.062, "left_wrist"),
-    ("left_hip",       0.107, "right_hip"),
-    ("right_hip",      0.107, "left_hip"),
-    ("left_knee",      0.087, "right_knee"),
-    ("right_knee",     0.087, "left_knee"),
-    ("left_ankle",     0.089, "right_ankle"),
-    ("right_ankle",    0.089, "left_ankle"),
+    # name,            10*sigma, flip partner
+    ("nose",           0.26, "nose"),
+    ("left_eye",       0.25, "right_eye"),
+    ("right_eye",      0.25, "left_eye"),
+    ("left_ear",       0.35, "right_ear"),
+    ("right_ear",      0.35, "left_ear"),
+    ("left_shoulder",  0.79, "right_shoulder"),
+    ("right_shoulder", 0.79, "left_shoulder"),
+    ("left_elbow",     0.72, "right_elbow"),
+    ("right_elbow",    0.72, "left_elbow"),
+    ("left_wrist",     0.62, "right_wrist"),
+    ("right_wrist",    0.62, "left_wrist"),
+    ("left_hip",       1.07, "right_hip"),
+    ("right_hip",      1.07, "left_hip"),
+    ("left_knee",      0.87, "right_knee"),
+    ("right_knee",     0.87, "left_knee"),
+    ("left_ankle",     0.89, "right_ankle"),
+    ("right_ankle",    0.89, "left_ankle"),
 )
 
 NAMES: tuple[str, ...] = tuple(row[0] for row in _TABLE)
 NUM_KEYPOINTS: int = len(NAMES)
 INDEX: dict[str, int] = {name: i for i, name in enumerate(NAMES)}
 
-#: OKS sigmas, shape (K,), float64. COCO's [.26, .25, ...] / 10.
-SIGMAS: np.ndarray = np.array([row[1] for row in _TABLE], dtype=np.float64)
+#: OKS sigmas, shape (K,), float64: COCO's ``[.26, .25, ...] / 10.0``, computed exactly as
+#: pycocotools does so that evaluation reproduces it bit for bit.
+SIGMAS: np.ndarray = np.array([row[1] for row in _TABLE], dtype=np.float64) / 10.0
 SIGMAS.flags.writeable = False
 
 #: FLIP_INDEX[k] = index of the keypoint that k becomes after a horizontal flip.

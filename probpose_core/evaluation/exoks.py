@@ -22,7 +22,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..geometry import PADDING, activation_window
-from .oks import EVAL_SIGMAS, box_distance_sq, keypoint_oks
+from ..keypoints import SIGMAS
+from .oks import box_distance_sq, keypoint_oks
 
 DEFAULT_PRESENCE_THRESHOLD = 0.45
 
@@ -59,7 +60,7 @@ class ExOksTerms(NamedTuple):
 
 
 def ex_oks_terms(gt_keypoints, gt_bbox, gt_area, pred_keypoints, padding: float = PADDING,
-                 sigmas=EVAL_SIGMAS) -> ExOksTerms:
+                 sigmas=SIGMAS) -> ExOksTerms:
     """Precompute Ex-OKS of pairs. gt_keypoints: (P, K, 3) x, y, v; gt_bbox: (P, 4) xywh;
     gt_area: (P,); pred_keypoints: (P, K, 3) x, y, presence."""
     g = np.asarray(gt_keypoints, dtype=np.float64)
@@ -99,7 +100,7 @@ def ex_oks_from_terms(terms: ExOksTerms, presence_threshold: float) -> np.ndarra
 
 def ex_oks(gt_keypoints, gt_bbox, gt_area, pred_keypoints,
            presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD, padding: float = PADDING,
-           sigmas=EVAL_SIGMAS) -> np.ndarray:
+           sigmas=SIGMAS) -> np.ndarray:
     """Ex-OKS of (prediction, GT) pairs, shapes as in ``ex_oks_terms``; (K, 3) inputs give a scalar array."""
     g = np.asarray(gt_keypoints, dtype=np.float64)
     k = g.shape[-2]

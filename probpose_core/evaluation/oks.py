@@ -23,11 +23,6 @@ def keypoint_oks(sq_dist, area, sigmas=SIGMAS):
     return np.exp(-oks_exponent(sq_dist, area, sigmas))
 
 
-#: The sigmas as pycocotools spells them, ``[.26, .25, ...] / 10``. Five of them differ from
-#: SIGMAS in the last bit; the evaluation uses these so that its numbers equal the reference's
-#: bit for bit (a one-ulp difference could flip a match sitting exactly on a threshold).
-EVAL_SIGMAS: np.ndarray = np.round(SIGMAS * 10, 2) / 10
-EVAL_SIGMAS.flags.writeable = False
 
 
 def box_distance_sq(points, window) -> np.ndarray:
@@ -51,7 +46,7 @@ def doubled_bbox(bbox) -> np.ndarray:
     return np.stack([x - w, y - h, x + w * 2, y + h * 2], axis=-1)
 
 
-def instance_oks(gt_keypoints, gt_bbox, gt_area, pred_xy, sigmas=EVAL_SIGMAS) -> np.ndarray:
+def instance_oks(gt_keypoints, gt_bbox, gt_area, pred_xy, sigmas=SIGMAS) -> np.ndarray:
     """COCO instance OKS (pycocotools' ``computeOks``) of pairs, broadcasting over ``...``.
 
     gt_keypoints: (..., K, 3) x, y, v; gt_bbox: (..., 4) xywh; gt_area: (...); pred_xy: (..., K, 2).
