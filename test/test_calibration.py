@@ -24,7 +24,8 @@ def _synthetic(n, k, h, w, true_t, rng):
     logits = -gain * ((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * spread ** 2)
     logits = logits + 0.05 * rng.standard_normal((n, k, h, w))
     maps = cal.temperature_maps(logits, true_t).reshape(n * k, h * w)
-    index = np.array([rng.choice(h * w, p=m / m.sum()) for m in maps])
+    cdf = np.cumsum(maps / maps.sum(axis=1, keepdims=True), axis=1)
+    index = np.minimum((cdf < rng.uniform(size=(n * k, 1))).sum(axis=1), h * w - 1)  # inverse-CDF draw
     gt = np.stack([index % w, index // w], axis=-1).reshape(n, k, 2).astype(np.float64)
     return logits, gt
 
@@ -50,6 +51,12 @@ def test_coverage_and_error_hand_values():
     np.testing.assert_allclose(cal.coverage_curve(levels, weights, grid=[0.05, 0.5, 0.7]), [0, 0.5, 1.0])
     assert cal.calibration_error(levels, weights, grid=[0.05, 0.5, 0.7]) == pytest.approx((0.05 + 0 + 0.3) / 3)
     assert np.all(np.isnan(cal.coverage_curve(levels, np.zeros(4))))
+    # intervals: each keypoint counts with the fraction of [lo, hi] below q
+    cov = cal.coverage_curve([0.2, 0.5], None, grid=[0.1, 0.4, 0.5, 0.7], levels_hi=[0.6, 0.5])
+    np.testing.assert_allclose(cov, [0.0, 0.25, 0.375 + 0.5, 1.0])
+    lo, hi = cal.credible_interval(np.broadcast_to(SMALL, (3, 2, 2)), np.array([[0, 0], [1, 1], [-3, 0]]))
+    np.testing.assert_allclose(lo, [0.0, 1.0, np.nan])
+    np.testing.assert_allclose(hi, [0.5, 1.0, np.nan])
     with pytest.raises(InputError):
         cal.coverage_curve(levels, np.ones(3))
 
@@ -59,7 +66,11 @@ def test_levels_of_self_sampled_points_are_uniform(rng):
     index = np.array([rng.choice(20, p=m.ravel()) for m in maps])
     gt = np.stack([index % 5, index // 5], axis=-1)
     levels = cal.credible_level(maps, gt, u=rng.uniform(size=4000))
-    assert cal.calibration_error(levels, grid=np.linspace(0.01, 0.99, 99)) < 0.02
+    fine = np.linspace(0.01, 0.99, 99)
+    assert cal.calibration_error(levels, grid=fine) < 0.02
+    lo, hi = cal.credible_interval(maps, gt)  # the expectation over u: no draws needed
+    assert cal.calibration_error(lo, grid=fine, levels_hi=hi) < 0.02
+    assert cal.calibration_error(hi, grid=fine) > 0.05  # the plain upper end is biased
     # against a sharper (overconfident) map the same points look miscalibrated
     sharp = maps ** 3 / (maps ** 3).sum(axis=(1, 2), keepdims=True)
     assert cal.calibration_error(cal.credible_level(sharp, gt, u=rng.uniform(size=4000))) > 0.05
