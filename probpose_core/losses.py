@@ -5,9 +5,10 @@ Shapes: ``prob_maps``/``oks_maps`` (N, K, H, W); per-keypoint predictions, targe
 
     loss = sum_{n,k} w_nk * l_nk / sum_{n,k} w_nk        (0 when all weights are 0)
 
-so a keypoint with weight 0 contributes neither value nor gradient. The codec's
-``keypoint_weights`` are meant to be passed straight in (for the map losses they are zero for
-keypoints outside the activation window, whose location the presence head handles).
+so a keypoint with weight 0 contributes neither value nor gradient. The codec's targets go
+straight in (numpy or torch): ``map_weights`` for the map and OKS-quality losses (zero outside
+the activation window, where the presence head takes over), ``keypoint_weights`` for the
+presence and visibility losses.
 """
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ def keypoint_risk(prob_maps: torch.Tensor, oks_maps: torch.Tensor) -> torch.Tens
     prob_maps, oks_maps: (N, K, H, W); ``oks_maps[n, k, y, x]`` is the OKS a prediction at
     pixel (x, y) would get against the ground truth (the codec's ``encode`` builds them).
     """
-    return ((1.0 - oks_maps.to(prob_maps.dtype)) * prob_maps).sum(dim=(-2, -1))
+    oks_maps = torch.as_tensor(oks_maps, dtype=prob_maps.dtype, device=prob_maps.device)
+    return ((1.0 - oks_maps) * prob_maps).sum(dim=(-2, -1))
 
 
 def oks_risk(prob_maps: torch.Tensor, oks_maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

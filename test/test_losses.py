@@ -193,3 +193,11 @@ def test_sobel_energy_matches_cv2_per_map():
             gx = cv2.Sobel(m, cv2.CV_64F, 1, 0, ksize=3)[1:-1, 1:-1] / 8
             gy = cv2.Sobel(m, cv2.CV_64F, 0, 1, ksize=3)[1:-1, 1:-1] / 8
             assert energy[n, k] == pytest.approx((gx ** 2 + gy ** 2).sum())
+
+
+def test_numpy_targets_are_accepted():
+    p = torch.full((1, 1, 3, 3), 1 / 9, dtype=torch.float32, requires_grad=True)
+    oks = np.zeros((1, 1, 3, 3), dtype=np.float64)
+    assert losses.oks_risk(p, oks, np.ones((1, 1))).item() == pytest.approx(1.0)
+    pred = torch.tensor([[0.5]], requires_grad=True)
+    assert losses.presence_loss(pred, np.ones((1, 1)), np.ones((1, 1))).item() == pytest.approx(math.log(2))
