@@ -275,3 +275,15 @@ def test_format_table_lists_every_metric(rng):
     assert all(any(line.split()[0] == m for line in lines) for m in METRICS)
     assert "Ex-OKS" in lines[0] and "n/a" in table and "presence threshold: 0.45" in table
     assert len({len(line) for line in lines[2:12]}) == 1  # aligned
+
+
+def test_oks_formula_works_on_torch_tensors_with_gradients():
+    import torch
+
+    from probpose_core.evaluation.oks import keypoint_oks
+
+    d2 = torch.linspace(0, 50, 17, dtype=torch.float64, requires_grad=True)
+    oks = keypoint_oks(d2, 400.0)
+    np.testing.assert_allclose(oks.detach().numpy(), keypoint_oks(d2.detach().numpy(), 400.0), rtol=1e-15)
+    oks.sum().backward()
+    assert d2.grad is not None and bool((d2.grad[1:] < 0).all())

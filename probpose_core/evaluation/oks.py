@@ -15,12 +15,15 @@ def oks_exponent(sq_dist, area, sigmas=SIGMAS):
     Works on numpy arrays and (via operator overloading) torch tensors.
     """
     variances = (2 * np.asarray(sigmas, dtype=np.float64)) ** 2
+    if hasattr(sq_dist, "new_tensor"):  # torch: keep the graph, dtype and device
+        variances = sq_dist.new_tensor(variances)
     return sq_dist / variances / (area + np.spacing(1)) / 2
 
 
 def keypoint_oks(sq_dist, area, sigmas=SIGMAS):
-    """Per-keypoint OKS ``exp(-oks_exponent)`` for squared distances ``(..., K)``."""
-    return np.exp(-oks_exponent(sq_dist, area, sigmas))
+    """Per-keypoint OKS ``exp(-oks_exponent)`` for squared distances ``(..., K)`` (numpy or torch)."""
+    e = oks_exponent(sq_dist, area, sigmas)
+    return e.neg().exp() if hasattr(e, "new_tensor") else np.exp(-e)
 
 
 
