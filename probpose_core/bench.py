@@ -51,7 +51,8 @@ def run_bench(repeats: int = 50, persons: int = 8, batch: int = 64, out=print) -
     """Time decode, encode, sparsemax, losses and calibration; print a table and return it."""
     import torch
 
-    from .calibration import covariance_ellipse, credible_polygons, fit_temperature
+    from .calibration import fit_temperature
+    from .regions import covariance_ellipse, credible_polygons
     from .codec import ProbMapCodec
     from .losses import oks_quality_loss, presence_loss, prob_map_loss, visibility_loss
     from .sparsemax import sparsemax_maps

@@ -65,7 +65,7 @@ def _predictions(anns, keypoints, presence, visibility, score) -> list:
 
 
 def _draw_images(gt, images_dir, anns, keypoints, presence, prob_maps, center, scale, threshold, out_dir):
-    from .calibration import credible_polygons
+    from .regions import credible_polygons
     from .overlay import draw_pose
 
     out_dir.mkdir(parents=True, exist_ok=True)
