@@ -302,14 +302,19 @@ class ProbMapCodec:
             raise InputError(f"area must hold one value per instance ({n}), got {len(area)}")
         center, scale = _windows(center, scale, n)
         w, h = self.heatmap_size
-        grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), axis=-1).astype(np.float64)  # (H, W, 2)
         oks_maps = np.empty((n, k, h, w), dtype=np.float32)
         kpts_map = np.empty_like(kpts)
         inside = np.empty((n, k), dtype=bool)
+        diagonal = np.stack([np.arange(max(w, h))] * 2, axis=-1).astype(np.float64)
         for i in range(n):
-            grid_img = geometry.heatmap_to_image(grid, center[i], scale[i], self.heatmap_size)
-            sq_dist = ((grid_img[:, :, None, :] - kpts[i]) ** 2).sum(-1)  # (H, W, K)
-            oks_maps[i] = np.moveaxis(keypoint_oks(sq_dist, area[i], self.sigmas), -1, 0)
+            # The window is axis-aligned, so pixel column x sits at image x_img(x) for every row:
+            # OKS = exp(-e(dx^2)) * exp(-e(dy^2)) since the exponent is linear in d^2 (separable).
+            grid_img = geometry.heatmap_to_image(diagonal, center[i], scale[i], self.heatmap_size)
+            dx2 = (grid_img[:w, 0][None, :] - kpts[i, :, 0:1]) ** 2  # (K, W)
+            dy2 = (grid_img[:h, 1][None, :] - kpts[i, :, 1:2]) ** 2  # (K, H)
+            ox = keypoint_oks(dx2.T, area[i], self.sigmas).T  # (K, W)
+            oy = keypoint_oks(dy2.T, area[i], self.sigmas).T  # (K, H)
+            oks_maps[i] = oy[:, :, None] * ox[:, None, :]
             kpts_map[i] = geometry.image_to_heatmap(kpts[i], center[i], scale[i], self.heatmap_size)
             inside[i] = geometry.in_window(kpts[i], geometry.window_xyxy(center[i], scale[i]))
         annotated = vis > 0

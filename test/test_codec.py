@@ -208,6 +208,13 @@ def test_encode_oks_maps_follow_the_oks_formula(rng):
         d2 = ((pix - kpts[n, k]) ** 2).sum()
         np.testing.assert_allclose(out["oks_maps"][n, k, y, x], np.exp(-d2 / (2 * area[n] * (2 * SIGMAS[k]) ** 2)),
                                    rtol=1e-5, atol=1e-7)
+    # every pixel of every map equals the OKS formula evaluated at that pixel's image position
+    grid = np.stack(np.meshgrid(np.arange(W), np.arange(H)), axis=-1).astype(np.float64)
+    for n in range(2):
+        pix = g.heatmap_to_image(grid, center[n], scale[n])  # (H, W, 2)
+        d2 = ((pix[None] - kpts[n][:, None, None]) ** 2).sum(-1)  # (K, H, W)
+        direct = np.exp(-d2 / (2 * area[n] * (2 * SIGMAS[:, None, None]) ** 2))
+        np.testing.assert_allclose(out["oks_maps"][n], direct, rtol=1e-5, atol=1e-7)
     # the best pixel is next to the keypoint
     best = np.stack(np.unravel_index(out["oks_maps"].reshape(2, K, -1).argmax(-1), (H, W)), -1)[..., ::-1]
     assert (np.abs(best - out["keypoints_map"]) <= 0.5 + 1e-9).all()
