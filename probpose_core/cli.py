@@ -51,6 +51,24 @@ def _cmd_cropcoco(args) -> None:
     make_cropcoco(args.ann, args.images, args.out, seed=args.seed)
 
 
+def _cmd_convert(args) -> None:
+    from .models.checkpoints import convert_checkpoint
+
+    convert_checkpoint(args.input, args.out, source=args.source)
+
+
+def _cmd_export(args) -> None:
+    from .runtime.export import export_model
+
+    export_model(args.model, args.onnx, int8=args.int8)
+
+
+def _cmd_predict(args) -> None:
+    from .pipeline import predict_images
+
+    predict_images(args.images, args.out, model=args.model, ann=args.ann, runtime=args.runtime)
+
+
 def _cmd_bench(args) -> None:
     from .bench import run_bench
 
@@ -89,6 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (images/ and annotations.json)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_cmd_cropcoco)
+
+    p = sub.add_parser("convert", help="convert an official MMPose ProbPose / ViTPose checkpoint to ours")
+    p.add_argument("--from", dest="source", required=True, choices=("mmpose", "vitpose"),
+                   help="mmpose: MMPose-1.x ProbPose-s; vitpose: original ViTPose-s")
+    p.add_argument("input", help="the official .pth file")
+    p.add_argument("--out", required=True, help="our single-file checkpoint (.pt)")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (+ metadata sidecar)")
+    p.add_argument("--model", required=True, help="our checkpoint (.pt)")
+    p.add_argument("--onnx", required=True, help="output .onnx path")
+    p.add_argument("--int8", action="store_true", help="also write an ORT dynamic-int8 model and report its parity")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="run the top-down pipeline on a folder of images")
+    p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--ann", help="COCO annotations: use their boxes (the paper's protocol) instead of the detector")
+    p.add_argument("--out", required=True, help="COCO-results JSON (keypoints as x, y, presence)")
+    p.add_argument("--model", required=True, help="our checkpoint (.pt) or an exported .onnx")
+    p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("bench", help="decode / loss / calibration timings (medians)")
     p.add_argument("--repeats", type=int, default=50, help="timed repetitions per item (default 50)")
