@@ -78,7 +78,7 @@ def _cmd_bench(args) -> None:
 def _cmd_demo(args) -> None:
     from .demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, fixture=args.fixture)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the core on the shipped fixture, write plots and tables")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    p.add_argument("--fixture", help="COCO fixture folder with annotations.json and images/ (default: demo/fixture)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from . import geometry
+from .errors import InputError
 from .jsonio import dump_json
 from .keypoints import NUM_KEYPOINTS
 
@@ -94,8 +95,11 @@ def _draw_images(gt, images_dir, anns, keypoints, presence, prob_maps, center, s
     return written
 
 
-def run_demo(out_dir, fixture=FIXTURE, seed: int = 0) -> dict:
-    """Run the demo into ``out_dir``; returns the summary that is also written as JSON."""
+def run_demo(out_dir, fixture=None, seed: int = 0) -> dict:
+    """Run the demo into ``out_dir`` on ``fixture`` (default: the repo's demo/fixture).
+
+    Returns the summary that is also written as JSON.
+    """
     import torch
 
     from .calibration import (coverage_curve, credible_level, fit_temperature, plot_coverage_curve,
@@ -107,7 +111,9 @@ def run_demo(out_dir, fixture=FIXTURE, seed: int = 0) -> dict:
     from .evaluation.areas import area_table, format_area_table
     from .sparsemax import sparsemax_maps
 
-    out, fixture = Path(out_dir), Path(fixture)
+    out, fixture = Path(out_dir), Path(fixture or FIXTURE)
+    if not (fixture / "annotations.json").is_file():
+        raise InputError(f"demo fixture not found: {fixture}/annotations.json (pass --fixture DIR)")
     out.mkdir(parents=True, exist_ok=True)
     source = load_coco(fixture / "annotations.json")
     print("== A-E areas of the fixture ==")
