@@ -1,0 +1,351 @@
+"""The top-down pipeline: frame -> detector -> crops -> runner -> decode -> ``Human`` list.
+
+Steps, each reusing the one implementation in the house:
+
+1. crops: every box's activation window (:func:`geometry.bbox_to_center_scale`, 3:4, padding
+   1.25) resampled with :func:`geometry.warp_crop` (UDP, bilinear, black border) and
+   normalised with the model's ``NORMALIZE_MEAN/STD`` (RGB, 0-255) into ONE
+   ``(N, 3, 256, 192)`` float32 batch.
+2. the runner sees that batch in chunks of at most ``max_batch`` (the smaller of the
+   pipeline's and the runner's limit): more people are split, never dropped. Optional flip
+   test: the mirrored batch runs too and :func:`codec.flip_merge` averages maps and scores.
+3. :meth:`ProbMapCodec.decode` (expected-OKS by default) with the instance area
+   ``area_factor * w * h`` of each box (0.53, as exococotools), the map covariance from
+   :func:`regions.covariance_ellipse`, and credible-region outlines from
+   :func:`regions.credible_polygons`. Outlines cost ~0.14 ms per map and level, so they are
+   computed only at the configured ``credible_levels`` and only for keypoints with
+   ``presence >= presence_threshold`` (the others get ``regions == {}``); ``credible_levels=()``
+   turns them off. The maps are taken as calibrated: the calibration temperature is applied
+   by the model before Sparsemax, the pipeline does not touch map values.
+4. ``Human(bbox, score, keypoints, box_score)`` in image coordinates. The pose ``score`` is
+   ``box_score * mean(oks_quality)`` over the keypoints judged present (over all keypoints
+   when none is): the OKS-quality head estimates each keypoint's OKS, so the mean estimates
+   the pose's OKS, which is what COCO-style ranking needs.
+
+Bad input. A frame that is not a non-empty ``(H, W, 3)`` uint8 array raises InputError. A box
+is invalid when it is not finite, has ``w <= 0`` or ``h <= 0``, or lies entirely outside the
+frame. :meth:`Pipeline.estimate` (boxes given by the caller) raises InputError naming the
+invalid boxes, unless ``invalid_boxes="skip"``; :meth:`Pipeline.__call__` (boxes from the
+detector) always skips them. Skipped boxes are counted: ``last_skipped`` holds the indices of
+the previous call's skipped boxes and ``skipped_total`` the running count, and a warning is
+logged. The returned humans follow the order of the boxes kept.
+"""
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import geometry
+from .codec import ProbMapCodec, flip_merge
+from .errors import InputError
+from .keypoints import NAMES
+from .regions import covariance_ellipse, credible_polygons
+from .results import Human, Keypoint, to_coco_results, write_coco_results
+
+log = logging.getLogger(__name__)
+
+OUTPUT_KEYS = ("prob_maps", "presence", "visibility", "oks_quality")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _normalisation() -> tuple[np.ndarray, np.ndarray]:
+    """The model's RGB mean and 1/std (0-255 scale) as float32 (3,) arrays."""
+    from .models.pose_model import NORMALIZE_MEAN, NORMALIZE_STD
+
+    mean = np.asarray(NORMALIZE_MEAN, dtype=np.float32).reshape(3)
+    return mean, np.float32(1.0) / np.asarray(NORMALIZE_STD, dtype=np.float32).reshape(3)
+
+
+def check_frame(frame) -> np.ndarray:
+    """The frame as an (H, W, 3) uint8 array, or InputError saying what is wrong with it."""
+    if not isinstance(frame, np.ndarray):
+        raise InputError(f"frame must be a numpy array (H, W, 3) uint8 RGB, got {type(frame).__name__}")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise InputError(f"frame must be (H, W, 3) RGB, got shape {frame.shape}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise InputError(f"frame is empty: shape {frame.shape}")
+    if frame.dtype != np.uint8:
+        raise InputError(f"frame must be uint8, got {frame.dtype}")
+    return frame
+
+
+def box_problems(boxes, frame_shape) -> list[str | None]:
+    """Per box (M, 4) xywh: None when usable, else why not (non-finite, empty, outside)."""
+    h_img, w_img = frame_shape[:2]
+    problems = []
+    for x, y, w, h in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            problems.append("not finite")
+        elif w <= 0 or h <= 0:
+            problems.append("zero or negative size")
+        elif x + w <= 0 or y + h <= 0 or x >= w_img or y >= h_img:
+            problems.append("entirely outside the frame")
+        else:
+            problems.append(None)
+    return problems
+
+
+class Pipeline:
+    """Detector + runner + codec -> ``list[Human]`` for one RGB frame.
+
+    runner: a ``Runner`` (``run(images (N, 3, H, W) float32) -> dict``, optional ``max_batch``
+    and ``input_size``); detector: a ``Detector`` (``detect(frame) -> boxes (M, 4) xywh,
+    scores (M,)``) or None; decode_method: a :data:`codec.DECODE_METHODS` name;
+    flip_test: also run the mirrored crops and average; invalid_boxes: "raise" or "skip"
+    for boxes given to :meth:`estimate` (see the module docstring).
+    """
+
+    def __init__(self, runner, detector=None, codec: ProbMapCodec = ProbMapCodec(), credible_levels=(0.5,),
+                 presence_threshold: float = 0.45, max_batch: int = 16, decode_method: str = "expected_oks",
+                 flip_test: bool = False, invalid_boxes: str = "raise"):
+        if int(max_batch) < 1:
+            raise InputError(f"max_batch must be at least 1, got {max_batch}")
+        if invalid_boxes not in ("raise", "skip"):
+            raise InputError(f"invalid_boxes must be 'raise' or 'skip', got {invalid_boxes!r}")
+        levels = tuple(float(q) for q in credible_levels)
+        if not all(0.0 < q <= 1.0 for q in levels):
+            raise InputError(f"credible levels must lie in (0, 1], got {levels}")
+        runner_size = getattr(runner, "input_size", None)
+        if runner_size is not None and tuple(runner_size) != tuple(codec.input_size):
+            raise InputError(f"the runner expects input size {tuple(runner_size)} (W, H) but the codec "
+                             f"crops {tuple(codec.input_size)}")
+        self.runner, self.detector, self.codec = runner, detector, codec
+        self.credible_levels = levels
+        self.presence_threshold = float(presence_threshold)
+        runner_batch = getattr(runner, "max_batch", None)
+        self.max_batch = min(int(max_batch), int(runner_batch)) if runner_batch else int(max_batch)
+        self.decode_method = decode_method
+        self.flip_test = bool(flip_test)
+        self.invalid_boxes = invalid_boxes
+        self.last_skipped: list[int] = []
+        self.skipped_total = 0
+        self._mean, self._inv_std = _normalisation()
+
+    # -- pre-processing ---------------------------------------------------------------
+    def crops(self, frame, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normalised crops of ``boxes (N, 4)`` xywh: ``images (N, 3, H, W)`` float32,
+        ``center (N, 2)``, ``scale (N, 2)`` (activation windows, image px).
+
+        Boxes are used as given (see :func:`box_problems` for the checks :meth:`estimate` makes).
+        """
+        frame = check_frame(frame)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        center, scale = geometry.bbox_to_center_scale(boxes, padding=self.codec.padding)
+        w, h = self.codec.input_size
+        patches = np.empty((len(boxes), h, w, 3), dtype=np.uint8)
+        for i in range(len(boxes)):
+            patches[i] = geometry.warp_crop(frame, center[i], scale[i], size=(w, h))
+        images = (patches.astype(np.float32) - self._mean) * self._inv_std  # (N, H, W, 3)
+        return np.ascontiguousarray(images.transpose(0, 3, 1, 2)), center, scale
+
+    # -- network ----------------------------------------------------------------------
+    def _run_chunks(self, images) -> dict:
+        parts: dict[str, list] = {}
+        for start in range(0, len(images), self.max_batch):
+            batch = images[start:start + self.max_batch]
+            out = self.runner.run(batch)
+            for key in OUTPUT_KEYS:
+                if key not in out:
+                    raise InputError(f"the model gave no {key!r} output (outputs: {sorted(out)})")
+            for key, value in out.items():
+                value = np.asarray(value)
+                if value.shape[:1] != (len(batch),):
+                    raise InputError(f"the model's {key!r} output has shape {value.shape} for a batch of {len(batch)}")
+                parts.setdefault(key, []).append(value)
+        return {key: np.concatenate(values) for key, values in parts.items()}
+
+    def infer(self, images) -> dict:
+        """Runner outputs for ``images (N, 3, H, W)``, run in chunks of ``max_batch``.
+
+        With ``flip_test`` the mirrored images run too and every output is merged with
+        :func:`codec.flip_merge`.
+        """
+        images = np.asarray(images, dtype=np.float32)
+        if len(images) == 0:
+            return {}
+        out = self._run_chunks(images)
+        if self.flip_test:
+            flipped = self._run_chunks(np.ascontiguousarray(images[..., ::-1]))
+            out = {key: flip_merge(value, flipped[key]) for key, value in out.items()}
+        return out
+
+    # -- post-processing --------------------------------------------------------------
+    def humans(self, outputs, boxes, box_scores, center, scale) -> list[Human]:
+        """``Human`` list from runner ``outputs`` (N leading) for ``boxes (N, 4)`` xywh with
+        ``box_scores (N,)`` and their windows ``center``/``scale (N, 2)``."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(boxes) == 0:
+            return []
+        maps = np.asarray(outputs["prob_maps"], dtype=np.float32)
+        presence, visibility, quality = (np.asarray(outputs[k], dtype=np.float64)
+                                         for k in ("presence", "visibility", "oks_quality"))
+        area = self.codec.area_factor * boxes[:, 2] * boxes[:, 3]
+        points, _ = self.codec.decode(maps, center, scale, area=area, method=self.decode_method)
+        _, cov = covariance_ellipse(maps, center, scale)
+        present = presence >= self.presence_threshold
+        out = []
+        for n in range(len(boxes)):
+            keypoints = []
+            for k, name in enumerate(NAMES):
+                regions = ({q: credible_polygons(maps[n, k], q, center[n], scale[n]) for q in self.credible_levels}
+                           if present[n, k] else {})
+                keypoints.append(Keypoint(name=name, x=float(points[n, k, 0]), y=float(points[n, k, 1]),
+                                          presence=float(presence[n, k]), visibility=float(visibility[n, k]),
+                                          oks_quality=float(quality[n, k]), covariance=cov[n, k], regions=regions))
+            chosen = present[n] if present[n].any() else np.ones(len(NAMES), dtype=bool)
+            box_score = float(box_scores[n])
+            out.append(Human(bbox=tuple(float(v) for v in boxes[n]), score=box_score * float(quality[n, chosen].mean()),
+                             keypoints=keypoints, box_score=box_score))
+        return out
+
+    # -- whole frame ------------------------------------------------------------------
+    def _keep_valid(self, frame, boxes, scores, skip: bool):
+        problems = box_problems(boxes, frame.shape)
+        bad = [i for i, p in enumerate(problems) if p is not None]
+        if bad and not skip:
+            listed = "; ".join(f"box #{i} {boxes[i].tolist()}: {problems[i]}" for i in bad[:5])
+            more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+            raise InputError(f"{len(bad)} invalid box(es) for a {frame.shape[1]}x{frame.shape[0]} frame: {listed}{more}")
+        self.last_skipped = bad
+        if bad:
+            self.skipped_total += len(bad)
+            log.warning("skipped %d invalid box(es): %s", len(bad), ", ".join(f"#{i} ({problems[i]})" for i in bad))
+        keep = np.array([p is None for p in problems], dtype=bool)
+        return boxes[keep], scores[keep]
+
+    def estimate(self, frame, boxes, scores=None, *, skip_invalid: bool | None = None) -> list[Human]:
+        """Poses of the people in ``boxes (M, 4)`` xywh (``scores (M,)``, default 1) of ``frame``.
+
+        All people go through the network in one batch (split only at ``max_batch``).
+        ``skip_invalid`` overrides the pipeline's ``invalid_boxes`` policy for this call.
+        """
+        frame = check_frame(frame)
+        try:
+            boxes = np.asarray(boxes, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError("boxes must be numbers, (M, 4) xywh") from None
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise InputError(f"boxes must be (M, 4) xywh, got shape {boxes.shape}")
+        scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+        if len(scores) != len(boxes):
+            raise InputError(f"got {len(scores)} scores for {len(boxes)} boxes")
+        skip = self.invalid_boxes == "skip" if skip_invalid is None else bool(skip_invalid)
+        boxes, scores = self._keep_valid(frame, boxes, scores, skip)
+        if len(boxes) == 0:
+            return []
+        images, center, scale = self.crops(frame, boxes)
+        return self.humans(self.infer(images), boxes, scores, center, scale)
+
+    def __call__(self, frame) -> list[Human]:
+        """Detect people in ``frame`` (H, W, 3) uint8 RGB and estimate their poses."""
+        if self.detector is None:
+            raise InputError("this pipeline has no person detector: give boxes to Pipeline.estimate or "
+                             "construct it with a detector")
+        frame = check_frame(frame)
+        boxes, scores = self.detector.detect(frame)
+        return self.estimate(frame, boxes, scores, skip_invalid=True)
+
+
+# -- probpose predict -----------------------------------------------------------------
+def read_image(path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; InputError when missing or unreadable."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"cannot read image {path} (not an image, or a format OpenCV cannot decode)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _make_runner(model, runtime: str):
+    """A Runner from a path (.pt / .onnx, via runtime.make_runner), a Runner, or a torch module."""
+    if isinstance(model, (str, Path)):
+        from .runtime import make_runner
+
+        return make_runner(model, runtime=runtime)
+    if hasattr(model, "run"):
+        return model
+    from .runtime.torch_runner import TorchRunner
+
+    return TorchRunner(model)
+
+
+def _image_jobs(images_dir: Path, ann):
+    """(image_id, file path, boxes (M, 4), scores or None) per image; boxes None = detect."""
+    if ann is not None:
+        from .data.coco import load_coco
+
+        data = load_coco(ann)
+        boxes = {img["id"]: [] for img in data["images"]}
+        for a in data["annotations"]:
+            if not a.get("iscrowd", 0):
+                boxes[a["image_id"]].append(a["bbox"])
+        for img in data["images"]:
+            if "file_name" not in img:
+                raise InputError(f"{ann}: image {img['id']!r} has no 'file_name'")
+            yield img["id"], images_dir / img["file_name"], np.asarray(boxes[img["id"]], np.float64).reshape(-1, 4)
+        return
+    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
+    for p in files:
+        yield (int(p.stem) if p.stem.isdigit() else p.stem), p, None
+
+
+def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", detector=None,
+                   pipeline_kw: dict | None = None, progress: bool = True) -> list[dict]:
+    """Run the pipeline on a folder of images and write COCO keypoint results to ``out_path``.
+
+    With ``ann`` (a COCO keypoints file) every non-crowd annotation's box is used with score 1
+    (the paper's protocol: one prediction per GT instance, image ids from the annotation) and
+    invalid boxes are skipped with a count. Without ``ann`` the ``detector`` (a Detector or
+    the path of a YOLO-style ONNX) finds the people; image ids are the file stems (as ints
+    when numeric) and every result carries its ``file_name``. ``model``: our checkpoint
+    (.pt), an exported .onnx, a Runner or a torch module; ``runtime``: "ort" | "torch" | "trt".
+    The runner's ``meta`` (if any) supplies the presence threshold. Returns the results.
+    """
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise InputError(f"images folder not found: {images_dir}")
+    if ann is None and detector is None:
+        raise InputError("no person detector is configured: pass --ann GT.json to use the annotation's boxes "
+                         "(or give predict_images a detector ONNX)")
+    if isinstance(detector, (str, Path)):
+        from .detection.onnx_yolo import OnnxYoloDetector
+
+        detector = OnnxYoloDetector(detector)
+    jobs = list(_image_jobs(images_dir, ann))
+    runner = _make_runner(model, runtime)
+    kw = dict(pipeline_kw or {})
+    meta = getattr(runner, "meta", None) or {}
+    if "presence_threshold" in meta:
+        kw.setdefault("presence_threshold", float(meta["presence_threshold"]))
+    kw.setdefault("credible_levels", ())  # COCO results carry no regions
+    kw.setdefault("invalid_boxes", "skip")
+    pipe = Pipeline(runner, detector=detector, **kw)
+
+    from tqdm import tqdm
+
+    results, people, started = [], 0, time.perf_counter()
+    for image_id, path, boxes in tqdm(jobs, desc="predict", unit="img", disable=not progress, file=sys.stderr):
+        frame = read_image(path)
+        humans = pipe(frame) if boxes is None else pipe.estimate(frame, boxes)
+        people += len(humans)
+        entries = to_coco_results(image_id, humans)
+        if boxes is None:
+            for entry in entries:
+                entry["file_name"] = path.name
+        results.extend(entries)
+    write_coco_results(results, out_path)
+    skipped = f", skipped {pipe.skipped_total} invalid box(es)" if pipe.skipped_total else ""
+    print(f"wrote {len(results)} predictions for {len(jobs)} images to {out_path} "
+          f"({time.perf_counter() - started:.1f} s{skipped})")
+    return results

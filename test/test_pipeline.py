@@ -1,0 +1,233 @@
+"""pipeline.py: crops, batching, decode to image coordinates, bad input, predict -> eval."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from probpose_core import geometry
+from probpose_core.errors import InputError
+from probpose_core.keypoints import NUM_KEYPOINTS
+from probpose_core.models.pose_model import NORMALIZE_MEAN, NORMALIZE_STD
+from probpose_core.pipeline import Pipeline, box_problems, predict_images
+
+FIXTURE = Path(__file__).resolve().parents[1] / "demo" / "fixture"
+MEAN, STD = np.array(NORMALIZE_MEAN, np.float32), np.array(NORMALIZE_STD, np.float32)
+IN_W, IN_H = geometry.INPUT_SIZE
+HM_W, HM_H = geometry.HEATMAP_SIZE
+
+
+class DotRunner:
+    """Stand-in network: finds the brightest input pixel of each crop and puts a Gaussian blob
+    (sum 1) at the matching heatmap point (UDP) in every channel; records batch sizes."""
+
+    name, input_size = "dot", geometry.INPUT_SIZE
+
+    def __init__(self, max_batch=16, presence=0.9):
+        self.max_batch, self.presence, self.batches = max_batch, presence, []
+
+    def run(self, images):
+        assert images.dtype == np.float32 and images.shape[1:] == (3, IN_H, IN_W)
+        assert len(images) <= self.max_batch
+        self.batches.append(len(images))
+        rgb = images.transpose(0, 2, 3, 1) * STD + MEAN  # undo the normalisation
+        n = len(images)
+        flat = rgb.sum(-1).reshape(n, -1).argmax(-1)
+        u, v = flat % IN_W, flat // IN_W
+        hx, hy = u * (HM_W - 1) / (IN_W - 1), v * (HM_H - 1) / (IN_H - 1)
+        xs, ys = np.arange(HM_W), np.arange(HM_H)
+        blob = np.exp(-((xs[None, None, :] - hx[:, None, None]) ** 2 + (ys[None, :, None] - hy[:, None, None]) ** 2) / 2.0)
+        blob /= blob.sum(axis=(1, 2), keepdims=True)
+        maps = np.repeat(blob[:, None], NUM_KEYPOINTS, axis=1).astype(np.float32)
+        k = np.arange(NUM_KEYPOINTS)
+        presence = np.tile(np.where(k % 2 == 0, self.presence, 0.1), (n, 1)).astype(np.float32)
+        return {"prob_maps": maps, "presence": presence, "visibility": np.full((n, NUM_KEYPOINTS), 0.6, np.float32),
+                "oks_quality": np.tile(np.linspace(0.2, 0.9, NUM_KEYPOINTS), (n, 1)).astype(np.float32)}
+
+
+def dot_frame(points, shape=(240, 320)):
+    frame = np.zeros(shape + (3,), np.uint8)
+    for x, y in points:
+        frame[int(y), int(x)] = 255
+    return frame
+
+
+def test_crops_are_the_geometry_warp_normalised():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 50, 70], [100, 5, 80, 30]], np.float64)  # second one crosses the border
+    images, center, scale = Pipeline(DotRunner()).crops(frame, boxes)
+    assert images.shape == (2, 3, IN_H, IN_W) and images.dtype == np.float32 and images.flags.c_contiguous
+    for i in range(2):
+        c, s = geometry.bbox_to_center_scale(boxes[i])
+        np.testing.assert_allclose(center[i], c) and np.testing.assert_allclose(scale[i], s)
+        ref = (geometry.warp_crop(frame, c, s).astype(np.float32) - MEAN) / STD
+        np.testing.assert_allclose(images[i], ref.transpose(2, 0, 1), atol=1e-5)
+    # outside the frame the crop is black, i.e. -mean/std after normalisation
+    np.testing.assert_allclose(images[1, :, -1, -1], -MEAN / STD, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(x=st.floats(20, 300), y=st.floats(20, 220), w=st.floats(20, 150), h=st.floats(20, 150),
+       fx=st.floats(0.1, 0.9), fy=st.floats(0.1, 0.9))
+def test_keypoints_come_back_in_image_coordinates(x, y, w, h, fx, fy):
+    dot = (min(x + fx * w, 319), min(y + fy * h, 239))
+    frame = dot_frame([dot])
+    [human] = Pipeline(DotRunner(), credible_levels=()).estimate(frame, [[x, y, w, h]])
+    _, scale = geometry.bbox_to_center_scale([x, y, w, h])
+    tol = 0.5 * scale[0] / (IN_W - 1) + 0.5 * scale[1] / (IN_H - 1) + 1.0  # one input pixel + the frame pixel
+    for kp in human.keypoints:
+        assert abs(kp.x - int(dot[0])) <= tol and abs(kp.y - int(dot[1])) <= tol
+    assert human.bbox == (x, y, w, h)
+
+
+def test_many_people_are_split_never_dropped():
+    rng = np.random.default_rng(1)
+    boxes = np.column_stack([rng.uniform(0, 250, 11), rng.uniform(0, 180, 11), rng.uniform(30, 60, (11, 2))])
+    scores = rng.uniform(0.3, 1, 11)
+    runner = DotRunner(max_batch=5)
+    pipe = Pipeline(runner, max_batch=8)
+    assert pipe.max_batch == 5  # the runner's own limit wins
+    humans = pipe.estimate(dot_frame([(100, 100)]), boxes, scores)
+    assert runner.batches == [5, 5, 1]
+    assert [h.bbox for h in humans] == [tuple(b) for b in boxes]
+    np.testing.assert_allclose([h.box_score for h in humans], scores)
+
+
+def test_presence_threshold_gates_regions_and_score():
+    frame = dot_frame([(100, 120)])
+    pipe = Pipeline(DotRunner(presence=0.9), credible_levels=(0.5, 0.9), presence_threshold=0.45)
+    [h] = pipe.estimate(frame, [[60, 60, 80, 120]], [0.5])
+    quality = np.linspace(0.2, 0.9, NUM_KEYPOINTS)
+    for k, kp in enumerate(h.keypoints):
+        if k % 2 == 0:
+            assert set(kp.regions) == {0.5, 0.9}
+            area50, area90 = (sum(abs(_shoelace(p)) for p in kp.regions[q]) for q in (0.5, 0.9))
+            assert area90 > area50 > 0
+            for poly in kp.regions[0.9]:  # the outline surrounds the keypoint
+                assert poly[:, 0].min() <= kp.x <= poly[:, 0].max() and poly[:, 1].min() <= kp.y <= poly[:, 1].max()
+        else:
+            assert kp.regions == {}
+        assert np.all(np.linalg.eigvalsh(kp.covariance) > 0)
+    assert h.score == pytest.approx(0.5 * quality[::2].mean())
+    # nobody present: the score averages every keypoint's OKS quality
+    [h] = Pipeline(DotRunner(presence=0.2)).estimate(frame, [[60, 60, 80, 120]], [0.5])
+    assert h.score == pytest.approx(0.5 * quality.mean())
+    assert all(kp.regions == {} for kp in h.keypoints)
+
+
+def _shoelace(poly):
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * (x @ np.roll(y, 1) - y @ np.roll(x, 1))
+
+
+def test_flip_test_keeps_symmetric_predictions():
+    frame = dot_frame([(150, 100)])
+    box = [[110, 50, 90, 130]]
+    plain = Pipeline(DotRunner(), credible_levels=()).estimate(frame, box)[0]
+    runner = DotRunner()
+    flipped = Pipeline(runner, credible_levels=(), flip_test=True).estimate(frame, box)[0]
+    assert runner.batches == [1, 1]
+    for a, b in zip(plain.keypoints, flipped.keypoints):
+        assert abs(a.x - b.x) < 1.0 and abs(a.y - b.y) < 1e-6
+    # presence is merged with the flip partner's (FLIP_INDEX swaps left/right channels)
+    assert flipped.keypoints[0].presence == pytest.approx(0.9)  # the nose is its own partner
+    assert flipped.keypoints[1].presence == pytest.approx((0.1 + 0.9) / 2)  # left_eye (odd) <-> right_eye (even)
+    assert flipped.keypoints[6].presence == pytest.approx((0.9 + 0.1) / 2)  # right_shoulder <-> left_shoulder
+
+
+@pytest.mark.parametrize("frame, message", [
+    (np.zeros((0, 0, 3), np.uint8), "empty"),
+    (np.zeros((10, 10), np.uint8), "shape"),
+    (np.zeros((10, 10, 3), np.float32), "uint8"),
+    ([[1, 2, 3]], "numpy"),
+])
+def test_bad_frames_raise(frame, message):
+    with pytest.raises(InputError, match=message):
+        Pipeline(DotRunner()).estimate(frame, [[0, 0, 5, 5]])
+
+
+def test_invalid_boxes_raise_or_are_skipped_with_a_count():
+    frame = dot_frame([(50, 50)], shape=(100, 100))
+    boxes = [[10, 10, 40, 40], [np.nan, 0, 5, 5], [0, 0, 0, 10], [200, 200, 10, 10], [20, 20, 30, 50]]
+    assert box_problems(boxes, frame.shape) == [None, "not finite", "zero or negative size",
+                                                "entirely outside the frame", None]
+    with pytest.raises(InputError, match=r"3 invalid box\(es\).*#1.*not finite.*#2.*#3"):
+        Pipeline(DotRunner()).estimate(frame, boxes)
+    pipe = Pipeline(DotRunner(), invalid_boxes="skip")
+    humans = pipe.estimate(frame, boxes, [0.1, 0.2, 0.3, 0.4, 0.5])
+    assert [h.box_score for h in humans] == [0.1, 0.5]
+    assert pipe.last_skipped == [1, 2, 3] and pipe.skipped_total == 3
+    assert Pipeline(DotRunner()).estimate(frame, np.zeros((0, 4))) == []
+    with pytest.raises(InputError, match=r"\(M, 4\)"):
+        Pipeline(DotRunner()).estimate(frame, [1, 2, 3])
+    with pytest.raises(InputError, match="2 scores for 1 boxes"):
+        Pipeline(DotRunner()).estimate(frame, [[10, 10, 40, 40]], [0.5, 0.6])
+
+
+def test_bad_settings_and_runner_outputs_raise():
+    with pytest.raises(InputError, match="input size"):
+        Pipeline(type("R", (DotRunner,), {"input_size": (256, 192)})())
+    with pytest.raises(InputError, match="credible"):
+        Pipeline(DotRunner(), credible_levels=(1.5,))
+
+    class Broken(DotRunner):
+        def run(self, images):
+            out = super().run(images)
+            del out["visibility"]
+            return out
+
+    with pytest.raises(InputError, match="visibility"):
+        Pipeline(Broken()).estimate(dot_frame([(5, 5)]), [[0, 0, 50, 50]])
+
+
+def test_detector_path_skips_its_invalid_boxes():
+    class Detector:
+        def detect(self, frame):
+            return np.array([[10, 10, 60, 90], [0, 0, 0, 0]], np.float64), np.array([0.9, 0.4])
+
+    frame = dot_frame([(40, 50)])
+    pipe = Pipeline(DotRunner(), detector=Detector())
+    humans = pipe(frame)
+    assert len(humans) == 1 and humans[0].box_score == 0.9 and pipe.last_skipped == [1]
+    with pytest.raises(InputError, match="no person detector"):
+        Pipeline(DotRunner())(frame)
+
+
+# -- with the real (tiny, random) model ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import torch
+
+    from probpose_core.models.pose_model import build_model, cnn_config
+
+    torch.manual_seed(0)
+    return build_model(cnn_config()).eval()
+
+
+def test_predict_with_gt_boxes_then_eval_extended(tiny_model, tmp_path, capsys):
+    from probpose_core.cli import main
+    from probpose_core.runtime.torch_runner import TorchRunner
+
+    out = tmp_path / "pred.json"
+    results = predict_images(FIXTURE / "images", out, TorchRunner(tiny_model), ann=FIXTURE / "annotations.json",
+                             progress=False)
+    gt = json.loads((FIXTURE / "annotations.json").read_text())
+    assert len(results) == sum(not a.get("iscrowd", 0) for a in gt["annotations"])
+    assert {r["image_id"] for r in results} <= {img["id"] for img in gt["images"]}
+    assert json.loads(out.read_text()) == results
+    code = main(["eval", "--gt", str(FIXTURE / "annotations.json"), "--pred", str(out), "--extended",
+                 "--json", str(tmp_path / "eval.json")])
+    assert code == 0
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert all(np.isfinite(v) for v in scores.values() if isinstance(v, float))
+
+
+def test_predict_without_ann_or_detector_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="--ann"):
+        predict_images(FIXTURE / "images", tmp_path / "p.json", DotRunner())
+    with pytest.raises(InputError, match="images folder not found"):
+        predict_images(tmp_path / "nope", tmp_path / "p.json", DotRunner(), ann=FIXTURE / "annotations.json")
