@@ -1,0 +1,64 @@
+"""Box conversions, IoU, greedy non-maximum suppression (numpy, class-agnostic) and the final
+step every detector shares (clip to the image, NMS, sort, xywh)."""
+import numpy as np
+
+
+def cxcywh_to_xyxy(boxes) -> np.ndarray:
+    """``boxes (..., 4)`` as centre x, centre y, width, height -> x0, y0, x1, y1."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    half = boxes[..., 2:4] / 2
+    return np.concatenate([boxes[..., :2] - half, boxes[..., :2] + half], axis=-1)
+
+
+def box_iou(box, boxes) -> np.ndarray:
+    """IoU of one ``box (4,)`` with each of ``boxes (M, 4)``, all x0, y0, x1, y1 -> ``(M,)``.
+
+    Boxes with no area have IoU 0 with everything.
+    """
+    box = np.asarray(box, dtype=np.float64)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    lo = np.maximum(box[:2], boxes[:, :2])
+    hi = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=1)
+    area = np.prod(np.clip(box[2:] - box[:2], 0.0, None))
+    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0.0, None), axis=1)
+    union = area + areas - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(boxes_xyxy, scores, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS: indices of the kept boxes, highest score first.
+
+    ``boxes_xyxy (M, 4)``, ``scores (M,)``. Visiting boxes by decreasing score (ties in input
+    order), a box is kept unless its IoU with an already kept box is strictly above
+    ``iou_threshold``.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64).reshape(-1), kind="stable")
+    keep = []
+    while order.size:
+        best = order[0]
+        keep.append(best)
+        rest = order[1:]
+        order = rest[box_iou(boxes[best], boxes[rest]) <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def finish_detections(boxes_xyxy, scores, image_size, iou_threshold: float, max_detections: int | None = None):
+    """Candidate boxes in image coordinates -> the detector's answer.
+
+    ``boxes_xyxy (M, 4)`` are clipped to an image of ``image_size`` (W, H); boxes left with no
+    area (e.g. ones lying wholly in a letterbox's padding) are dropped; NMS runs on the clipped
+    boxes, so no two returned boxes overlap by more than ``iou_threshold``. Returns
+    ``boxes (M', 4)`` xywh float64 and ``scores (M',)`` float64, highest score first, at most
+    ``max_detections``.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    width, height = image_size
+    boxes = np.clip(boxes, 0.0, [width, height, width, height])
+    keep = np.all(boxes[:, 2:] > boxes[:, :2], axis=1) & np.isfinite(scores)
+    boxes, scores = boxes[keep], scores[keep]
+    kept = nms(boxes, scores, iou_threshold)[:max_detections]
+    boxes, scores = boxes[kept], scores[kept]
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1), scores
