@@ -15,7 +15,9 @@ Steps, each reusing the one implementation in the house:
    :func:`regions.credible_polygons`. Outlines cost ~0.14 ms per map and level, so they are
    computed only at the configured ``credible_levels`` and only for keypoints with
    ``presence >= presence_threshold`` (the others get ``regions == {}``); ``credible_levels=()``
-   turns them off. The maps are taken as calibrated: the calibration temperature is applied
+   turns them off. Double-heatmap models (a ``wide_prob_maps`` output) are decoded with
+   ``models.probmap_head.decode_double``; covariance and outlines come from the expert map.
+   The maps are taken as calibrated: the calibration temperature is applied
    by the model before Sparsemax, the pipeline does not touch map values.
 4. ``Human(bbox, score, keypoints, box_score)`` in image coordinates. The pose ``score`` is
    ``box_score * mean(oks_quality)`` over the keypoints judged present (over all keypoints
@@ -183,7 +185,13 @@ class Pipeline:
         presence, visibility, quality = (np.asarray(outputs[k], dtype=np.float64)
                                          for k in ("presence", "visibility", "oks_quality"))
         area = self.codec.area_factor * boxes[:, 2] * boxes[:, 3]
-        points, _ = self.codec.decode(maps, center, scale, area=area, method=self.decode_method)
+        if "wide_prob_maps" in outputs:  # double-heatmap variant: the wide map decides, the expert refines
+            from .models.probmap_head import decode_double
+
+            points, _, _ = decode_double(self.codec, maps, outputs["wide_prob_maps"], center, scale, area=area,
+                                         method=self.decode_method)
+        else:
+            points, _ = self.codec.decode(maps, center, scale, area=area, method=self.decode_method)
         _, cov = covariance_ellipse(maps, center, scale)
         present = presence >= self.presence_threshold
         out = []
