@@ -26,6 +26,20 @@ def box_iou(box, boxes) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def pairwise_iou(boxes) -> np.ndarray:
+    """IoU ``(M, M)`` between all ``boxes (M, 4)`` x0, y0, x1, y1 (0 where a box has no area)."""
+    x0, y0, x1, y1 = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).T
+    inter_w = np.clip(np.minimum(x1[:, None], x1) - np.maximum(x0[:, None], x0), 0.0, None)
+    inter_h = np.clip(np.minimum(y1[:, None], y1) - np.maximum(y0[:, None], y0), 0.0, None)
+    inter = inter_w * inter_h
+    areas = np.clip(x1 - x0, 0.0, None) * np.clip(y1 - y0, 0.0, None)
+    union = areas[:, None] + areas - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+MATRIX_LIMIT = 1024  # up to this many boxes NMS uses the full IoU matrix (8 MiB), else a loop
+
+
 def nms(boxes_xyxy, scores, iou_threshold: float) -> np.ndarray:
     """Greedy NMS: indices of the kept boxes, highest score first.
 
@@ -35,6 +49,15 @@ def nms(boxes_xyxy, scores, iou_threshold: float) -> np.ndarray:
     """
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
     order = np.argsort(-np.asarray(scores, dtype=np.float64).reshape(-1), kind="stable")
+    if len(order) <= MATRIX_LIMIT:
+        overlaps = pairwise_iou(boxes[order]) > iou_threshold
+        suppressed = np.zeros(len(order), dtype=bool)
+        keep = []
+        for i in range(len(order)):
+            if not suppressed[i]:
+                keep.append(order[i])
+                suppressed[i + 1:] |= overlaps[i, i + 1:]
+        return np.asarray(keep, dtype=np.int64)
     keep = []
     while order.size:
         best = order[0]
