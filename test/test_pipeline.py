@@ -275,3 +275,26 @@ def test_predictions_from_perfect_maps_score_near_one(tmp_path):
     gt_data = load_gt(FIXTURE / "annotations.json")
     results = evaluate(gt_data, load_predictions(out, gt_data), extended=True, presence_threshold=0.45)
     assert results["Ex-AP"] > 0.95
+
+
+def test_double_heatmap_outputs_use_the_wide_map():
+    class WideRunner(DotRunner):
+        """Expert map: the dot; wide map (2x window): channel 0 at its top-left pixel, others at the dot."""
+
+        def run(self, images):
+            out = super().run(images)
+            wide = np.zeros_like(out["prob_maps"])
+            wide[:, :, (HM_H - 1) // 2, (HM_W - 1) // 2] = 1.0  # the window centre
+            wide[:, 0] = 0.0
+            wide[:, 0, 0, 0] = 1.0
+            out["wide_prob_maps"] = wide
+            return out
+
+    frame = dot_frame([(130, 110)])
+    box = [100, 60, 60, 100]
+    [h] = Pipeline(WideRunner(), credible_levels=()).estimate(frame, [box])
+    [plain] = Pipeline(DotRunner(), credible_levels=()).estimate(frame, [box])
+    center, scale = geometry.bbox_to_center_scale(box)
+    np.testing.assert_allclose([h.keypoints[0].x, h.keypoints[0].y], center - scale, atol=1e-6)  # wide corner
+    for a, b in zip(h.keypoints[1:], plain.keypoints[1:]):  # inside the window: the expert map refines
+        assert (a.x, a.y) == (b.x, b.y)
