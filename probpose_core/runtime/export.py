@@ -1,0 +1,325 @@
+"""ONNX export of a PoseModel, its metadata sidecar, parity against torch, int8, TensorRT checks.
+
+- :func:`export_onnx` uses the legacy TorchScript exporter (``dynamo=False``, opset 17; 10x
+  faster than the dynamo exporter and needs no onnxscript), a dynamic batch axis, input
+  ``images`` and outputs ``prob_maps``, ``presence``, ``visibility``, ``oks_quality`` (plus
+  ``wide_prob_maps`` for the double-heatmap variant). Sparsemax is exported as the
+  ``"topk"`` variant (TopK k = 128): identical to the exact sparsemax while a map's support
+  has at most 128 pixels (a trained model's maps have far fewer), and TensorRT-safe
+  (TopK k <= 1024 on TensorRT 8.6).
+- The sidecar ``model.json`` says everything a runtime needs to feed the model: input size,
+  mean/std on the 0-255 scale, RGB channel order, keypoint names / sigmas / flip index,
+  calibration temperature, presence threshold, model hash, output names, sparsemax variant.
+- :func:`parity_report` compares torch (exact sparsemax) with ONNX Runtime on every output and
+  on the keypoints decoded from both; :func:`export_model` (``probpose export``) writes it into
+  the sidecar and prints it, as well as for the optional ORT dynamic-int8 model.
+- :func:`check_tensorrt_constraints` lists what TensorRT would reject (opset, non-batch dynamic
+  shapes, TopK k, data-dependent shapes), using onnx shape inference and onnx-graphsurgeon.
+"""
+import copy
+import dataclasses
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import keypoints
+from ..codec import ProbMapCodec
+from ..errors import InputError
+from ..jsonio import dump_json, load_json
+from ..sparsemax import DEFAULT_TOPK
+from .base import INPUT_NAME, file_sha256, load_onnx, sidecar_path
+
+SIDECAR_FORMAT = "probpose-onnx/1"
+TRT_MAX_TOPK = 1024  # TensorRT 8.6 (JetPack 5); TensorRT 10 allows 3840
+MIN_OPSET = 17
+# Ops whose output shape depends on data (TensorRT handles them poorly or not at all).
+_DATA_DEPENDENT_OPS = {"NonZero", "Unique", "Loop", "If"}
+# Ops quantised by the dynamic int8 model: the ViT's matmuls. Convolutions stay float: quantising them
+# (ConvInteger, the patch embedding above all) moved decoded keypoints by >100 px on test models.
+INT8_OPS = ("MatMul", "Gemm")
+
+
+def _with_sparsemax(model: torch.nn.Module, method: str) -> torch.nn.Module:
+    """An eval-mode copy of ``model`` whose sparsemax runs as ``method`` (the weights are shared by value)."""
+    copied = copy.deepcopy(model).eval()
+    copied.set_sparsemax_method(method)
+    return copied
+
+
+class _NamedOutputs(torch.nn.Module):
+    """The model's output dict as a tuple in ``names`` order (what the tracer can export)."""
+
+    def __init__(self, model: torch.nn.Module, names):
+        super().__init__()
+        self.model = model
+        self.names = tuple(names)
+
+    def forward(self, images):
+        out = self.model(images)
+        return tuple(out[k] for k in self.names)
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    return value
+
+
+def _sidecar(model, names, sparsemax_method: str, opset: int, meta: dict | None) -> dict:
+    from ..models.checkpoints import codec_settings, weights_hash
+    from ..models.pose_model import NORMALIZE_MEAN, NORMALIZE_STD
+
+    meta = meta or {}
+    config = model.config
+    kp = meta.get("keypoints") or {"names": list(keypoints.NAMES), "sigmas": keypoints.SIGMAS,
+                                   "flip_index": list(keypoints.FLIP_INDEX)}
+    return _jsonable({
+        "format": SIDECAR_FORMAT,
+        "input_name": INPUT_NAME,
+        "input_size": list(config.input_size),
+        "layout": "NCHW",
+        "dtype": "float32",
+        "channel_order": "RGB",
+        "mean": [float(v) for v in np.asarray(NORMALIZE_MEAN).reshape(-1)],
+        "std": [float(v) for v in np.asarray(NORMALIZE_STD).reshape(-1)],
+        "pixel_range": "0-255 (normalise as (x - mean) / std)",
+        "heatmap_size": list(config.heatmap_size),
+        "output_names": list(names),
+        "dynamic_batch": True,
+        "opset": opset,
+        "sparsemax": {"method": sparsemax_method, "k": DEFAULT_TOPK if sparsemax_method == "topk" else None,
+                      "note": "topk equals the exact sparsemax while a map's support has <= k pixels"},
+        "keypoints": kp,
+        "model_temperature": getattr(config, "temperature", None),
+        "temperature": float(meta.get("temperature", 1.0)),
+        "presence_threshold": float(meta.get("presence_threshold", 0.45)),
+        "model_hash": meta.get("model_hash") or weights_hash(model.state_dict()),
+        "codec": meta.get("codec") or codec_settings(ProbMapCodec()),
+        "config": config.to_dict(),
+    })
+
+
+def export_onnx(model: torch.nn.Module, path, *, batch_example: int = 2, sparsemax_method: str = "topk",
+                opset: int = MIN_OPSET, meta: dict | None = None) -> Path:
+    """Export ``model`` to ``path`` (+ sidecar ``path.with_suffix(".json")``); returns ``path``.
+
+    ``meta`` is the checkpoint's metadata (temperature, presence threshold, keypoints, codec,
+    model hash; see ``models.checkpoints.load_checkpoint``); without it the defaults are written.
+    """
+    import onnx
+
+    if batch_example < 2:
+        raise InputError("batch_example must be >= 2 so that the batch axis is traced as dynamic")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    traced = _with_sparsemax(model, sparsemax_method)
+    w, h = traced.config.input_size
+    example = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_example, 3, h, w), np.float32))
+    names = tuple(traced.output_names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_NamedOutputs(traced, names), (example,), str(path), dynamo=False,
+                          opset_version=opset, input_names=[INPUT_NAME], output_names=list(names),
+                          dynamic_axes={k: {0: "batch"} for k in (INPUT_NAME,) + names},
+                          do_constant_folding=True)
+    onnx.checker.check_model(str(path))
+    sidecar = _sidecar(traced, names, sparsemax_method, opset, meta)
+    sidecar["onnx_sha256"] = file_sha256(path)
+    dump_json(sidecar, sidecar_path(path))
+    return path
+
+
+def sample_images(n: int, input_size, seed: int = 0) -> np.ndarray:
+    """Smooth random crops (N, 3, H, W) float32 on the normalised scale, for parity checks."""
+    w, h = input_size
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.standard_normal((n, 3, h // 16, w // 16), np.float32))
+    smooth = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    return (smooth + 0.3 * torch.from_numpy(rng.standard_normal((n, 3, h, w), np.float32))).numpy()
+
+
+def parity_report(reference, candidate, images: np.ndarray, codec: ProbMapCodec | None = None) -> dict:
+    """Compare two runners on ``images``: max |diff| per output and of the decoded keypoints.
+
+    Keypoints are decoded (expected-OKS) from both runners' maps on one shared window (the crop
+    itself in input pixels), so the pixel difference is in crop pixels. Also reports the
+    largest map support of the reference (the topk export is exact while it is <= k).
+    """
+    codec = codec or ProbMapCodec()
+    ref, got = reference.run(images), candidate.run(images)
+    w, h = codec.input_size
+    center = np.tile([(w - 1) / 2, (h - 1) / 2], (len(images), 1))
+    scale = np.tile([w, h], (len(images), 1)).astype(np.float64)
+    kp_ref, _ = codec.decode(ref["prob_maps"], center, scale)
+    kp_got, _ = codec.decode(got["prob_maps"], center, scale)
+    return {
+        "images": len(images),
+        "max_abs_diff": {k: float(np.max(np.abs(ref[k] - got[k]))) for k in ref},
+        "keypoints_max_px_diff": float(np.max(np.abs(kp_ref - kp_got))),
+        "keypoints_median_px_diff": float(np.median(np.linalg.norm(kp_ref - kp_got, axis=-1))),
+        "max_support": int((ref["prob_maps"] > 0).reshape(*ref["prob_maps"].shape[:2], -1).sum(-1).max()),
+    }
+
+
+def quantize_int8(onnx_path, out_path) -> Path:
+    """ONNX Runtime dynamic int8 quantisation (weights int8, activations quantised at run time).
+
+    ``graph.value_info`` is cleared first: stale shape annotations from the exporter make the
+    quantiser fail. Only MatMul / Gemm are quantised (see ``INT8_OPS``); convolutions, the
+    deconvolutions and sparsemax stay float.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(onnx_path))
+    del model.graph.value_info[:]
+    out_path = Path(out_path)
+    root = logging.getLogger()
+    level = root.level
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = Path(tmp) / "clean.onnx"
+        onnx.save(model, str(clean))
+        root.setLevel(logging.ERROR)  # the quantiser logs a "consider pre-processing" warning on root
+        try:
+            quantize_dynamic(str(clean), str(out_path), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=list(INT8_OPS))
+        finally:
+            root.setLevel(level)
+    return out_path
+
+
+def _dims(value_info) -> list | None:
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+
+
+def _static_batch_copy(model, batch: int):
+    """``model`` with every input's first axis fixed to ``batch``, constants folded, shapes inferred."""
+    import onnx
+    import onnxruntime
+    from polygraphy.backend.onnx import fold_constants
+    from polygraphy.logger import G_LOGGER
+
+    fixed = copy.deepcopy(model)
+    for value in fixed.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = batch
+    del fixed.graph.value_info[:]
+    severity, G_LOGGER.module_severity = G_LOGGER.module_severity, G_LOGGER.ERROR
+    onnxruntime.set_default_logger_severity(3)  # folding runs ORT sessions that warn about every Unsqueeze
+    try:
+        folded = fold_constants(fixed, num_passes=None, do_shape_inference=True)
+    finally:
+        G_LOGGER.module_severity = severity
+        onnxruntime.set_default_logger_severity(2)  # onnxruntime's default (warning)
+    return onnx.shape_inference.infer_shapes(folded, data_prop=True)
+
+
+def check_tensorrt_constraints(onnx_path, max_topk: int = TRT_MAX_TOPK, min_opset: int = MIN_OPSET) -> list[str]:
+    """What TensorRT (8.6 and 10) would reject in ``onnx_path``: a list of problems, empty if none.
+
+    Checks: default-domain opset >= ``min_opset``; every input/output static except its first
+    (batch) axis; with the batch fixed, every intermediate shape static after constant folding
+    and shape inference (polygraphy), i.e. no data-dependent shapes; every TopK has a constant
+    k <= ``max_topk``; no ops with data-dependent output shapes (NonZero, Unique, Loop, If).
+    """
+    import onnx
+
+    model = load_onnx(onnx_path)
+    problems = []
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < min_opset:
+        problems.append(f"opset {opset} < {min_opset}")
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for v in values:
+            shape = _dims(v)
+            if shape is None:
+                problems.append(f"{kind} {v.name!r} has no shape")
+                continue
+            dynamic = [i for i, d in enumerate(shape) if i > 0 and not isinstance(d, int)]
+            if dynamic:
+                problems.append(f"{kind} {v.name!r} {shape}: axes {dynamic} are dynamic (only the batch axis may be)")
+
+    folded = _static_batch_copy(model, batch=2)
+    inner = [f"{v.name} {_dims(v)}" for v in list(folded.graph.value_info) + list(folded.graph.output)
+             if _dims(v) is not None and not all(isinstance(d, int) for d in _dims(v))]
+    if inner:
+        problems.append(f"{len(inner)} tensor(s) with data-dependent shapes at a fixed batch, e.g. {inner[:3]}")
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in folded.graph.initializer}
+    for node in folded.graph.node:
+        if node.op_type == "Constant":
+            constants.update({node.output[0]: onnx.numpy_helper.to_array(node.attribute[0].t)}
+                             if node.attribute and node.attribute[0].name == "value" else {})
+    for node in folded.graph.node:
+        if node.op_type == "TopK":
+            k = constants.get(node.input[1]) if len(node.input) > 1 else None
+            if k is None:
+                problems.append(f"TopK {node.name!r}: k is not a constant")
+            elif int(np.max(k)) > max_topk:
+                problems.append(f"TopK {node.name!r}: k = {int(np.max(k))} > {max_topk}")
+        elif node.op_type in _DATA_DEPENDENT_OPS:
+            problems.append(f"{node.op_type} {node.name!r}: data-dependent output shape")
+    return problems
+
+
+def _format_parity(label: str, report: dict) -> str:
+    diffs = ", ".join(f"{k} {v:.2e}" for k, v in report["max_abs_diff"].items())
+    return (f"{label}: max |diff| vs torch {diffs}; decoded keypoints max diff "
+            f"{report['keypoints_max_px_diff']:.2e} px, median {report['keypoints_median_px_diff']:.2e} px "
+            f"(crop pixels, {report['images']} images)")
+
+
+def export_model(checkpoint_path, onnx_path, int8: bool = False, *, log=print) -> dict:
+    """``probpose export``: checkpoint -> ONNX + sidecar (+ ``.int8.onnx``), parity and checks.
+
+    Parity (torch with the exact sparsemax vs ONNX Runtime) and the TensorRT check are written
+    into the sidecar(s) and printed through ``log``. Returns a summary dict.
+    """
+    from ..models.checkpoints import codec_from_settings, load_checkpoint
+    from .ort_runner import OrtRunner
+    from .torch_runner import TorchRunner
+
+    model, meta = load_checkpoint(checkpoint_path)
+    onnx_path = Path(onnx_path)
+    export_onnx(model, onnx_path, meta=meta)
+    codec = codec_from_settings(meta["codec"])
+    reference = TorchRunner(model)
+    images = sample_images(4, model.config.input_size)
+    summary = {"onnx": str(onnx_path), "parity": parity_report(reference, OrtRunner(onnx_path), images, codec),
+               "tensorrt_problems": check_tensorrt_constraints(onnx_path)}
+    sidecar = load_json(sidecar_path(onnx_path))
+    sidecar.update(parity=summary["parity"], tensorrt_problems=summary["tensorrt_problems"])
+    dump_json(sidecar, sidecar_path(onnx_path))
+    log(f"wrote {onnx_path} and {sidecar_path(onnx_path)}")
+    log(_format_parity("fp32", summary["parity"]))
+    support, k = summary["parity"]["max_support"], sidecar["sparsemax"]["k"]
+    if k and support > k:
+        log(f"warning: a map's support has {support} pixels > top-k {k}: the export differs from the exact "
+            f"sparsemax on such maps (expected only for untrained models)")
+    log("TensorRT check: " + ("ok" if not summary["tensorrt_problems"] else "; ".join(summary["tensorrt_problems"])))
+    if int8:
+        int8_path = quantize_int8(onnx_path, onnx_path.with_suffix(".int8.onnx"))
+        summary["int8"] = {"onnx": str(int8_path),
+                           "parity": parity_report(reference, OrtRunner(int8_path), images, codec)}
+        int8_sidecar = dict(sidecar, onnx_sha256=file_sha256(int8_path), parity=summary["int8"]["parity"],
+                            quantization={"type": "onnxruntime dynamic", "weights": "int8",
+                                          "ops": list(INT8_OPS)})
+        dump_json(int8_sidecar, sidecar_path(int8_path))
+        log(f"wrote {int8_path} and {sidecar_path(int8_path)}")
+        log(_format_parity("int8", summary["int8"]["parity"]))
+    return summary

@@ -1,0 +1,73 @@
+"""OrtRunner: an exported ONNX pose model on ONNX Runtime (the default runtime).
+
+CPU by default; the CUDA execution provider goes first when this onnxruntime build has it.
+The input size is read from the model and checked against the sidecar written by
+``export.py`` (and against ``input_size`` when given) at load, so a model exported for
+another crop size fails there rather than on the first frame.
+"""
+import numpy as np
+
+from ..errors import InputError
+from .base import (
+    DEFAULT_MAX_BATCH,
+    check_outputs,
+    load_sidecar,
+    onnx_input_size,
+    run_in_chunks,
+    validate_images,
+)
+
+
+def default_providers() -> list[str]:
+    """CUDA first when available, CPU always (the order ONNX Runtime tries them in)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class OrtRunner:
+    """Run ``onnx_path`` with onnxruntime.
+
+    threads: intra-op thread count (None = onnxruntime's default); providers: execution
+    providers in priority order (None = :func:`default_providers`); max_batch: largest batch
+    per call (None = the model's static batch, or 16 for a dynamic batch axis). A model with a
+    static batch b gets smaller chunks zero-padded to b and the padding cut off again.
+    ``meta`` is the export sidecar (temperature, presence threshold, ...), {} without one.
+    """
+
+    name = "ort"
+
+    def __init__(self, onnx_path, threads=None, providers=None, max_batch=None, input_size=None):
+        import onnxruntime as ort
+
+        self.input_size, self.static_batch = onnx_input_size(onnx_path, expected=input_size)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options,
+                                                providers=list(providers or default_providers()))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
+            raise InputError(f"onnxruntime cannot load {onnx_path}: {exc}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        check_outputs({k: np.zeros(1) for k in self.output_names}, 1, str(onnx_path))  # names only
+        if self.static_batch:
+            self.max_batch = self.static_batch if max_batch is None else min(int(max_batch), self.static_batch)
+        else:
+            self.max_batch = DEFAULT_MAX_BATCH if max_batch is None else int(max_batch)
+        self.providers = self.session.get_providers()
+        self.meta = load_sidecar(onnx_path) or {}
+
+    def _run_batch(self, images: np.ndarray) -> dict:
+        n = len(images)
+        if self.static_batch and n < self.static_batch:
+            images = np.concatenate([images, np.zeros((self.static_batch - n,) + images.shape[1:], np.float32)])
+        values = self.session.run(self.output_names, {self.input_name: images})
+        return check_outputs({k: v[:n] for k, v in zip(self.output_names, values)}, n, "the ONNX model")
+
+    def run(self, images: np.ndarray) -> dict:
+        """images: (N, 3, H, W) float32 -> the model's named outputs as numpy arrays."""
+        return run_in_chunks(self._run_batch, validate_images(images, self.input_size), self.max_batch)
