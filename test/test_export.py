@@ -1,0 +1,198 @@
+"""ONNX export: parity with torch (exact sparsemax) on every output and on decoded keypoints,
+the sidecar, the dynamic batch axis, int8, the TensorRT constraint check and `probpose export`."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from probpose_core import keypoints
+from probpose_core.errors import InputError
+from probpose_core.models.checkpoints import save_checkpoint
+from probpose_core.models.pose_model import build_model, cnn_config, vit_config
+from probpose_core.runtime.base import file_sha256, sidecar_path
+from probpose_core.runtime.export import (check_tensorrt_constraints, export_model, export_onnx, parity_report,
+                                          quantize_int8, sample_images)
+from probpose_core.runtime.ort_runner import OrtRunner
+from probpose_core.runtime.torch_runner import TorchRunner
+
+TINY_VIT = dict(embed_dim=64, depth=2, num_heads=2, head_channels=32, aux_channels=32)
+
+
+def peaked_model(config, target_std: float = 1.0, seed: int = 0):
+    """A randomly initialised model whose map logits are scaled to ``target_std`` per map.
+
+    At initialisation the 1x1 map layer gives near-flat logits, so sparsemax spreads over
+    thousands of pixels; a trained model's maps have small supports. Scaling the layer gives
+    maps like that (supports of a few to a few tens of pixels) without training.
+    """
+    torch.manual_seed(seed)
+    model = build_model(config).eval()
+    images = torch.from_numpy(sample_images(4, config.input_size, seed=seed + 100))
+    with torch.no_grad():
+        out = model(images, return_logits=True)
+        for layer_name, key in (("final_layer", "map_logits"), ("wide_final_layer", "wide_map_logits")):
+            if key in out:
+                layer = getattr(model.head, layer_name)
+                factor = target_std / out[key].std(dim=(2, 3)).mean()
+                layer.weight.mul_(factor)
+                layer.bias.mul_(factor)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model, onnx path) of a tiny peaked ViT exported with the defaults."""
+    model = peaked_model(vit_config("t", **TINY_VIT))
+    path = export_onnx(model, tmp_path_factory.mktemp("export") / "tiny.onnx")
+    return model, path
+
+
+@pytest.mark.parametrize("config", [vit_config("t", **TINY_VIT), cnn_config(double_heatmap=True)],
+                         ids=["vit", "cnn-double-heatmap"])
+def test_parity_with_torch_on_every_output_and_decoded_keypoints(config, tmp_path):
+    model = peaked_model(config)
+    path = export_onnx(model, tmp_path / "m.onnx")
+    images = sample_images(5, config.input_size, seed=1)  # batch 5: not the traced example batch of 2
+    report = parity_report(TorchRunner(model), OrtRunner(path), images)
+    assert report["max_support"] <= 128  # precondition: the top-k export is exact for these maps
+    expected = {"prob_maps", "presence", "visibility", "oks_quality"} | (
+        {"wide_prob_maps"} if config.double_heatmap else set())
+    assert set(report["max_abs_diff"]) == expected
+    assert max(report["max_abs_diff"].values()) <= 1e-4, report
+    assert report["keypoints_max_px_diff"] <= 1e-3, report
+
+
+def test_parity_report_detects_a_different_model(tiny, tmp_path):
+    model, path = tiny
+    other = peaked_model(vit_config("t", **TINY_VIT), seed=1)
+    report = parity_report(TorchRunner(other), OrtRunner(path), sample_images(3, model.config.input_size))
+    assert max(report["max_abs_diff"].values()) > 1e-2
+    assert report["keypoints_max_px_diff"] > 1.0
+
+
+def test_topk_export_differs_from_exact_only_beyond_k(tmp_path):
+    # a flat untrained model: supports of thousands of pixels, where top-k (k=128) must differ,
+    # while the bisection export has no support bound and stays exact
+    torch.manual_seed(0)
+    model = build_model(vit_config("t", **TINY_VIT)).eval()
+    images = sample_images(2, model.config.input_size)
+    topk = parity_report(TorchRunner(model), OrtRunner(export_onnx(model, tmp_path / "k.onnx")), images)
+    assert topk["max_support"] > 128 and topk["max_abs_diff"]["prob_maps"] > 1e-4
+    bisect = parity_report(TorchRunner(model),
+                           OrtRunner(export_onnx(model, tmp_path / "b.onnx", sparsemax_method="bisect")), images)
+    assert bisect["max_abs_diff"]["prob_maps"] <= 1e-5
+
+
+def test_sidecar_describes_the_model(tiny):
+    model, path = tiny
+    meta = json.loads(sidecar_path(path).read_text())
+    assert meta["input_name"] == "images" and meta["input_size"] == [192, 256] and meta["layout"] == "NCHW"
+    assert meta["channel_order"] == "RGB"
+    np.testing.assert_allclose(meta["mean"], [123.675, 116.28, 103.53])
+    np.testing.assert_allclose(meta["std"], [58.395, 57.12, 57.375])
+    assert meta["keypoints"]["names"] == list(keypoints.NAMES)
+    np.testing.assert_array_equal(meta["keypoints"]["sigmas"], keypoints.SIGMAS)
+    assert meta["keypoints"]["flip_index"] == list(keypoints.FLIP_INDEX)
+    assert meta["output_names"] == ["prob_maps", "presence", "visibility", "oks_quality"]
+    assert meta["sparsemax"]["method"] == "topk" and meta["sparsemax"]["k"] == 128
+    assert meta["temperature"] == 1.0 and meta["presence_threshold"] == 0.45
+    assert meta["model_temperature"] == model.config.temperature
+    assert meta["opset"] == 17 and meta["dynamic_batch"] is True
+    assert len(meta["model_hash"]) == 64
+    assert meta["onnx_sha256"] == file_sha256(path)
+    assert model.config.sparsemax_method == "exact"  # exporting does not touch the caller's model
+
+
+def test_graph_has_named_io_and_only_a_dynamic_batch_axis(tiny):
+    _, path = tiny
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["images"]
+    assert [o.name for o in graph.output] == ["prob_maps", "presence", "visibility", "oks_quality"]
+    for value in list(graph.input) + list(graph.output):
+        dims = value.type.tensor_type.shape.dim
+        assert dims[0].dim_param and not dims[0].HasField("dim_value")
+        assert all(d.HasField("dim_value") for d in dims[1:])
+    assert max(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")) == 17
+
+
+def test_export_refuses_a_batch_example_of_one(tiny, tmp_path):
+    with pytest.raises(InputError, match="batch_example"):
+        export_onnx(tiny[0], tmp_path / "x.onnx", batch_example=1)
+
+
+def test_tensorrt_check_passes_the_export(tiny):
+    assert check_tensorrt_constraints(tiny[1]) == []
+
+
+def _save(graph, path, opset=17):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_tensorrt_check_flags_a_large_topk(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3072])
+    values = helper.make_tensor_value_info("values", TensorProto.FLOAT, ["batch", 3072])
+    k = helper.make_tensor("k", TensorProto.INT64, [1], [3072])
+    node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="full_sort")
+    path = _save(helper.make_graph([node], "g", [x], [values], initializer=[k]), tmp_path / "topk.onnx")
+    problems = check_tensorrt_constraints(path)
+    assert len(problems) == 1 and "k = 3072 > 1024" in problems[0] and "full_sort" in problems[0]
+    assert check_tensorrt_constraints(path, max_topk=3840) == []  # TensorRT 10's limit
+
+
+def test_tensorrt_check_flags_dynamic_spatial_axes_old_opset_and_nonzero(tmp_path):
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    y = helper.make_tensor_value_info("where", TensorProto.INT64, [4, "n"])
+    node = helper.make_node("NonZero", ["images"], ["where"], name="nz")
+    path = _save(helper.make_graph([node], "g", [x], [y]), tmp_path / "bad.onnx", opset=13)
+    problems = "\n".join(check_tensorrt_constraints(path))
+    assert "opset 13 < 17" in problems
+    assert "input 'images'" in problems and "axes [2, 3] are dynamic" in problems
+    assert "NonZero 'nz'" in problems
+    assert "data-dependent shapes" in problems
+
+
+def test_int8_model_runs_with_bounded_differences(tiny, tmp_path):
+    model, path = tiny
+    int8_path = quantize_int8(path, tmp_path / "tiny.int8.onnx")
+    ops = {n.op_type for n in onnx.load(str(int8_path)).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert "ConvInteger" not in ops  # convolutions stay float
+    images = sample_images(4, model.config.input_size, seed=1)
+    report = parity_report(TorchRunner(model), OrtRunner(int8_path), images)
+    out = OrtRunner(int8_path).run(images)
+    np.testing.assert_allclose(out["prob_maps"].sum(axis=(2, 3)), 1.0, atol=1e-4)
+    assert 0 < report["max_abs_diff"]["prob_maps"] < 0.5
+    assert report["max_abs_diff"]["presence"] < 0.05
+
+
+def test_probpose_export_cli(tmp_path):
+    config = vit_config("t", **TINY_VIT)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, peaked_model(config), config, temperature=0.8, presence_threshold=0.4)
+    out = tmp_path / "out" / "m.onnx"
+    proc = subprocess.run([sys.executable, "-m", "probpose_core.cli", "export", "--model", str(ckpt),
+                           "--onnx", str(out), "--int8"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "fp32: max |diff| vs torch" in proc.stdout and "int8: max |diff| vs torch" in proc.stdout
+    assert "TensorRT check: ok" in proc.stdout
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["temperature"] == 0.8 and meta["presence_threshold"] == 0.4
+    assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-4 and meta["tensorrt_problems"] == []
+    int8_meta = json.loads((tmp_path / "out" / "m.int8.json").read_text())
+    assert int8_meta["quantization"]["weights"] == "int8" and "parity" in int8_meta
+    assert int8_meta["onnx_sha256"] == file_sha256(tmp_path / "out" / "m.int8.onnx")
+
+
+def test_export_model_bad_checkpoint_is_an_input_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError):
+        export_model(bad, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
