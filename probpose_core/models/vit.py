@@ -119,7 +119,7 @@ class VisionTransformer(nn.Module):
         self.grid = patch_grid(input_size, patch_size, patch_padding)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], embed_dim))
         self.patch_embed = PatchEmbed(embed_dim, patch_size, patch_padding)
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = [drop_path * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]  # linspace(0, rate, depth)
         self.layers = nn.ModuleList(EncoderLayer(embed_dim, num_heads, mlp_ratio, r) for r in rates)
         self.ln1 = nn.LayerNorm(embed_dim, eps=LN_EPS)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
