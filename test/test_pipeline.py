@@ -298,3 +298,31 @@ def test_double_heatmap_outputs_use_the_wide_map():
     np.testing.assert_allclose([h.keypoints[0].x, h.keypoints[0].y], center - scale, atol=1e-6)  # wide corner
     for a, b in zip(h.keypoints[1:], plain.keypoints[1:]):  # inside the window: the expert map refines
         assert (a.x, a.y) == (b.x, b.y)
+
+
+def test_torch_and_ort_runtimes_give_the_same_keypoints(tmp_path):
+    import torch
+
+    from probpose_core.models.checkpoints import save_checkpoint
+    from probpose_core.models.pose_model import build_model, cnn_config
+    from probpose_core.runtime.export import export_onnx
+
+    torch.manual_seed(1)
+    tiny_model = build_model(cnn_config()).eval()
+    with torch.no_grad():  # peaked maps, as a trained model gives (a flat map has a flat expected-OKS optimum)
+        tiny_model.head.final_layer.weight.normal_(std=30.0)
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, tiny_model, tiny_model.config)
+    # A random model's maps cover most of the 3072 pixels, beyond the default top-k (128) export's
+    # exact range; the bisection export is exact for any support.
+    onnx_path = export_onnx(tiny_model, tmp_path / "tiny.onnx", sparsemax_method="bisect")
+    ann = FIXTURE / "annotations.json"
+    by_torch = predict_images(FIXTURE / "images", tmp_path / "t.json", ckpt, ann=ann, runtime="torch", progress=False)
+    by_ort = predict_images(FIXTURE / "images", tmp_path / "o.json", onnx_path, ann=ann, runtime="ort", progress=False)
+    assert len(by_torch) == len(by_ort) > 0
+    for t, o in zip(by_torch, by_ort):
+        assert t["image_id"] == o["image_id"]
+        kt, ko = np.reshape(t["keypoints"], (-1, 3)), np.reshape(o["keypoints"], (-1, 3))
+        np.testing.assert_allclose(ko[:, :2], kt[:, :2], atol=0.01)  # image px
+        np.testing.assert_allclose(ko[:, 2], kt[:, 2], atol=1e-4)  # presence
+        np.testing.assert_allclose(o["visibilities"], t["visibilities"], atol=1e-4)
