@@ -15,8 +15,14 @@ from probpose_core.errors import InputError
 from probpose_core.models.checkpoints import save_checkpoint
 from probpose_core.models.pose_model import build_model, cnn_config, vit_config
 from probpose_core.runtime.base import file_sha256, sidecar_path
-from probpose_core.runtime.export import (check_tensorrt_constraints, export_model, export_onnx, parity_report,
-                                          quantize_int8, sample_images)
+from probpose_core.runtime.export import (
+    check_tensorrt_constraints,
+    export_model,
+    export_onnx,
+    parity_report,
+    quantize_int8,
+    sample_images,
+)
 from probpose_core.runtime.ort_runner import OrtRunner
 from probpose_core.runtime.torch_runner import TorchRunner
 

@@ -7,11 +7,12 @@ accuracy, CUDA memory (TorchCudaBuffers).
 """
 import sys
 
+import fake_tensorrt
 import numpy as np
 import onnx
 import pytest
+from test_export import TINY_VIT, peaked_model
 
-import fake_tensorrt
 from probpose_core.errors import InputError
 from probpose_core.models.pose_model import vit_config
 from probpose_core.runtime import make_runner
@@ -19,7 +20,6 @@ from probpose_core.runtime.base import RuntimeUnavailableError, file_sha256
 from probpose_core.runtime.export import export_onnx, sample_images
 from probpose_core.runtime.ort_runner import OrtRunner
 from probpose_core.runtime.trt_runner import TrtRunner, engine_cache_key
-from test_export import TINY_VIT, peaked_model
 
 
 @pytest.fixture(scope="module")
