@@ -59,6 +59,19 @@ def in_window(points, window) -> np.ndarray:
     return (p[..., 0] >= x0) & (p[..., 0] <= x1) & (p[..., 1] >= y0) & (p[..., 1] <= y1)
 
 
+def padding_to_contain(points, bbox, aspect: float = ASPECT) -> np.ndarray:
+    """Smallest padding whose activation window of ``bbox`` contains each point: (...,).
+
+    points: (..., 2); bbox: COCO xywh (4,). A point is inside the window with padding ``p``
+    exactly when its value is ``<= p`` (CropCOCO's ``pad_to_contain``, read by exococotools:
+    a keypoint above the evaluation padding counts as outside the window, v = 3).
+    """
+    center, size = bbox_to_center_scale(bbox, aspect, padding=1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = 2 * np.abs(np.asarray(points, dtype=np.float64) - center) / size
+    return np.nan_to_num(ratio, nan=0.0, posinf=np.inf).max(axis=-1)
+
+
 def udp_affine(center, scale, size, rotation: float = 0.0) -> np.ndarray:
     """(2, 3) affine taking image points into a grid of ``size = (W, H)`` pixels (UDP).
 

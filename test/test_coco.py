@@ -45,3 +45,14 @@ def test_load_errors(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_gt()))
     assert len(load_coco(good)["annotations"]) == 1
+
+
+def test_pad_to_contain_marks_the_window_edge():
+    from probpose_core.data.coco import pad_to_contain
+
+    ann = _gt()["annotations"][0]  # bbox 0,0,30,40 (already 3:4): window 37.5 x 50 about (15, 20)
+    ann["keypoints"][0:3] = [15.0, 20.0, 2]  # centre
+    ann["keypoints"][3:6] = [15.0 + 37.5, 20.0, 3]  # outside the image, 2x the half-width: padding 2.0
+    ann["keypoints"][6:9] = [0.0, 0.0, 0]  # unannotated
+    pad = pad_to_contain(ann)
+    assert pad[0] == 0.0 and pad[1] == pytest.approx(2.0 * 1.25) and pad[2] == -1.0

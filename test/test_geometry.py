@@ -83,3 +83,13 @@ def test_warp_crop_samples_the_window():
 def test_degenerate_boxes_follow_exococotools(box):
     c, s = g.bbox_to_center_scale(box)
     assert np.all(np.isfinite(s))
+
+
+def test_padding_to_contain_agrees_with_the_activation_window(rng):
+    box = np.array([30.0, 40.0, 50.0, 120.0])
+    pts = rng.uniform(-100, 250, size=(500, 2))
+    need = g.padding_to_contain(pts, box)
+    for pad in (1.0, 1.25, 1.7):
+        inside = g.in_window(pts, g.activation_window(box, padding=pad))
+        np.testing.assert_array_equal(inside, need <= pad + 1e-12)
+    np.testing.assert_allclose(g.padding_to_contain([55.0, 100.0], box), 0.0)  # the centre

@@ -255,8 +255,9 @@ class OracleRunner:
             total = maps.sum(axis=(1, 2), keepdims=True)
             maps = np.where(total > 0, maps / np.where(total > 0, total, 1), 1.0 / maps[0].size)  # far away: flat
             out["prob_maps"].append(maps)
-            # Ex-OKS (exococotools) counts v = 3 (outside the image) as absent even inside the window
-            out["presence"].append(enc["presence"][0] * (kpts[:, 2] != 3))
+            # the codec's presence target (inside the activation window) is what Ex-OKS scores,
+            # given the fixture's pad_to_contain (CropCOCO convention)
+            out["presence"].append(enc["presence"][0])
             out["visibility"].append(enc["visibility"][0])
             out["oks_quality"].append(np.full(NUM_KEYPOINTS, 0.9, np.float32))
         return {k: np.stack(v).astype(np.float32) for k, v in out.items()}

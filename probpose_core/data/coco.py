@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..geometry import padding_to_contain
 from ..jsonio import load_json, require_finite
 from ..keypoints import NUM_KEYPOINTS
 
@@ -73,6 +74,18 @@ def validate_coco(data, where: str = "annotations") -> dict:
 def load_coco(path) -> dict:
     """Load and validate a COCO keypoints file (see ``validate_coco``)."""
     return validate_coco(load_json(path, "annotation file"), where=str(Path(path)))
+
+
+def pad_to_contain(ann: dict) -> list[float]:
+    """CropCOCO's per-keypoint ``pad_to_contain``: the padding its activation window needs.
+
+    exococotools reads it to decide presence: a keypoint whose value exceeds the evaluation
+    padding is outside the window (v = 3), an out-of-image keypoint (v = 3) within it counts
+    as present (v = 1) — the same rule as the codec's presence target. Unannotated: -1.
+    """
+    kpts = keypoints_array(ann)
+    pad = padding_to_contain(kpts[:, :2], ann["bbox"])
+    return [float(p) if v > 0 else -1.0 for p, v in zip(pad, kpts[:, 2])]
 
 
 def keypoints_array(ann: dict) -> np.ndarray:

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from ..evaluation.areas import area_table, format_area_table, in_image
 from ..jsonio import dump_json
-from .coco import keypoints_array, load_coco
+from .coco import keypoints_array, load_coco, pad_to_contain
 
 
 def _image_rng(seed: int, image_id) -> np.random.Generator:
@@ -132,6 +132,7 @@ def crop_annotation(ann: dict, crop, min_in_image: int = 3):
         area=float(ann.get("area", box_area)) * scale,
         num_keypoints=int(annotated.sum()),
     )
+    new["pad_to_contain"] = pad_to_contain(new)
     return new, pushed_out
 
 

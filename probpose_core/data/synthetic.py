@@ -20,6 +20,7 @@ import numpy as np
 
 from ..evaluation.areas import in_image
 from ..jsonio import dump_json
+from .coco import pad_to_contain
 from ..keypoints import INDEX, NUM_KEYPOINTS, SKELETON, coco_category
 
 CONVENTIONS = ("exo", "coco")
@@ -181,7 +182,8 @@ def make_synthetic_coco(num_images: int = 6, seed: int = 0, size=IMAGE_SIZE, max
 def to_convention(data: dict, out_of_image: str) -> dict:
     """A copy of ``data`` with out-of-image keypoints in ``out_of_image`` convention.
 
-    "coco" turns v = 3 keypoints into unannotated ones (x = y = v = 0); "exo" keeps them.
+    "coco" turns v = 3 keypoints into unannotated ones (x = y = v = 0); "exo" keeps them and
+    adds CropCOCO's ``pad_to_contain`` (data.coco.pad_to_contain).
     ``num_keypoints`` is recounted as the keypoints with v > 0.
     """
     if out_of_image not in CONVENTIONS:
@@ -191,8 +193,10 @@ def to_convention(data: dict, out_of_image: str) -> dict:
         kpts = np.asarray(ann["keypoints"], dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
         if out_of_image == "coco":
             kpts[kpts[:, 2] == 3] = 0
-        out["annotations"].append(dict(ann, keypoints=[float(v) for v in kpts.ravel()],
-                                       num_keypoints=int(np.sum(kpts[:, 2] > 0))))
+        new = dict(ann, keypoints=[float(v) for v in kpts.ravel()], num_keypoints=int(np.sum(kpts[:, 2] > 0)))
+        if out_of_image == "exo":  # CropCOCO-style: say where the activation window ends
+            new["pad_to_contain"] = pad_to_contain(new)
+        out["annotations"].append(new)
     return out
 
 
