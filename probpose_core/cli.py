@@ -70,9 +70,14 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    from .bench import run_bench
+    if args.model:
+        from .bench_model import run_model_bench
 
-    run_bench(repeats=args.repeats)
+        run_model_bench(args.model, repeats=args.repeats)
+    else:
+        from .bench import run_bench
+
+        run_bench(repeats=args.repeats)
 
 
 def _cmd_demo(args) -> None:
@@ -129,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("bench", help="decode / loss / calibration timings (medians)")
-    p.add_argument("--repeats", type=int, default=50, help="timed repetitions per item (default 50)")
+    p = sub.add_parser("bench", help="timings (medians): decode / loss / calibration, or a model's runtimes with --model")
+    p.add_argument("--repeats", type=int, default=20, help="timed repetitions per item (default 20)")
+    p.add_argument("--model", help="our checkpoint (.pt): time the network per runtime and the pipeline's pre/post")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="run the core on the shipped fixture, write plots and tables")

@@ -25,3 +25,18 @@ def test_demo_writes_tables_plots_and_images(tmp_path):
     assert res["expected_oks"]["AP"] > res["argmax"]["AP"]
     # calibration makes the fitted temperature differ from 1 on the simulated logits
     assert abs(summary["temperature"] - 1.0) > 0.5
+
+
+def test_model_bench_times_every_runtime(tmp_path):
+    from probpose_core.bench_model import run_model_bench
+    from probpose_core.models.checkpoints import save_checkpoint
+    from probpose_core.models.pose_model import build_model, cnn_config
+
+    config = cnn_config()
+    save_checkpoint(tmp_path / "m.pt", build_model(config).eval(), config)
+    lines = []
+    results = run_model_bench(tmp_path / "m.pt", repeats=1, out=lines.append)
+    assert {"torch fp32", "ort fp32", "ort int8"} <= set(results)
+    assert all(results["ort fp32"][b] > 0 for b in (1, 4, 8))
+    assert results["pipeline"]["pre_ms"] > 0
+    assert any("ratio ORT int8 / ORT fp32" in line for line in lines)
