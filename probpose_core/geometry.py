@@ -105,13 +105,21 @@ def apply_affine(matrix, points) -> np.ndarray:
 
 
 def heatmap_to_image(points, center, scale, heatmap_size=HEATMAP_SIZE) -> np.ndarray:
-    """Heatmap pixel coordinates (..., 2) of one window -> image coordinates."""
-    return apply_affine(invert_affine(udp_affine(center, scale, heatmap_size)), points)
+    """Heatmap pixel coordinates (..., 2) of one window -> image coordinates.
+
+    The closed form of ``invert_affine(udp_affine(center, scale, size))`` without rotation
+    (it runs per keypoint and per polygon, so it avoids building matrices).
+    """
+    last = np.asarray(heatmap_size, dtype=np.float64) - 1
+    return ((np.asarray(points, dtype=np.float64) - last / 2) * (np.asarray(scale, dtype=np.float64) / last)
+            + np.asarray(center, dtype=np.float64))
 
 
 def image_to_heatmap(points, center, scale, heatmap_size=HEATMAP_SIZE) -> np.ndarray:
-    """Image coordinates (..., 2) -> heatmap pixel coordinates of one window."""
-    return apply_affine(udp_affine(center, scale, heatmap_size), points)
+    """Image coordinates (..., 2) -> heatmap pixel coordinates of one window (closed form of udp_affine)."""
+    last = np.asarray(heatmap_size, dtype=np.float64) - 1
+    return ((np.asarray(points, dtype=np.float64) - np.asarray(center, dtype=np.float64))
+            * (last / np.asarray(scale, dtype=np.float64)) + last / 2)
 
 
 def warp_crop(image: np.ndarray, center, scale, size=INPUT_SIZE, rotation: float = 0.0,

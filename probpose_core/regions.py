@@ -34,6 +34,15 @@ def credible_mask(prob_map, q: float) -> np.ndarray:
     p = flat_maps(p_nd)
     if q <= 0:
         return np.zeros(p_nd.shape, dtype=bool)
+    if p.shape[0] == 1:  # one map: only its support matters (Sparsemax maps are compact)
+        row = p[0]
+        positive = row[row > 0]
+        if positive.size == 0:
+            return np.zeros(p_nd.shape, dtype=bool)
+        ordered = -np.sort(-positive)
+        cumsum = np.cumsum(ordered)
+        needed = min(int((cumsum < min(float(q), 1.0) * cumsum[-1]).sum()), ordered.size - 1)
+        return ((row >= ordered[needed]) & (row > 0)).reshape(p_nd.shape)
     ordered = -np.sort(-p, axis=1)
     cumsum = np.cumsum(ordered, axis=1)
     target = min(float(q), 1.0) * cumsum[:, -1:]
@@ -65,17 +74,20 @@ def map_moments(prob_maps) -> tuple[np.ndarray, np.ndarray]:
 
     Maps are normalised by their own mass; an all-zero map gives NaN.
     """
-    p = np.asarray(prob_maps, dtype=np.float64)
+    p = np.asarray(prob_maps)
+    if p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
     h, w = p.shape[-2:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = p / p.sum(axis=(-2, -1), keepdims=True)
     xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
-    px, py = p.sum(axis=-2), p.sum(axis=-1)  # marginals (..., W), (..., H)
-    mx, my = px @ xs, py @ ys
-    dx, dy = xs - mx[..., None], ys - my[..., None]  # (..., W), (..., H)
-    vxx = (px * dx ** 2).sum(-1)
-    vyy = (py * dy ** 2).sum(-1)
-    vxy = np.einsum("...hw,...h,...w->...", p, dy, dx)
+    px, py = p.sum(axis=-2, dtype=np.float64), p.sum(axis=-1, dtype=np.float64)  # marginals (..., W), (..., H)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = px.sum(-1)
+        px, py = px / total[..., None], py / total[..., None]
+        mx, my = px @ xs, py @ ys
+        dx, dy = xs - mx[..., None], ys - my[..., None]  # (..., W), (..., H)
+        vxx = (px * dx ** 2).sum(-1)
+        vyy = (py * dy ** 2).sum(-1)
+        vxy = ((p @ dx[..., None])[..., 0] * dy).sum(-1) / total  # sum_hw p dy dx, as a matmul
     mean = np.stack([mx, my], axis=-1)
     cov = np.stack([np.stack([vxx, vxy], -1), np.stack([vxy, vyy], -1)], -2)
     return mean, cov

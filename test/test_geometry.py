@@ -93,3 +93,14 @@ def test_padding_to_contain_agrees_with_the_activation_window(rng):
         inside = g.in_window(pts, g.activation_window(box, padding=pad))
         np.testing.assert_array_equal(inside, need <= pad + 1e-12)
     np.testing.assert_allclose(g.padding_to_contain([55.0, 100.0], box), 0.0)  # the centre
+
+
+@settings(max_examples=40, deadline=None)
+@given(cx=st.floats(-500, 500), cy=st.floats(-500, 500), sw=st.floats(1, 800), sh=st.floats(1, 800),
+       px=st.floats(-100, 100), py=st.floats(-100, 100))
+def test_heatmap_maps_equal_the_udp_affine(cx, cy, sw, sh, px, py):
+    c, s, p = np.array([cx, cy]), np.array([sw, sh]), np.array([px, py])
+    m = g.udp_affine(c, s, g.HEATMAP_SIZE)
+    tol = 1e-9 * (1 + abs(cx) + abs(cy) + sw + sh)
+    np.testing.assert_allclose(g.image_to_heatmap(p, c, s), g.apply_affine(m, p), atol=tol * 100)
+    np.testing.assert_allclose(g.heatmap_to_image(p, c, s), g.apply_affine(g.invert_affine(m), p), atol=tol * 100)

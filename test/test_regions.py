@@ -102,3 +102,14 @@ def test_ellipse_axes():
     assert abs(angle[0]) == pytest.approx(90.0)
 
 
+
+
+def test_single_map_fast_path_equals_the_batched_path(rng):
+    for _ in range(50):
+        p = rng.uniform(size=(6, 5)) * (rng.uniform(size=(6, 5)) < 0.4)
+        p[rng.integers(6), rng.integers(5)] = 0.3  # never all zero
+        p = p / p.sum()
+        for q in (0.1, 0.5, 0.9, 1.0):
+            batched = regions.credible_mask(np.stack([p, p.T.copy().T]), q)
+            np.testing.assert_array_equal(regions.credible_mask(p, q), batched[0])
+    assert not regions.credible_mask(np.zeros((3, 3)), 0.5).any()
