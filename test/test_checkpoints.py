@@ -201,3 +201,22 @@ def test_cli_convert(probpose_file, tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("probpose: error:") and "bad.pth" in lines[0]
+
+
+def test_calibration_temperature_is_applied_on_load(tmp_path):
+    import torch
+
+    from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
+    from probpose_core.models.pose_model import build_model, cnn_config
+    from probpose_core.sparsemax import sparsemax_maps
+
+    config = cnn_config()
+    model = build_model(config).eval()
+    save_checkpoint(tmp_path / "cal.pt", model, config, temperature=2.0)
+    loaded, meta = load_checkpoint(tmp_path / "cal.pt")
+    assert meta["temperature"] == 2.0
+    images = torch.randn(1, 3, 256, 192)
+    with torch.no_grad():
+        out = loaded(images, return_logits=True)
+    expected = sparsemax_maps(out["map_logits"], config.temperature * 2.0)
+    torch.testing.assert_close(out["prob_maps"], expected.clamp(0, 1))

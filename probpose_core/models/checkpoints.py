@@ -7,7 +7,8 @@ Format (one ``torch.save`` dict of tensors and plain Python types only, so
      "state_dict": {key: tensor},           # PoseModel weights (MMPose-1.x ProbPose key names)
      "config": PoseModelConfig.to_dict(),
      "codec": {input_size, heatmap_size, sigmas, padding, area_factor, blur_sigma, refine_iters},
-     "temperature": float,                  # calibration temperature of the maps (1.0 = none)
+     "temperature": float,                  # calibration temperature of the maps (1.0 = none);
+                                            # load_checkpoint multiplies the head temperature by it
      "presence_threshold": float,
      "keypoints": {"names", "sigmas", "flip_index"},
      "model_hash": str,                     # sha256 of the weights, see weights_hash
@@ -218,6 +219,9 @@ def load_checkpoint(path) -> tuple[PoseModel, dict]:
         raise InputError(f"{path}: keypoint table has {len(data['keypoints']['names'])} names, model "
                          f"{config.num_keypoints} keypoints")
     extra = data.get("extra") or {}
+    # The calibration temperature multiplies the head's own (logits / (T_head * T_cal)), so every
+    # runtime built from this model (torch, the ONNX export) gives calibrated maps.
+    model.head.temperature = config.temperature * float(data["temperature"])
     meta = {"config": config, "temperature": float(data["temperature"]),
             "presence_threshold": float(data["presence_threshold"]), "keypoints": data["keypoints"],
             "codec": data["codec"], "model_hash": digest, "format_version": int(data["format_version"]),
