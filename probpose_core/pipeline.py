@@ -125,6 +125,10 @@ class Pipeline:
         self.last_skipped: list[int] = []
         self.skipped_total = 0
         self._mean, self._inv_std = _normalisation()
+        meta = getattr(runner, "meta", None) or {}
+        # A converted ViTPose model has no presence branch (it outputs 0.5): judge presence by
+        # the map instead, i.e. the expected OKS of the decoded point (codec.decode's confidence).
+        self.heatmap_only = bool(meta.get("heatmap_only") or (meta.get("extra") or {}).get("heatmap_only"))
 
     # -- pre-processing ---------------------------------------------------------------
     def crops(self, frame, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,10 +195,12 @@ class Pipeline:
         if "wide_prob_maps" in outputs:  # double-heatmap variant: the wide map decides, the expert refines
             from .models.probmap_head import decode_double
 
-            points, _, _ = decode_double(self.codec, maps, outputs["wide_prob_maps"], center, scale, area=area,
-                                         method=self.decode_method)
+            points, confidence, _ = decode_double(self.codec, maps, outputs["wide_prob_maps"], center, scale,
+                                                  area=area, method=self.decode_method)
         else:
-            points, _ = self.codec.decode(maps, center, scale, area=area, method=self.decode_method)
+            points, confidence = self.codec.decode(maps, center, scale, area=area, method=self.decode_method)
+        if self.heatmap_only:
+            presence = np.asarray(confidence, dtype=np.float64)
         _, cov = covariance_ellipse(maps, center, scale)
         present = presence >= self.presence_threshold
         out = []

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probpose_core import geometry
+from probpose_core.codec import ProbMapCodec
 from probpose_core.errors import InputError
 from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.models.pose_model import NORMALIZE_MEAN, NORMALIZE_STD
@@ -327,3 +328,22 @@ def test_torch_and_ort_runtimes_give_the_same_keypoints(tmp_path):
         np.testing.assert_allclose(ko[:, :2], kt[:, :2], atol=0.01)  # image px
         np.testing.assert_allclose(ko[:, 2], kt[:, 2], atol=1e-4)  # presence
         np.testing.assert_allclose(o["visibilities"], t["visibilities"], atol=1e-4)
+
+
+def test_heatmap_only_models_take_presence_from_the_map():
+    class HeatmapOnlyRunner(DotRunner):
+        meta = {"heatmap_only": True}
+
+        def run(self, images):
+            out = super().run(images)
+            out["presence"][:] = 0.5  # a converted ViTPose: the branch says nothing
+            return out
+
+    frame = dot_frame([(130, 110)])
+    box = [100, 60, 60, 100]
+    [h] = Pipeline(HeatmapOnlyRunner(), credible_levels=()).estimate(frame, [box])
+    center, scale = geometry.bbox_to_center_scale(box)
+    maps = HeatmapOnlyRunner().run(Pipeline(DotRunner()).crops(frame, [box])[0])["prob_maps"]
+    _, confidence = ProbMapCodec().decode(maps, center[None], scale[None], area=[0.53 * 60 * 100])
+    np.testing.assert_allclose([k.presence for k in h.keypoints], confidence[0], rtol=1e-6)
+    assert all(k.presence != 0.5 for k in h.keypoints)
