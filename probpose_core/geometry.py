@@ -19,6 +19,10 @@ INPUT_SIZE = (192, 256)  # model input (W, H)
 HEATMAP_SIZE = (48, 64)  # probability map (W, H)
 ASPECT = INPUT_SIZE[0] / INPUT_SIZE[1]  # W / H = 0.75
 PADDING = 1.25
+# Model input normalisation, RGB on the 0-255 scale (ImageNet): (rgb - mean) / std. Kept here,
+# with the input size, so pre-processing needs no torch (ONNX Runtime / TensorRT deployments).
+NORMALIZE_MEAN = (123.675, 116.28, 103.53)
+NORMALIZE_STD = (58.395, 57.12, 57.375)
 
 
 def bbox_to_center_scale(bbox, aspect: float = ASPECT, padding: float = PADDING, dtype=np.float64):

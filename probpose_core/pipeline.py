@@ -55,10 +55,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 def _normalisation() -> tuple[np.ndarray, np.ndarray]:
     """The model's RGB mean and 1/std (0-255 scale) as float32 (3,) arrays."""
-    from .models.pose_model import NORMALIZE_MEAN, NORMALIZE_STD
-
-    mean = np.asarray(NORMALIZE_MEAN, dtype=np.float32).reshape(3)
-    return mean, np.float32(1.0) / np.asarray(NORMALIZE_STD, dtype=np.float32).reshape(3)
+    mean = np.asarray(geometry.NORMALIZE_MEAN, dtype=np.float32).reshape(3)
+    return mean, np.float32(1.0) / np.asarray(geometry.NORMALIZE_STD, dtype=np.float32).reshape(3)
 
 
 def check_frame(frame) -> np.ndarray:

@@ -347,3 +347,17 @@ def test_heatmap_only_models_take_presence_from_the_map():
     _, confidence = ProbMapCodec().decode(maps, center[None], scale[None], area=[0.53 * 60 * 100])
     np.testing.assert_allclose([k.presence for k in h.keypoints], confidence[0], rtol=1e-6)
     assert all(k.presence != 0.5 for k in h.keypoints)
+
+
+def test_pipeline_needs_no_torch_for_onnx_runtime_deployments():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from probpose_core.pipeline import Pipeline\n"
+            "from probpose_core.runtime.ort_runner import OrtRunner\n"
+            "from probpose_core.detection.onnx_yolo import OnnxYoloDetector\n"
+            "class R:\n    input_size, max_batch, name = (192, 256), 4, 'r'\n"
+            "Pipeline(R())\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

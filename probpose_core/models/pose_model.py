@@ -13,14 +13,12 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from ..geometry import NORMALIZE_MEAN, NORMALIZE_STD  # noqa: F401  (ImageNet, RGB, 0-255; part of the contract)
 from ..keypoints import NUM_KEYPOINTS
 from .cnn import SmallCNN
 from .probmap_head import ProbMapHead
 from .vit import VIT_SIZES, VisionTransformer, patch_grid
 
-#: ImageNet normalisation, RGB order, 0-255 scale.
-NORMALIZE_MEAN = (123.675, 116.28, 103.53)
-NORMALIZE_STD = (58.395, 57.12, 57.375)
 OUTPUT_NAMES = ("prob_maps", "presence", "visibility", "oks_quality")
 BACKBONES = ("vit", "cnn")
 SPARSEMAX_METHODS = ("exact", "topk", "bisect")
