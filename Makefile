@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: venv test demo bench clean
+.PHONY: venv ros test demo bench clean
 
 venv: $(STAMP)
 
@@ -19,8 +19,28 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-test: venv
-	$(PY) -m pytest -q test
+# ROS 2 Kilted wheels (requirements-ros.txt) in the same venv, then colcon builds probpose_msgs
+# and probpose_ros into install/ (--symlink-install: Python sources are used in place, never a
+# stale copy). Stamps keep a second `make ros` / `make test` from reinstalling or rebuilding.
+ROS_STAMP   := $(VENV)/.ros-installed
+ROS_BUILT   := install/.built
+ROS_SOURCES := tools/ros_build.sh tools/ros_underlay.sh tools/fix_ros_cmake.py \
+	probpose_msgs/package.xml probpose_msgs/CMakeLists.txt $(wildcard probpose_msgs/msg/*.msg) \
+	package.xml setup.py setup.cfg $(wildcard launch/* config/*.yaml config/*.rviz)
+
+ros: $(ROS_BUILT)
+
+$(ROS_STAMP): requirements-ros.txt $(STAMP)
+	$(PIP) install -r requirements-ros.txt
+	touch $@
+
+$(ROS_BUILT): $(ROS_STAMP) $(ROS_SOURCES)
+	tools/ros_build.sh $(VENV)
+	touch $@
+
+# install/setup.sh puts the built messages on PYTHONPATH / LD_LIBRARY_PATH / AMENT_PREFIX_PATH.
+test: venv ros
+	. install/setup.sh && $(PY) -m pytest -q test
 
 demo: venv
 	$(VENV)/bin/probpose demo --out $(OUT)/demo
@@ -29,4 +49,4 @@ bench: venv
 	$(VENV)/bin/probpose bench
 
 clean:
-	rm -rf $(VENV) $(OUT) *.egg-info
+	rm -rf $(VENV) $(OUT) *.egg-info build install log
