@@ -25,5 +25,9 @@ setup(
     maintainer_email="dev@probpose-ros.invalid",
     description="ProbPose human pose estimation for ROS 2",
     license="Apache-2.0",
-    entry_points={"console_scripts": ["probpose = probpose_core.cli:main"]},
+    entry_points={"console_scripts": [
+        "probpose = probpose_core.cli:main",
+        "pose_node = probpose_ros.pose_node:main",
+        "camera_replay = probpose_ros.camera_replay:main",
+    ]},
 )
