@@ -1,0 +1,119 @@
+"""probpose_core results <-> probpose_msgs / sensor_msgs messages.
+
+``humans_to_msg`` turns the pipeline's ``list[Human]`` (image pixels) into one
+``probpose_msgs/HumanArray`` for one camera image; ``msg_to_humans`` is its inverse (tests and
+subscribers that want the dataclasses back). ``rgb_to_image_msg`` makes a ``sensor_msgs/Image``.
+
+Field choices (the .msg comments are the contract):
+
+- ``HumanArray.header`` is a copy of the input image's header (stamp and frame_id).
+- ``humans`` are ordered by detection score (``Human.box_score``), highest first; ``Human.id``
+  is the index in that order (no tracking). ``Human.score`` carries the detection score; the
+  pipeline's pose score is not sent, so ``msg_to_humans`` gives ``score = box_score``.
+- ``Keypoint.covariance`` is the 2x2 map covariance row-major; NaN where the pipeline had none.
+- ``Keypoint.credible_region`` holds the outlines at the published ``credible_level`` only, as
+  ``geometry_msgs/Polygon`` (z = 0), largest area first; empty when the pipeline computed no
+  region at that level (keypoint absent, or regions disabled: ``credible_level=None`` -> 0).
+"""
+import math
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point32, Polygon
+from probpose_msgs.msg import Human as HumanMsg
+from probpose_msgs.msg import HumanArray
+from probpose_msgs.msg import Keypoint as KeypointMsg
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from probpose_core.keypoints import NUM_KEYPOINTS
+from probpose_core.results import Human, Keypoint
+
+from .image_conversion import rgb_to_fields
+
+
+def copy_header(header) -> Header:
+    """A new ``std_msgs/Header`` with the stamp and frame_id of ``header``."""
+    return Header(stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec), frame_id=header.frame_id)
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    """Shoelace area of a closed outline ``points (M, 2)``."""
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1]))
+
+
+def regions_at(regions: dict, level: float) -> list:
+    """The outlines stored under credible level ``level`` (float keys compared with a tolerance)."""
+    for q, polys in regions.items():
+        if math.isclose(float(q), level, abs_tol=1e-6):
+            return polys
+    return []
+
+
+def order_humans(humans) -> list:
+    """The published order: detection score (``box_score``) highest first; the index is the id."""
+    return sorted(humans, key=lambda h: -float(h.box_score))
+
+
+def keypoint_to_msg(kp: Keypoint, credible_level: float | None) -> KeypointMsg:
+    """One :class:`Keypoint` -> ``probpose_msgs/Keypoint`` with its region at ``credible_level``."""
+    level = 0.0 if credible_level is None else float(credible_level)
+    polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in regions_at(kp.regions, level)] if level else []
+    if len(polys) > 1:
+        polys.sort(key=_polygon_area, reverse=True)
+    return KeypointMsg(
+        name=kp.name, x=float(kp.x), y=float(kp.y), presence=float(kp.presence),
+        visibility=float(kp.visibility), oks_quality=float(kp.oks_quality),
+        covariance=np.asarray(kp.covariance, dtype=np.float32).reshape(4),
+        credible_level=level,
+        credible_region=[Polygon(points=[Point32(x=float(x), y=float(y), z=0.0) for x, y in p]) for p in polys],
+    )
+
+
+def humans_to_msg(humans, header, image_size, model_id: str = "", presence_threshold: float = 0.5,
+                  credible_level: float | None = 0.5, processing_latency: float = 0.0) -> HumanArray:
+    """The people of one image -> ``probpose_msgs/HumanArray``.
+
+    humans: ``list[Human]`` with 17 keypoints each (image pixels); header: the input image's
+    ``std_msgs/Header`` (copied); image_size: ``(width, height)`` in pixels;
+    processing_latency: seconds from receiving the image to publishing.
+    """
+    width, height = (int(v) for v in image_size)
+    ordered = order_humans(humans)
+    people = []
+    for i, h in enumerate(ordered):
+        if len(h.keypoints) != NUM_KEYPOINTS:
+            raise ValueError(f"human #{i} has {len(h.keypoints)} keypoints; the message holds {NUM_KEYPOINTS}")
+        people.append(HumanMsg(id=i, bbox=np.asarray(h.bbox, dtype=np.float32).reshape(4),
+                               score=float(h.box_score),
+                               keypoints=[keypoint_to_msg(k, credible_level) for k in h.keypoints]))
+    return HumanArray(header=copy_header(header), image_width=width, image_height=height, model_id=str(model_id),
+                      presence_threshold=float(presence_threshold), humans=people,
+                      processing_latency=float(processing_latency))
+
+
+def msg_to_keypoint(msg: KeypointMsg) -> Keypoint:
+    """``probpose_msgs/Keypoint`` -> :class:`Keypoint` (regions under the message's level)."""
+    polys = [np.array([[p.x, p.y] for p in poly.points], dtype=np.float64).reshape(-1, 2)
+             for poly in msg.credible_region]
+    return Keypoint(name=msg.name, x=float(msg.x), y=float(msg.y), presence=float(msg.presence),
+                    visibility=float(msg.visibility), oks_quality=float(msg.oks_quality),
+                    covariance=np.asarray(msg.covariance, dtype=np.float64).reshape(2, 2),
+                    regions={float(msg.credible_level): polys} if polys else {})
+
+
+def msg_to_humans(msg: HumanArray) -> list[Human]:
+    """``probpose_msgs/HumanArray`` -> ``list[Human]`` (``id`` = the message's index,
+    ``score = box_score`` = the detection score; float32 precision)."""
+    return [Human(bbox=tuple(float(v) for v in h.bbox), score=float(h.score),
+                  keypoints=[msg_to_keypoint(k) for k in h.keypoints], id=int(h.id), box_score=float(h.score))
+            for h in msg.humans]
+
+
+def rgb_to_image_msg(rgb: np.ndarray, header, encoding: str = "rgb8") -> Image:
+    """``rgb (H, W, 3) uint8`` -> ``sensor_msgs/Image`` in ``encoding`` with a copy of ``header``."""
+    fields = rgb_to_fields(rgb, encoding)
+    return Image(header=copy_header(header), height=fields["height"], width=fields["width"],
+                 encoding=fields["encoding"], is_bigendian=fields["is_bigendian"], step=fields["step"],
+                 data=fields["data"])
