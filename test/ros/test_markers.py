@@ -1,0 +1,138 @@
+"""probpose_ros.markers with the real visualization_msgs classes."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rclpy.serialization import deserialize_message, serialize_message
+from std_msgs.msg import Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from probpose_core.keypoints import INDEX, NAMES, SKELETON
+from probpose_core.overlay import presence_color
+from probpose_core.results import Human, Keypoint
+from probpose_ros.markers import humans_to_markers, to_duration
+
+SQUARE = np.array([[0, 0], [4, 0], [4, 4], [0, 4]], dtype=np.float64)
+
+
+def header():
+    h = Header(frame_id="cam")
+    h.stamp.sec, h.stamp.nanosec = 50, 25
+    return h
+
+
+def make_human(presence, box_score=0.9, regions_level=0.5):
+    kps = [Keypoint(name=n, x=100.0 + 10 * k, y=200.0 + 5 * k, presence=float(presence[k]), visibility=0.5,
+                    oks_quality=0.5, regions={regions_level: [SQUARE + 10 * k]})
+           for k, n in enumerate(NAMES)]
+    return Human(bbox=(90.0, 180.0, 200.0, 120.0), score=box_score, keypoints=kps, box_score=box_score)
+
+
+def by_ns(array, ns):
+    return [m for m in array.markers if m.ns == ns and m.action == Marker.ADD]
+
+
+def color_tuple(c):
+    return (c.r, c.g, c.b, c.a)
+
+
+def expected_color(p):
+    r, g, b = presence_color(p)
+    return pytest.approx((r / 255, g / 255, b / 255, 1.0))
+
+
+def limbs_of(line_list, pixel_size):
+    pts = [(round(p.x / pixel_size, 3), round(p.y / pixel_size, 3)) for p in line_list.points]
+    where = {(100.0 + 10 * k, 200.0 + 5 * k): k for k in range(len(NAMES))}
+    return {(where[a], where[b]) for a, b in zip(pts[0::2], pts[1::2])}
+
+
+def test_all_kinds_header_lifetime_and_scale():
+    presence = np.full(17, 0.9)
+    presence[INDEX["left_wrist"]] = 0.1
+    pixel_size = 0.002
+    array = deserialize_message(serialize_message(
+        humans_to_markers([make_human(presence)], header(), presence_threshold=0.5, pixel_size=pixel_size,
+                          lifetime=0.75, point_px=6.0, line_px=2.0, text_px=14.0)), MarkerArray)
+    assert array.markers[0].action == Marker.DELETEALL
+    added = array.markers[1:]
+    assert {m.ns for m in added} == {"keypoints", "skeleton", "regions", "boxes", "ids"}
+    assert len({(m.ns, m.id) for m in added}) == len(added)  # unique ids per namespace
+    for m in added:
+        assert (m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id) == (50, 25, "cam")
+        assert (m.lifetime.sec, m.lifetime.nanosec) == (0, 750_000_000)
+        assert m.pose.orientation.w == 1.0 and not m.frame_locked
+
+    (spheres,) = by_ns(array, "keypoints")
+    assert spheres.type == Marker.SPHERE_LIST and len(spheres.points) == len(spheres.colors) == 17
+    assert spheres.scale.x == pytest.approx(6.0 * pixel_size)
+    for k, (p, c) in enumerate(zip(spheres.points, spheres.colors)):
+        assert (p.x, p.y, p.z) == pytest.approx(((100 + 10 * k) * pixel_size, (200 + 5 * k) * pixel_size, 0.0))
+        assert color_tuple(c) == expected_color(presence[k])
+
+    (box,) = by_ns(array, "boxes")
+    assert box.type == Marker.LINE_STRIP and box.scale.x == pytest.approx(2.0 * pixel_size)
+    corners = [v / pixel_size for p in box.points for v in (p.x, p.y)]
+    assert corners == pytest.approx([90, 180, 290, 180, 290, 300, 90, 300, 90, 180])
+
+    (label,) = by_ns(array, "ids")
+    assert label.type == Marker.TEXT_VIEW_FACING and label.text == "0 0.90"
+    assert label.scale.z == pytest.approx(14.0 * pixel_size)
+
+    regions = by_ns(array, "regions")
+    assert len(regions) == 16  # one outline per present keypoint, none for the absent wrist
+    first = regions[0]
+    assert first.type == Marker.LINE_STRIP and len(first.points) == 5  # closed
+    assert (first.points[0].x, first.points[0].y) == (first.points[-1].x, first.points[-1].y)
+    assert color_tuple(first.color) == expected_color(0.9)
+
+
+def test_skeleton_only_between_present_keypoints():
+    presence = np.full(17, 0.8)
+    for name in ("left_elbow", "right_knee", "nose"):
+        presence[INDEX[name]] = 0.2
+    (lines,) = by_ns(humans_to_markers([make_human(presence)], header()), "skeleton")
+    assert lines.type == Marker.LINE_LIST and len(lines.points) == len(lines.colors)
+    expected = {(a, b) for a, b in SKELETON if presence[a] >= 0.5 and presence[b] >= 0.5}
+    assert limbs_of(lines, 0.001) == expected
+    assert len(expected) == len(SKELETON) - 6  # 2 edges each at the nose, left elbow and right knee
+
+
+def test_nobody_present_leaves_out_empty_markers():
+    array = humans_to_markers([make_human(np.zeros(17))], header())
+    assert not by_ns(array, "skeleton") and not by_ns(array, "regions")
+    assert len(by_ns(array, "keypoints")) == 1  # absent keypoints are still shown, in red
+    assert all(color_tuple(c) == expected_color(0.0) for c in by_ns(array, "keypoints")[0].colors)
+
+
+def test_regions_at_the_level_only_and_disabled():
+    array = humans_to_markers([make_human(np.ones(17), regions_level=0.9)], header(), credible_level=0.5)
+    assert not by_ns(array, "regions")
+    assert not by_ns(humans_to_markers([make_human(np.ones(17))], header(), credible_level=None), "regions")
+
+
+def test_people_ids_follow_the_message_order_and_clear_flag():
+    low, high = make_human(np.ones(17), box_score=0.3), make_human(np.ones(17), box_score=0.8)
+    array = humans_to_markers([low, high], header(), clear=False)
+    assert all(m.action == Marker.ADD for m in array.markers)
+    assert [m.text for m in by_ns(array, "ids")] == ["0 0.80", "1 0.30"]
+    assert humans_to_markers([], header()).markers[0].action == Marker.DELETEALL
+
+
+@pytest.mark.parametrize("seconds, expected", [(0.0, (0, 0)), (0.5, (0, 500_000_000)), (2.25, (2, 250_000_000))])
+def test_to_duration(seconds, expected):
+    d = to_duration(seconds)
+    assert (d.sec, d.nanosec) == expected
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=17, max_size=17), st.floats(0.05, 0.95))
+def test_line_list_property(presence, threshold):
+    presence = np.array(presence)
+    lines = by_ns(humans_to_markers([make_human(presence)], header(), presence_threshold=threshold), "skeleton")
+    expected = {(a, b) for a, b in SKELETON if presence[a] >= threshold and presence[b] >= threshold}
+    assert (limbs_of(lines[0], 0.001) if lines else set()) == expected
+    if lines:
+        colors = [color_tuple(c) for c in lines[0].colors]
+        ends = [k for limb in sorted(expected, key=SKELETON.index) for k in limb]
+        assert colors == [expected_color(presence[k]) for k in ends]
