@@ -1,0 +1,140 @@
+"""Health of the pose node: input/output rates, latency, dropped and bad frames.
+
+:class:`PoseStats` is plain Python (no ROS): the node calls ``frame_received`` for every image,
+``frame_dropped`` when a newer image replaces one not yet processed, ``bad_frame(kind)`` for an
+image that could not be converted and ``frame_published(latency)`` after publishing.
+Rates and latencies cover the last ``window`` seconds; drop and bad-frame counts are kept both
+in total and for the window.
+
+:func:`to_status` turns a snapshot into a ``diagnostic_msgs/DiagnosticStatus``: level WARN
+while frames were dropped (processing slower than the camera) or bad frames arrived within the
+window, OK otherwise. Values (strings, as ROS diagnostics carry them): ``input_rate_hz``,
+``output_rate_hz``, ``latency_median_ms``, ``latency_max_ms``, ``frames_received``,
+``frames_published``, ``dropped_frames``, ``dropped_frames_recent``, ``bad_frames``,
+``bad_frames_recent`` and ``bad_frames.<kind>`` per kind seen.
+"""
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StatsSnapshot:
+    """What :meth:`PoseStats.snapshot` reports (rates in Hz, latencies in seconds, NaN if none)."""
+
+    input_rate: float
+    output_rate: float
+    latency_median: float
+    latency_max: float
+    frames_received: int
+    frames_published: int
+    dropped: int
+    dropped_recent: int
+    bad: int
+    bad_recent: int
+    bad_by_kind: dict = field(default_factory=dict)
+
+
+class PoseStats:
+    """Counters and sliding windows of the node's events; thread-safe enough for one writer per
+    event kind (deque appends are atomic), ``clock`` returns seconds (monotonic)."""
+
+    def __init__(self, window: float = 5.0, clock=time.monotonic):
+        if window <= 0:
+            raise ValueError(f"window must be > 0 seconds, got {window}")
+        self.window = float(window)
+        self.clock = clock
+        self.start = clock()
+        self._received = deque()   # times
+        self._published = deque()  # (time, latency)
+        self._dropped = deque()    # times
+        self._bad = deque()        # times
+        self.frames_received = 0
+        self.frames_published = 0
+        self.dropped = 0
+        self.bad_by_kind = Counter()
+
+    def frame_received(self) -> None:
+        self.frames_received += 1
+        self._received.append(self.clock())
+
+    def frame_published(self, latency: float) -> None:
+        """One output published ``latency`` seconds after its image was received."""
+        self.frames_published += 1
+        self._published.append((self.clock(), float(latency)))
+
+    def frame_dropped(self, count: int = 1) -> None:
+        self.dropped += count
+        now = self.clock()
+        self._dropped.extend([now] * count)
+
+    def bad_frame(self, kind: str) -> None:
+        self.bad_by_kind[kind] += 1
+        self._bad.append(self.clock())
+
+    def _trim(self, now: float) -> None:
+        limit = now - self.window
+        for events in (self._received, self._dropped, self._bad):
+            while events and events[0] < limit:
+                events.popleft()
+        while self._published and self._published[0][0] < limit:
+            self._published.popleft()
+
+    def snapshot(self) -> StatsSnapshot:
+        """Rates over the window (or the time since start when shorter), latency median/max."""
+        now = self.clock()
+        self._trim(now)
+        span = max(min(self.window, now - self.start), 1e-9)
+        latencies = sorted(lat for _, lat in self._published)
+        n = len(latencies)
+        median = (latencies[n // 2] if n % 2 else 0.5 * (latencies[n // 2 - 1] + latencies[n // 2])) if n else float("nan")
+        return StatsSnapshot(
+            input_rate=len(self._received) / span, output_rate=n / span,
+            latency_median=median, latency_max=latencies[-1] if n else float("nan"),
+            frames_received=self.frames_received, frames_published=self.frames_published,
+            dropped=self.dropped, dropped_recent=len(self._dropped),
+            bad=sum(self.bad_by_kind.values()), bad_recent=len(self._bad), bad_by_kind=dict(self.bad_by_kind))
+
+
+def level_and_message(snap: StatsSnapshot) -> tuple[int, str]:
+    """(0 OK | 1 WARN, summary) of a snapshot; values are ``diagnostic_msgs/DiagnosticStatus`` levels."""
+    problems = []
+    if snap.dropped_recent:
+        problems.append(f"dropped {snap.dropped_recent} frames in the last window (processing slower than input)")
+    if snap.bad_recent:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(snap.bad_by_kind.items()))
+        problems.append(f"{snap.bad_recent} bad frames in the last window ({kinds})")
+    if problems:
+        return 1, "; ".join(problems)
+    if not snap.frames_received:
+        return 0, "waiting for images"
+    return 0, f"ok: {snap.output_rate:.1f} Hz out of {snap.input_rate:.1f} Hz in"
+
+
+def _fmt(value: float, scale: float = 1.0) -> str:
+    return "nan" if value != value else f"{value * scale:.3f}"
+
+
+def to_status(snap: StatsSnapshot, name: str = "probpose: pose node", hardware_id: str = ""):
+    """A snapshot -> ``diagnostic_msgs/DiagnosticStatus`` (see the module docstring)."""
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    level, message = level_and_message(snap)
+    values = {
+        "input_rate_hz": _fmt(snap.input_rate), "output_rate_hz": _fmt(snap.output_rate),
+        "latency_median_ms": _fmt(snap.latency_median, 1e3), "latency_max_ms": _fmt(snap.latency_max, 1e3),
+        "frames_received": str(snap.frames_received), "frames_published": str(snap.frames_published),
+        "dropped_frames": str(snap.dropped), "dropped_frames_recent": str(snap.dropped_recent),
+        "bad_frames": str(snap.bad), "bad_frames_recent": str(snap.bad_recent),
+    }
+    values.update({f"bad_frames.{k}": str(v) for k, v in sorted(snap.bad_by_kind.items())})
+    return DiagnosticStatus(level=bytes([level]), name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+
+def to_array(statuses, stamp):
+    """``diagnostic_msgs/DiagnosticArray`` of ``statuses`` stamped ``stamp`` (for /diagnostics)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import Header
+
+    return DiagnosticArray(header=Header(stamp=stamp), status=list(statuses))

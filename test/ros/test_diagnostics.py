@@ -1,0 +1,115 @@
+"""probpose_ros.diagnostics: the stats object on a fake clock and its DiagnosticStatus."""
+import math
+
+import pytest
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rclpy.serialization import deserialize_message, serialize_message
+
+from probpose_ros.diagnostics import PoseStats, level_and_message, to_array, to_status
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def values(status):
+    return {kv.key: kv.value for kv in status.values}
+
+
+def run(stats, clock, seconds, in_hz, latencies):
+    """Feed ``seconds`` of input at ``in_hz``, publishing every frame with the next latency."""
+    lat = iter(latencies)
+    for _ in range(round(seconds * in_hz)):
+        clock.now += 1.0 / in_hz
+        stats.frame_received()
+        stats.frame_published(next(lat))
+
+
+def test_rates_latency_and_ok():
+    clock = FakeClock()
+    stats = PoseStats(window=2.0, clock=clock)
+    run(stats, clock, 3.0, 10, [0.010, 0.030, 0.020] * 10)
+    snap = stats.snapshot()
+    assert snap.input_rate == pytest.approx(10.0, abs=0.6)
+    assert snap.output_rate == pytest.approx(10.0, abs=0.6)
+    assert snap.latency_median == pytest.approx(0.020)
+    assert snap.latency_max == pytest.approx(0.030)
+    assert (snap.frames_received, snap.frames_published, snap.dropped, snap.bad) == (30, 30, 0, 0)
+    status = deserialize_message(serialize_message(to_status(snap, hardware_id="cam0")), DiagnosticStatus)
+    assert status.level == DiagnosticStatus.OK and status.hardware_id == "cam0"
+    v = values(status)
+    assert float(v["latency_median_ms"]) == pytest.approx(20.0) and float(v["latency_max_ms"]) == pytest.approx(30.0)
+    assert float(v["input_rate_hz"]) == pytest.approx(10.0, abs=0.6)
+    assert v["dropped_frames"] == "0" and v["bad_frames"] == "0" and v["frames_published"] == "30"
+
+
+def test_rates_before_a_full_window_use_the_elapsed_time():
+    clock = FakeClock()
+    stats = PoseStats(window=10.0, clock=clock)
+    run(stats, clock, 1.0, 20, [0.01] * 20)
+    assert stats.snapshot().input_rate == pytest.approx(20.0)
+
+
+def test_drops_warn_then_recover():
+    clock = FakeClock()
+    stats = PoseStats(window=1.0, clock=clock)
+    stats.frame_received()
+    stats.frame_dropped(3)
+    snap = stats.snapshot()
+    level, message = level_and_message(snap)
+    assert level == 1 and "dropped 3" in message
+    assert to_status(snap).level == DiagnosticStatus.WARN
+    clock.now += 5.0  # the window passes without drops
+    run(stats, clock, 1.0, 10, [0.01] * 10)
+    snap = stats.snapshot()
+    assert level_and_message(snap)[0] == 0
+    v = values(to_status(snap))
+    assert v["dropped_frames"] == "3" and v["dropped_frames_recent"] == "0"
+
+
+def test_bad_frames_by_kind_warn():
+    clock = FakeClock()
+    stats = PoseStats(window=2.0, clock=clock)
+    for kind in ("truncated", "unknown_encoding", "truncated"):
+        stats.bad_frame(kind)
+    status = to_status(stats.snapshot())
+    assert status.level == DiagnosticStatus.WARN and "3 bad frames" in status.message
+    v = values(status)
+    assert v["bad_frames"] == "3" and v["bad_frames.truncated"] == "2" and v["bad_frames.unknown_encoding"] == "1"
+
+
+def test_idle_node_is_ok_with_nan_latency():
+    snap = PoseStats(clock=FakeClock()).snapshot()
+    assert math.isnan(snap.latency_median) and snap.input_rate == 0.0
+    status = to_status(snap)
+    assert status.level == DiagnosticStatus.OK and "waiting" in status.message
+    assert values(status)["latency_max_ms"] == "nan"
+
+
+def test_array_and_bad_window():
+    array = deserialize_message(serialize_message(to_array([to_status(PoseStats().snapshot())], Time(sec=3))),
+                                DiagnosticArray)
+    assert array.header.stamp.sec == 3 and len(array.status) == 1
+    with pytest.raises(ValueError):
+        PoseStats(window=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0, 5, allow_nan=False), min_size=1, max_size=40))
+def test_median_and_max_match_the_definition(latencies):
+    clock = FakeClock()
+    stats = PoseStats(window=1e6, clock=clock)
+    for lat in latencies:
+        stats.frame_published(lat)
+    snap = stats.snapshot()
+    s = sorted(latencies)
+    n = len(s)
+    assert snap.latency_max == max(latencies)
+    assert snap.latency_median == pytest.approx(s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2)
