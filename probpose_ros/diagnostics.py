@@ -87,7 +87,10 @@ class PoseStats:
         span = max(min(self.window, now - self.start), 1e-9)
         latencies = sorted(lat for _, lat in self._published)
         n = len(latencies)
-        median = (latencies[n // 2] if n % 2 else 0.5 * (latencies[n // 2 - 1] + latencies[n // 2])) if n else float("nan")
+        if n:
+            median = latencies[n // 2] if n % 2 else 0.5 * (latencies[n // 2 - 1] + latencies[n // 2])
+        else:
+            median = float("nan")
         return StatsSnapshot(
             input_rate=len(self._received) / span, output_rate=n / span,
             latency_median=median, latency_max=latencies[-1] if n else float("nan"),

@@ -121,7 +121,8 @@ def humans_strategy(draw):
         for name in NAMES:
             cov = np.array(draw(st.lists(finite, min_size=4, max_size=4)), dtype=np.float64).reshape(2, 2)
             n_pts = draw(st.integers(0, 5))
-            polys = [np.array(draw(st.lists(finite, min_size=2 * n_pts, max_size=2 * n_pts))).reshape(-1, 2)] if n_pts else []
+            coords = draw(st.lists(finite, min_size=2 * n_pts, max_size=2 * n_pts))
+            polys = [np.array(coords).reshape(-1, 2)] if n_pts else []
             kps.append(Keypoint(name=name, x=draw(finite), y=draw(finite), presence=draw(unit),
                                 visibility=draw(unit), oks_quality=draw(unit), covariance=cov,
                                 regions={0.5: polys} if polys else {}))
