@@ -13,7 +13,8 @@
 - Timing: ``--rate`` frames per second; by default the source's own rate (the video's FPS,
   the bag's recorded timing, 10 Hz for a folder). Stamps: a bag's original header stamps
   (``--stamp now`` restamps), otherwise the time of publishing.
-- Publishes with sensor-data QoS (best effort, depth 1) unless ``--reliable``. Waits for
+- Publishes with sensor-data QoS (best effort, depth 1) unless ``--reliable`` (depth 10, and the
+  last frames are acknowledged before exiting). Waits for
   ``--wait-subscribers`` subscribers (discovery) first, then publishes, loops with ``--loop``,
   and exits 0 when done (or on SIGINT).
 """
@@ -207,7 +208,7 @@ def main(argv=None) -> int:
     rclpy.init(args=["camera_replay"] + ros_args)
     node = rclpy.create_node("camera_replay")
     qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE if args.reliable else ReliabilityPolicy.BEST_EFFORT,
-                     history=HistoryPolicy.KEEP_LAST, depth=1)
+                     history=HistoryPolicy.KEEP_LAST, depth=10 if args.reliable else 1)
     publisher = node.create_publisher(CompressedImage if args.compressed else Image, topic, qos)
     code = 0
     try:
@@ -221,6 +222,10 @@ def main(argv=None) -> int:
         if not rclpy.ok():  # SIGINT / SIGTERM while waiting
             return 0
         count = replay(node, publisher, frames_factory, args)
+        if args.reliable:  # let matched subscribers acknowledge the last frames before exiting
+            from rclpy.duration import Duration
+
+            publisher.wait_for_all_acked(Duration(seconds=5.0))
         node.get_logger().info(f"published {count} frames on {topic}")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
