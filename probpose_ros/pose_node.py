@@ -14,7 +14,9 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
   never build up and latency stays bounded when the camera is faster than the model.
 - Outputs (relative names, so a namespace applies): ``humans/keypoints`` (HumanArray, header
   copied from the image), ``humans/markers`` (MarkerArray), ``humans/image_annotated`` (rgb8,
-  drawn with :func:`probpose_core.overlay.draw_pose`), and ``/diagnostics`` at 1 Hz.
+  drawn with :func:`probpose_core.overlay.draw_pose`), and ``/diagnostics`` at 1 Hz. HumanArray
+  goes out first; markers and the annotated image are built only while someone subscribes
+  (they cost ~2-3 ms per person, more than the rest of the node's work).
 - Bad frames (:class:`~probpose_ros.image_conversion.BadFrame`, the pipeline's InputError)
   are warned about once per kind, counted in diagnostics, and skipped.
 - SIGINT / SIGTERM: the worker stops, the node is destroyed, exit code 0. A missing or
@@ -295,10 +297,10 @@ def _node_class():
             out.processing_latency = latency
             self.pub_humans.publish(out)
             self.stats.frame_published(latency)
-            if self.pub_markers is not None:
+            if self.pub_markers is not None and self.pub_markers.get_subscription_count():
                 self.pub_markers.publish(markers.humans_to_markers(humans, msg.header, self.presence_threshold,
                                                                    self.credible_level))
-            if self.pub_image is not None:
+            if self.pub_image is not None and self.pub_image.get_subscription_count():
                 self.pub_image.publish(messages.rgb_to_image_msg(annotate(frame, humans, self.presence_threshold),
                                                                  msg.header))
             self.timings.add(pose, time.perf_counter() - started - pose)
