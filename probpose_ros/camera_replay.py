@@ -74,7 +74,8 @@ def bag_frames(path: Path, topic: str | None = None):
 
     types = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
     with AnyReader([path]) as reader:
-        connections = [c for c in reader.connections if c.msgtype in IMAGE_TYPES and (topic is None or c.topic == topic)]
+        connections = [c for c in reader.connections
+                       if c.msgtype in IMAGE_TYPES and (topic is None or c.topic == topic)]
         topics = sorted({c.topic for c in connections})
         if not topics:
             found = ", ".join(sorted(f"{c.topic} ({c.msgtype})" for c in reader.connections)) or "nothing"

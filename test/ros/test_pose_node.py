@@ -408,7 +408,8 @@ def test_overload_latest_frame_wins(domain, probe, tiny_model, tmp_path):
         print(f"overload: sent {len(sent)}, node received {diag['frames_received']}, dropped {diag['dropped_frames']}, "
               f"published {len(received)}, staleness max {max(staleness) * 1e3:.0f} ms, diagnostics {diag}")
         assert len(received) <= rate_hz * (seconds + 1.5)  # the rate limit holds ...
-        assert int(diag["dropped_frames"]) >= int(diag["frames_received"]) - int(diag["frames_published"]) - 1  # ... the rest is dropped
+        # ... and every other frame is counted as dropped (one may still be in hand)
+        assert int(diag["dropped_frames"]) >= int(diag["frames_received"]) - int(diag["frames_published"]) - 1
         # latest frame wins: results are never older than a few processing periods (a queue would
         # reach ~(1 - rate/input) * seconds = 2.4 s behind by the end).
         assert max(staleness) < 0.6
