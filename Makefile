@@ -17,6 +17,9 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 	# exococotools 1.0.0 (the authors' Ex-OKS reference, test-only) needs numpy+cython at build time.
 	$(PY) -c "import exococotools" 2>/dev/null || $(PIP) install --no-build-isolation exococotools==1.0.0
 	$(PIP) install --no-deps --no-build-isolation -e .
+	# setup.cfg sends console scripts to lib/probpose_ros (where ROS 2 looks for executables):
+	# link the `probpose` command into the venv's bin/ as well.
+	test -x $(VENV)/bin/probpose || ln -sf ../lib/probpose_ros/probpose $(VENV)/bin/probpose
 	touch $@
 
 # ROS 2 Kilted wheels (requirements-ros.txt) in the same venv, then colcon builds probpose_msgs
