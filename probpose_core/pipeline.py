@@ -332,7 +332,7 @@ def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", 
         raise InputError(f"images folder not found: {images_dir}")
     if ann is None and detector is None:
         raise InputError("no person detector is configured: pass --ann GT.json to use the annotation's boxes "
-                         "(or give predict_images a detector ONNX)")
+                         "or --detector YOLO.onnx (a person detector)")
     if isinstance(detector, (str, Path)):
         from .detection.onnx_yolo import OnnxYoloDetector
 
