@@ -48,8 +48,9 @@ test: venv ros
 demo: venv
 	$(VENV)/bin/probpose demo --out $(OUT)/demo
 
-bench: venv
+bench: venv ros
 	$(VENV)/bin/probpose bench
+	. install/setup.sh && $(PY) -m probpose_ros.bench_node
 
 clean:
 	rm -rf $(VENV) $(OUT) *.egg-info build install log

@@ -3,7 +3,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_pose_node import Probe, child_env, fresh_domain, replay_cmd, sensor_qos, stamp_ns, write_video
+from test_pose_node import Probe, child_env, fresh_domain, replay_cmd, stamp_ns, write_video
 
 from probpose_ros.camera_replay import open_source, parse_args
 

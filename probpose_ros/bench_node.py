@@ -1,0 +1,111 @@
+"""`make bench` (ROS part): the pose node's own overhead per 640x480 frame.
+
+Runs the real node (``PoseNode.process`` on sensor_msgs/Image frames, publishing for real) with
+a stand-in runner that returns compact, trained-model-like maps and a detector that returns
+fixed boxes, so the network and detector drop out and what remains is the node's overhead:
+image conversion, decode, messages, markers, annotated image and publishing. Prints medians per
+configuration (people, visualisation subscribers on/off); the target is <= 3 ms per frame.
+Usage: ``python -m probpose_ros.bench_node [--frames 60]`` after ``source install/setup.bash``.
+"""
+import argparse
+import array
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from probpose_core.bench import synthetic_logits
+from probpose_core.geometry import INPUT_SIZE
+from probpose_core.keypoints import NUM_KEYPOINTS
+
+TARGET_MS = 3.0
+
+
+class PeakedRunner:
+    """Stand-in network: compact Sparsemax maps at random places, confident scalars."""
+
+    input_size, max_batch, name = INPUT_SIZE, 16, "peaked"
+
+    def run(self, images):
+        import torch
+
+        from probpose_core.sparsemax import sparsemax_maps
+
+        n = len(images)
+        maps = sparsemax_maps(torch.from_numpy(synthetic_logits(n, seed=n)[0])).numpy()
+        full = np.full((n, NUM_KEYPOINTS), 0.9, np.float32)
+        return {"prob_maps": maps, "presence": full, "visibility": full, "oks_quality": full}
+
+
+class FixedBoxes:
+    def __init__(self, people: int):
+        self.boxes = np.array([[20 + 120 * i, 40, 100, 400] for i in range(people)], dtype=np.float64)
+
+    def detect(self, frame):
+        return self.boxes, np.linspace(1.0, 0.5, len(self.boxes))
+
+
+def _tiny_onnx(folder: Path) -> Path:
+    """The node needs a model file at start-up; the bench swaps its runner right after."""
+    from probpose_core.models.pose_model import build_model, cnn_config
+    from probpose_core.runtime.export import export_onnx
+
+    return export_onnx(build_model(cnn_config(embed_dim=32, head_channels=16, aux_channels=8)).eval(),
+                       folder / "tiny.onnx")
+
+
+def measure(model: Path, people: int, visualise: bool, frames: int) -> float:
+    """Median node overhead (ms) over ``frames`` frames after a warm-up of 10."""
+    import rclpy
+    from sensor_msgs.msg import Image
+    from visualization_msgs.msg import MarkerArray
+
+    from probpose_msgs.msg import HumanArray
+    from probpose_ros.image_conversion import rgb_to_fields
+    from probpose_ros.pose_node import _node_class
+
+    rclpy.init(args=["bench", "--ros-args", "-p", f"model:={model}", "-r", "image:=/bench/none"])
+    node = _node_class()()
+    try:
+        node.pipeline.runner = PeakedRunner()
+        node.detector = FixedBoxes(people)
+        node.create_subscription(HumanArray, "humans/keypoints", lambda m: None, 10)
+        if visualise:  # RViz-like readers: the node then builds markers and the annotated image
+            node.create_subscription(MarkerArray, "humans/markers", lambda m: None, 10)
+            node.create_subscription(Image, "humans/image_annotated", lambda m: None, 1)
+        rgb = (np.random.default_rng(1).random((480, 640, 3)) * 255).astype(np.uint8)
+        fields = rgb_to_fields(rgb, "bgr8")
+        data = fields.pop("data")
+        msg = Image(**fields)
+        msg.data = array.array("B", data)
+        for _ in range(frames + 10):
+            node.process(msg, time.perf_counter())
+        overhead = np.array(node.timings.overhead)[10:] * 1e3
+        return float(np.median(overhead))
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.shutdown()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=60, help="timed frames per configuration (default 60)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    with tempfile.TemporaryDirectory(prefix="probpose-bench-node-") as tmp:
+        model = _tiny_onnx(Path(tmp))
+        print(f"pose node overhead per 640x480 frame (median of {args.frames}; network and detector excluded)")
+        for people in (1, 5):
+            for visualise in (False, True):
+                ms = measure(model, people, visualise, args.frames)
+                what = "markers + annotated image" if visualise else "HumanArray only"
+                mark = "ok" if ms <= TARGET_MS else "over"
+                print(f"  {people} person(s), {what:<26} {ms:7.2f} ms   (target <= {TARGET_MS:g} ms: {mark})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

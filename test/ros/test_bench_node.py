@@ -1,0 +1,11 @@
+"""The node-overhead benchmark (`make bench`) runs the real node end to end (no timing asserted)."""
+import subprocess
+import sys
+
+
+def test_bench_node_reports_every_configuration(ros_env):
+    out = subprocess.run([sys.executable, "-m", "probpose_ros.bench_node", "--frames", "2"], env=ros_env,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if "person(s)" in line]
+    assert len(rows) == 4 and all(" ms " in row for row in rows)
