@@ -3,21 +3,10 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_pose_node import Probe, child_env, fresh_domain, replay_cmd, stamp_ns, write_video
+from test_pose_node import child_env, replay_cmd, stamp_ns, write_video
+from test_pose_node import domain, probe  # noqa: F401  (the shared DDS fixtures, one definition)
 
 from probpose_ros.camera_replay import open_source, parse_args
-
-
-@pytest.fixture
-def domain():
-    return fresh_domain()
-
-
-@pytest.fixture
-def probe(domain):
-    p = Probe(domain)
-    yield p
-    p.close()
 
 
 def _replay(domain, *args, timeout=60):
