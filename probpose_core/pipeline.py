@@ -293,8 +293,26 @@ def _make_runner(model, runtime: str):
     return TorchRunner(model)
 
 
-def _image_jobs(images_dir: Path, ann):
-    """(image_id, file path, boxes (M, 4), scores or None) per image; boxes None = detect."""
+def _detection_jobs(images_dir: Path, ann, detections):
+    """Jobs from a detections file (COCO results-format person boxes) over the images of ``ann``."""
+    from .data.instances import load_instances
+
+    instances, skipped = load_instances(ann, detections)
+    if skipped:
+        log.warning("detections: skipped %s", ", ".join(f"{n} ({why})" for why, n in sorted(skipped.items())))
+    by_image: dict = {}
+    for inst in instances:
+        by_image.setdefault(inst.image_id, (inst.file_name, []))[1].append(inst)
+    for image_id, (file_name, found) in by_image.items():
+        yield (image_id, images_dir / file_name, np.stack([i.bbox for i in found]),
+               np.array([i.score for i in found], dtype=np.float64))
+
+
+def _image_jobs(images_dir: Path, ann, detections=None):
+    """(image_id, file path, boxes (M, 4), scores (M,) or None) per image; boxes None = detect."""
+    if ann is not None and detections is not None:
+        yield from _detection_jobs(images_dir, ann, detections)
+        return
     if ann is not None:
         from .data.coco import load_coco
 
@@ -306,30 +324,35 @@ def _image_jobs(images_dir: Path, ann):
         for img in data["images"]:
             if "file_name" not in img:
                 raise InputError(f"{ann}: image {img['id']!r} has no 'file_name'")
-            yield img["id"], images_dir / img["file_name"], np.asarray(boxes[img["id"]], np.float64).reshape(-1, 4)
+            yield img["id"], images_dir / img["file_name"], np.asarray(boxes[img["id"]], np.float64).reshape(-1, 4), None
         return
     files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
     for p in files:
-        yield (int(p.stem) if p.stem.isdigit() else p.stem), p, None
+        yield (int(p.stem) if p.stem.isdigit() else p.stem), p, None, None
 
 
 def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", detector=None,
-                   pipeline_kw: dict | None = None, progress: bool = True) -> list[dict]:
+                   pipeline_kw: dict | None = None, progress: bool = True, detections=None) -> list[dict]:
     """Run the pipeline on a folder of images and write COCO keypoint results to ``out_path``.
 
     With ``ann`` (a COCO keypoints file) every non-crowd annotation's box is used with score 1
     (the paper's protocol: one prediction per GT instance, image ids from the annotation) and
     invalid boxes are skipped with a count. Without ``ann`` the ``detector`` (a Detector or
     the path of a YOLO-style ONNX) finds the people; image ids are the file stems (as ints
-    when numeric) and every result carries its ``file_name``. ``model``: our checkpoint
+    when numeric) and every result carries its ``file_name``. With ``ann`` and ``detections``
+    (a COCO results-format file of person boxes with scores, read by
+    ``data.instances.load_instances``) the detections' boxes and scores are used instead of
+    the GT boxes, over the images of ``ann``. ``model``: our checkpoint
     (.pt), an exported .onnx, a Runner or a torch module; ``runtime``: "ort" | "torch" | "trt".
     The runner's ``meta`` (if any) supplies the presence threshold. Returns the results.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise InputError(f"images folder not found: {images_dir}")
+    if detections is not None and ann is None:
+        raise InputError("a detections file needs the annotation file (--ann) that lists its images")
     if ann is None and detector is None:
         raise InputError("no person detector is configured: pass --ann GT.json to use the annotation's boxes "
                          "or --detector YOLO.onnx (a person detector)")
@@ -337,7 +360,7 @@ def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", 
         from .detection.onnx_yolo import OnnxYoloDetector
 
         detector = OnnxYoloDetector(detector)
-    jobs = list(_image_jobs(images_dir, ann))
+    jobs = list(_image_jobs(images_dir, ann, detections))
     runner = _make_runner(model, runtime)
     kw = dict(pipeline_kw or {})
     meta = getattr(runner, "meta", None) or {}
@@ -350,9 +373,10 @@ def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", 
     from tqdm import tqdm
 
     results, people, started = [], 0, time.perf_counter()
-    for image_id, path, boxes in tqdm(jobs, desc="predict", unit="img", disable=not progress, file=sys.stderr):
+    for image_id, path, boxes, scores in tqdm(jobs, desc="predict", unit="img", disable=not progress,
+                                              file=sys.stderr):
         frame = read_image(path)
-        humans = pipe(frame) if boxes is None else pipe.estimate(frame, boxes)
+        humans = pipe(frame) if boxes is None else pipe.estimate(frame, boxes, scores)
         people += len(humans)
         entries = to_coco_results(image_id, humans)
         if boxes is None:
