@@ -246,6 +246,30 @@ def flip_merge(values, flipped_values, flip_index=FLIP_INDEX):
     return (values + back) / 2
 
 
+def gaussian_heatmaps(keypoints_map, weights, heatmap_size=geometry.HEATMAP_SIZE, sigma: float = 2.0) -> np.ndarray:
+    """Gaussian-regression targets of the heatmap baseline (ViTPose-style, UDP grid): (N, K, H, W).
+
+    keypoints_map: (N, K, 2) keypoints in map pixels (the codec's ``keypoints_map``: pixel
+    centres at integer coordinates, UDP); weights: (N, K), a map is all zero where the weight
+    is 0. Value at pixel (x, y): ``exp(-((x - kx)^2 + (y - ky)^2) / (2 sigma^2))``, so the
+    peak is 1 at the exact (sub-pixel) keypoint position; not truncated. heatmap_size: (W, H);
+    sigma in map pixels. Returns float32.
+    """
+    kpts = np.asarray(keypoints_map, dtype=np.float64)
+    weights = np.asarray(weights)
+    if kpts.ndim != 3 or kpts.shape[-1] != 2 or weights.shape != kpts.shape[:2]:
+        raise InputError(f"keypoints_map must be (N, K, 2) and weights (N, K), got {kpts.shape} and {weights.shape}")
+    if not sigma > 0:
+        raise InputError(f"heatmap sigma must be positive, got {sigma}")
+    w, h = (int(v) for v in heatmap_size)
+    # Separable: exp(-dx^2 / 2s^2) * exp(-dy^2 / 2s^2); non-finite keypoints give zero maps.
+    kpts = np.where(np.isfinite(kpts), kpts, np.inf)
+    gx = np.exp(-(np.arange(w) - kpts[..., 0:1]) ** 2 / (2 * sigma ** 2))  # (N, K, W)
+    gy = np.exp(-(np.arange(h) - kpts[..., 1:2]) ** 2 / (2 * sigma ** 2))  # (N, K, H)
+    maps = gy[..., :, None] * gx[..., None, :]
+    return np.where((weights != 0)[..., None, None], maps, 0.0).astype(np.float32)
+
+
 def _windows(center, scale, n: int):
     center = np.asarray(center, dtype=np.float64).reshape(-1, 2)
     scale = np.asarray(scale, dtype=np.float64).reshape(-1, 2)

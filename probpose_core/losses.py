@@ -9,11 +9,41 @@ so a keypoint with weight 0 contributes neither value nor gradient. The codec's 
 straight in (numpy or torch): ``map_weights`` for the map and OKS-quality losses (zero outside
 the activation window, where the presence head takes over), ``keypoint_weights`` for the
 presence and visibility losses.
+
+Training glue: :class:`LossConfig` + :func:`training_losses` turn a model's outputs and a
+collated batch of ``data.dataset.TopDownDataset`` samples into the dict of loss terms the
+trainer back-propagates (``"total"``). Two kinds share the backbone, head and data code:
+
+- ``kind="probmap"`` (ProbPose): ``map_weight * prob_map_loss`` (OKS risk + Sobel smoothness)
+  ``+ presence_weight * presence_loss + visibility_weight * visibility_loss
+  + oks_quality_weight * oks_quality_loss``; the OKS-quality target is the OKS of the point
+  decoded (expected-OKS, on CPU, detached) from the predicted maps.
+- ``kind="heatmap"`` (ViTPose-style baseline): ``heatmap_weight * heatmap_mse_loss`` against
+  the Gaussian targets of :func:`codec.gaussian_heatmaps`; no other term (the presence /
+  visibility / OKS-quality branches exist but are not trained).
+
+The seed's Table 2 ablation is configuration only, no code path:
+
+==========================  ==================  ===============  ==========================
+row                         ``model.map_kind``  ``loss.kind``    ``data.augment.crop_prob``
+==========================  ==================  ===============  ==========================
+heatmap + MSE               ``heatmap``         ``heatmap``      0
+heatmap + MSE + crop aug.   ``heatmap``         ``heatmap``      > 0 (e.g. 0.5)
+probability maps            ``probmap``         ``probmap``      0
+probability maps + crop     ``probmap``         ``probmap``      > 0
+==========================  ==================  ===============  ==========================
+
+(heatmap rows also set ``data.heatmap_sigma`` (2.0) so the dataset emits ``"heatmaps"``).
+A mismatch (a heatmap model with ``loss.kind="probmap"`` or a batch without the targets the
+kind needs) raises InputError naming what is missing.
 """
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
 from .evaluation.oks import keypoint_oks
 from .keypoints import SIGMAS
 
@@ -155,3 +185,111 @@ def decoded_oks(decoded_xy, gt_xy, area, sigmas=SIGMAS):
     if is_torch:
         return torch.as_tensor(oks, dtype=ref.dtype, device=ref.device)
     return oks
+
+
+def heatmap_mse_loss(heatmaps_pred: torch.Tensor, heatmaps_target, weights) -> torch.Tensor:
+    """Heatmap regression loss of the baseline (ViTPose-style MSE), scalar.
+
+    ``mean over pixels of (pred - target)^2`` per keypoint, then the weighted mean over
+    keypoints (:func:`weighted_mean`; a keypoint with weight 0 gets no gradient).
+    heatmaps_pred, heatmaps_target: (N, K, H, W); weights: (N, K).
+    """
+    target = torch.as_tensor(heatmaps_target, dtype=heatmaps_pred.dtype, device=heatmaps_pred.device).detach()
+    if target.shape != heatmaps_pred.shape:
+        raise InputError(f"heatmap targets {tuple(target.shape)} do not match predictions {tuple(heatmaps_pred.shape)}")
+    return weighted_mean((heatmaps_pred - target).square().mean(dim=(-2, -1)), weights)
+
+
+LOSS_KINDS = ("probmap", "heatmap")
+
+
+@dataclass
+class LossConfig:
+    """Which loss trains the model and the weight of each term (see the module docstring).
+
+    kind: "probmap" (ProbPose: map + presence + visibility + OKS-quality terms) or "heatmap"
+    (Gaussian heatmap + MSE baseline; pair it with ``PoseModelConfig.map_kind="heatmap"``).
+    smoothness_alpha: Sobel-smoothness share of the map loss (official ProbPose: 0.05).
+    map_weight, presence_weight, visibility_weight, oks_quality_weight: probmap term weights
+    (all 1 by default); heatmap_weight: weight of the MSE term of the heatmap kind.
+    """
+
+    kind: str = "probmap"
+    smoothness_alpha: float = DEFAULT_ALPHA
+    map_weight: float = 1.0
+    presence_weight: float = 1.0
+    visibility_weight: float = 1.0
+    oks_quality_weight: float = 1.0
+    heatmap_weight: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in LOSS_KINDS:
+            raise ValueError(f"loss kind must be one of {LOSS_KINDS}, got {self.kind!r}")
+        if not 0.0 <= self.smoothness_alpha <= 1.0:
+            raise ValueError(f"smoothness_alpha must lie in [0, 1], got {self.smoothness_alpha}")
+        for name in ("map_weight", "presence_weight", "visibility_weight", "oks_quality_weight", "heatmap_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def _need(mapping: dict, keys, what: str, hint: str = "") -> None:
+    missing = [k for k in keys if k not in mapping]
+    if missing:
+        raise InputError(f"{what} lacks {missing} (has {sorted(mapping)}){hint}")
+
+
+def _numpy(value) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def decoded_oks_target(prob_maps: torch.Tensor, batch: dict, codec) -> np.ndarray:
+    """OKS-quality targets (N, K): OKS of the expected-OKS decode of the DETACHED maps.
+
+    prob_maps: (N, K, H, W) (any device; copied to CPU float32); batch: ``center``, ``scale``
+    (N, 2) windows, ``keypoints`` (N, K, 2) and ``area`` (N,) in the same (axis-aligned) frame
+    (areas below 1 px^2 count as 1).
+    """
+    maps = prob_maps.detach().float().cpu().numpy()
+    center, scale, area = (_numpy(batch[k]).astype(np.float64) for k in ("center", "scale", "area"))
+    area = np.maximum(area.reshape(-1), 1.0)  # a degenerate area would give an infinitely sharp kernel
+    points, _ = codec.decode(maps, center, scale, area=area)
+    return decoded_oks(points, _numpy(batch["keypoints"]), area, codec.sigmas)
+
+
+def training_losses(outputs: dict, batch: dict, codec, config: LossConfig) -> dict:
+    """Loss terms of one training step: dict of scalar float32 tensors, ``"total"`` included.
+
+    outputs: the model's output dict (``prob_maps`` or ``heatmaps`` (N, K, H, W), ``presence``,
+    ``visibility``, ``oks_quality`` (N, K)); batch: the collated dataset dict (tensors, see
+    ``data.dataset.TopDownDataset``); codec: the ProbMapCodec of the targets. Terms are
+    computed in float32 with autocast off (safe under AMP), on the outputs' device.
+    probmap keys: ``map``, ``presence``, ``visibility``, ``oks_quality``; heatmap: ``heatmap``.
+    The double-heatmap variant (``wide_prob_maps``) needs wide-window targets and is rejected.
+    """
+    if "wide_prob_maps" in outputs:
+        raise InputError("training_losses cannot train the double-heatmap variant (no wide-window targets)")
+    if config.kind == "heatmap":
+        _need(outputs, ("heatmaps",), "the model's output", " - loss.kind 'heatmap' needs model.map_kind 'heatmap'")
+        _need(batch, ("heatmaps", "map_weights"), "the batch", " - set data.heatmap_sigma for heatmap targets")
+    else:
+        _need(outputs, ("prob_maps", "presence", "visibility", "oks_quality"), "the model's output",
+              " - loss.kind 'probmap' needs model.map_kind 'probmap'")
+        _need(batch, ("oks_maps", "map_weights", "presence", "visibility", "keypoint_weights", "keypoints",
+                      "area", "center", "scale"), "the batch")
+    ref = next(iter(outputs.values()))
+    with torch.autocast(device_type=ref.device.type, enabled=False):
+        out = {k: v.float() for k, v in outputs.items() if isinstance(v, torch.Tensor)}
+        if config.kind == "heatmap":
+            heatmap = heatmap_mse_loss(out["heatmaps"], batch["heatmaps"], batch["map_weights"])
+            return {"heatmap": heatmap, "total": config.heatmap_weight * heatmap}
+        terms = {
+            "map": prob_map_loss(out["prob_maps"], batch["oks_maps"], batch["map_weights"], config.smoothness_alpha),
+            "presence": presence_loss(out["presence"], batch["presence"], batch["keypoint_weights"]),
+            "visibility": visibility_loss(out["visibility"], batch["visibility"], batch["keypoint_weights"]),
+            "oks_quality": oks_quality_loss(out["oks_quality"], decoded_oks_target(out["prob_maps"], batch, codec),
+                                            batch["map_weights"]),
+        }
+        weights = {"map": config.map_weight, "presence": config.presence_weight,
+                   "visibility": config.visibility_weight, "oks_quality": config.oks_quality_weight}
+        terms["total"] = sum(weights[k] * v for k, v in terms.items())
+        return terms

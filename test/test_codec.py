@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from probpose_core import geometry as g
-from probpose_core.codec import (ProbMapCodec, decode_expected_oks, expected_oks_maps, flip_merge, oks_rates,
-                                 pixel_scale, refine_expected_oks, window_area)
+from probpose_core.codec import (ProbMapCodec, decode_expected_oks, expected_oks_maps, flip_merge, gaussian_heatmaps,
+                                 oks_rates, pixel_scale, refine_expected_oks, window_area)
 from probpose_core.errors import InputError
 from probpose_core.keypoints import FLIP_INDEX, INDEX, SIGMAS
 from probpose_core.sparsemax import sparsemax_maps
@@ -288,3 +288,47 @@ def test_flipped_maps_decode_to_mirrored_keypoints(rng):
     kp_flip, _ = CODEC.decode(maps[..., ::-1], center, scale)
     np.testing.assert_allclose(kp_flip[..., 0], 2 * center[:, None, 0] - kp[..., 0], atol=1e-6)
     np.testing.assert_allclose(kp_flip[..., 1], kp[..., 1], atol=1e-6)
+
+
+# ---------------------------------------------------------------- Gaussian heatmap targets (baseline)
+
+
+def test_gaussian_heatmaps_decode_back_through_the_window(rng):
+    """Image keypoints -> encode (window) -> Gaussian targets -> UDP decode -> the same image points."""
+    n = 8
+    center = rng.uniform(100, 400, size=(n, 2))
+    scale = rng.uniform(80, 300, size=(n, 1)) * np.array([[0.75, 1.0]]) * rng.uniform(0.8, 1.2, size=(n, 2))
+    # sub-pixel map positions at least 6 map px from the border (the DARK blur reaches ~2 sigma)
+    map_points = rng.uniform([6, 6], [W - 7, H - 7], size=(n, K, 2))
+    image_points = np.stack([g.heatmap_to_image(p, c, s) for p, c, s in zip(map_points, center, scale)])
+    vis = np.full((n, K), 2)
+    targets = CODEC.encode(image_points, vis, np.full(n, 5000.0), center, scale)
+    np.testing.assert_allclose(targets["keypoints_map"], map_points, atol=1e-9)
+    heatmaps = gaussian_heatmaps(targets["keypoints_map"], targets["map_weights"], sigma=2.0)
+    assert heatmaps.shape == (n, K, H, W) and heatmaps.dtype == np.float32
+    decoded, confidence = CODEC.decode(heatmaps, center, scale, method="udp")
+    back = np.stack([g.image_to_heatmap(p, c, s) for p, c, s in zip(decoded, center, scale)])
+    err = np.linalg.norm(back - map_points, axis=-1)
+    assert err.max() <= 0.05, err.max()
+    assert (confidence > 0.9).all() and (confidence <= 1.0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=st.floats(-3, W + 2), y=st.floats(-3, H + 2), sigma=st.floats(0.5, 4.0))
+def test_gaussian_heatmaps_follow_the_formula(x, y, sigma):
+    maps = gaussian_heatmaps(np.array([[[x, y], [x, y]]]), np.array([[1.0, 0.0]]), sigma=sigma)
+    expected = np.exp(-((XS - x) ** 2 + (YS - y) ** 2) / (2 * sigma ** 2))
+    np.testing.assert_allclose(maps[0, 0], expected, atol=1e-6)
+    assert not maps[0, 1].any()  # weight 0: all-zero target
+
+
+def test_gaussian_heatmaps_peak_one_at_integer_keypoints_and_check_inputs():
+    maps = gaussian_heatmaps(np.array([[[10.0, 20.0]]]), np.ones((1, 1)), heatmap_size=(30, 40), sigma=1.5)
+    assert maps.shape == (1, 1, 40, 30)
+    assert maps[0, 0, 20, 10] == 1.0 and np.unravel_index(maps.argmax(), maps.shape)[2:] == (20, 10)
+    nan = gaussian_heatmaps(np.array([[[np.nan, 3.0]]]), np.ones((1, 1)))
+    assert np.isfinite(nan).all() and not nan.any()
+    with pytest.raises(InputError, match="keypoints_map"):
+        gaussian_heatmaps(np.zeros((2, 2)), np.ones((2,)))
+    with pytest.raises(InputError, match="sigma"):
+        gaussian_heatmaps(np.zeros((1, 1, 2)), np.ones((1, 1)), sigma=0)

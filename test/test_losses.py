@@ -201,3 +201,183 @@ def test_numpy_targets_are_accepted():
     assert losses.oks_risk(p, oks, np.ones((1, 1))).item() == pytest.approx(1.0)
     pred = torch.tensor([[0.5]], requires_grad=True)
     assert losses.presence_loss(pred, np.ones((1, 1)), np.ones((1, 1))).item() == pytest.approx(math.log(2))
+
+
+# ---------------------------------------------------------------------------------- heatmap baseline + training glue
+
+from probpose_core.codec import ProbMapCodec, gaussian_heatmaps  # noqa: E402
+from probpose_core.errors import InputError  # noqa: E402
+from probpose_core.models.pose_model import build_model, cnn_config  # noqa: E402
+
+SMALL = {"input_size": (96, 128), "heatmap_size": (24, 32), "embed_dim": 32, "head_channels": 16, "aux_channels": 8}
+SMALL_CODEC = ProbMapCodec(input_size=(96, 128), heatmap_size=(24, 32))
+
+
+def test_heatmap_mse_is_zero_on_a_perfect_prediction_and_a_pixel_mean():
+    target = torch.from_numpy(gaussian_heatmaps(np.array([[[5.3, 7.1], [2.0, 3.0]]]), np.ones((1, 2)),
+                                                heatmap_size=(12, 16)))
+    w = torch.tensor([[1.0, 1.0]])
+    assert losses.heatmap_mse_loss(target.clone(), target, w).item() == 0.0
+    shifted = target + 0.5  # every pixel off by 0.5: per-keypoint pixel mean 0.25
+    assert losses.heatmap_mse_loss(shifted, target, w).item() == pytest.approx(0.25)
+    half = target.clone()
+    half[0, 1] += 1.0  # keypoint 1 off by 1, weight 3: weighted mean (0 * 1 + 1 * 3) / 4
+    assert losses.heatmap_mse_loss(half, target, torch.tensor([[1.0, 3.0]])).item() == pytest.approx(0.75)
+    with pytest.raises(InputError, match="do not match"):
+        losses.heatmap_mse_loss(target[:, :1], target, w)
+
+
+def test_heatmap_mse_gradient_only_where_weight_positive():
+    gen = torch.Generator().manual_seed(3)
+    pred = torch.rand((2, 3, 6, 5), generator=gen, requires_grad=True)
+    target = torch.rand((2, 3, 6, 5), generator=gen)
+    w = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 1.0]])
+    losses.heatmap_mse_loss(pred, target, w).backward()
+    per_kp = pred.grad.abs().sum(dim=(-2, -1))
+    assert (per_kp[w == 0] == 0).all() and (per_kp[w > 0] > 0).all()
+
+
+def make_batch(n=4, seed=0, codec=SMALL_CODEC, sigma=2.0):
+    """A collated batch as the dataset gives it (torch tensors), built with codec.encode + gaussian_heatmaps."""
+    rng = np.random.default_rng(seed)
+    w, h = codec.heatmap_size
+    iw, ih = codec.input_size
+    center = np.tile([[(iw - 1) / 2, (ih - 1) / 2]], (n, 1))  # the crop's own frame: the window is the crop
+    scale = np.tile([[float(iw), float(ih)]], (n, 1))
+    kpts = rng.uniform([5, 5], [iw - 6, ih - 6], size=(n, 17, 2))
+    vis = rng.choice([0, 1, 2, 2, 2], size=(n, 17))
+    kpts[:, 0] = [-30.0, 10.0]  # annotated outside the window: presence 0, map weight 0
+    vis[:, 0] = 3
+    area = np.full(n, 0.53 * iw * ih / 1.25 ** 2)
+    targets = codec.encode(kpts, vis, area, center, scale)
+    batch = {k: torch.from_numpy(np.asarray(v)) for k, v in targets.items()}
+    batch["heatmaps"] = torch.from_numpy(gaussian_heatmaps(targets["keypoints_map"], targets["map_weights"],
+                                                           (w, h), sigma))
+    batch.update(image=torch.from_numpy(rng.standard_normal((n, 3, ih, iw)).astype(np.float32)),
+                 keypoints=torch.from_numpy(kpts), area=torch.from_numpy(area),
+                 center=torch.from_numpy(center), scale=torch.from_numpy(scale))
+    return batch
+
+
+@pytest.mark.parametrize("kind", ["probmap", "heatmap"])
+def test_training_losses_are_finite_and_backpropagate(kind):
+    torch.manual_seed(0)
+    model = build_model(cnn_config(map_kind=kind, **SMALL)).train()
+    batch = make_batch()
+    terms = losses.training_losses(model(batch["image"]), batch, SMALL_CODEC, losses.LossConfig(kind=kind))
+    expected = {"probmap": {"map", "presence", "visibility", "oks_quality", "total"},
+                "heatmap": {"heatmap", "total"}}[kind]
+    assert set(terms) == expected
+    assert all(v.ndim == 0 and v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    if kind == "probmap":
+        assert terms["total"].item() == pytest.approx(sum(terms[k].item() for k in expected - {"total"}), rel=1e-5)
+    terms["total"].backward()
+    final = model.head.final_layer.weight.grad
+    assert final is not None and torch.isfinite(final).all() and final.abs().sum() > 0
+    branch_grad = model.head.probability_layers[-2].weight.grad  # the presence branch's 1x1 conv
+    assert (branch_grad is not None and branch_grad.abs().sum() > 0) == (kind == "probmap")
+
+
+def test_oks_quality_target_is_the_oks_of_the_decoded_point():
+    batch = make_batch(n=2, seed=1)
+    # maps that put all mass on the GT pixel nearest each keypoint: decoded OKS close to 1
+    w, h = SMALL_CODEC.heatmap_size
+    xy = np.clip(np.rint(batch["keypoints_map"].numpy()), 0, [w - 1, h - 1]).astype(int)
+    maps = np.zeros((2, 17, h, w), np.float32)
+    n_idx, k_idx = np.meshgrid(np.arange(2), np.arange(17), indexing="ij")
+    maps[n_idx, k_idx, xy[..., 1], xy[..., 0]] = 1.0
+    target = losses.decoded_oks_target(torch.from_numpy(maps), batch, SMALL_CODEC)
+    points, _ = SMALL_CODEC.decode(maps, batch["center"].numpy(), batch["scale"].numpy(), area=batch["area"].numpy())
+    expected = losses.decoded_oks(points, batch["keypoints"].numpy(), batch["area"].numpy())
+    np.testing.assert_allclose(target, expected)
+    inside = batch["map_weights"].numpy() > 0
+    assert target[inside].min() > 0.8  # rounding to the pixel grid costs a little OKS, not more
+
+
+def test_training_losses_weights_scale_terms_and_zero_weights_drop_them():
+    torch.manual_seed(1)
+    model = build_model(cnn_config(**SMALL)).train()
+    batch = make_batch(n=2, seed=2)
+    out = model(batch["image"])
+    base = losses.training_losses(out, batch, SMALL_CODEC, losses.LossConfig())
+    cfg = losses.LossConfig(map_weight=2.0, presence_weight=0.0, visibility_weight=0.5, oks_quality_weight=0.0)
+    scaled = losses.training_losses(out, batch, SMALL_CODEC, cfg)
+    want = 2 * base["map"] + 0.5 * base["visibility"]
+    assert scaled["total"].item() == pytest.approx(want.item(), rel=1e-5)
+    pure_risk = losses.training_losses(out, batch, SMALL_CODEC, losses.LossConfig(smoothness_alpha=0.0))
+    expect_risk = losses.oks_risk(out["prob_maps"], batch["oks_maps"], batch["map_weights"])
+    assert pure_risk["map"].item() == pytest.approx(expect_risk.item(), rel=1e-6)
+
+
+def test_training_losses_name_what_is_missing():
+    torch.manual_seed(0)
+    batch = make_batch(n=2)
+    probmap_out = build_model(cnn_config(**SMALL))(batch["image"])
+    heatmap_out = build_model(cnn_config(map_kind="heatmap", **SMALL))(batch["image"])
+    with pytest.raises(InputError, match="map_kind 'heatmap'"):
+        losses.training_losses(probmap_out, batch, SMALL_CODEC, losses.LossConfig(kind="heatmap"))
+    with pytest.raises(InputError, match="map_kind 'probmap'"):
+        losses.training_losses(heatmap_out, batch, SMALL_CODEC, losses.LossConfig(kind="probmap"))
+    no_heatmaps = {k: v for k, v in batch.items() if k != "heatmaps"}
+    with pytest.raises(InputError, match="heatmap_sigma"):
+        losses.training_losses(heatmap_out, no_heatmaps, SMALL_CODEC, losses.LossConfig(kind="heatmap"))
+    with pytest.raises(InputError, match="oks_maps"):
+        losses.training_losses(probmap_out, {k: v for k, v in batch.items() if k != "oks_maps"}, SMALL_CODEC,
+                               losses.LossConfig())
+    with pytest.raises(InputError, match="double-heatmap"):
+        losses.training_losses(dict(probmap_out, wide_prob_maps=probmap_out["prob_maps"]), batch, SMALL_CODEC,
+                               losses.LossConfig())
+    with pytest.raises(ValueError, match="loss kind"):
+        losses.LossConfig(kind="mse")
+    with pytest.raises(ValueError, match="presence_weight"):
+        losses.LossConfig(presence_weight=-1)
+
+
+def test_training_losses_under_autocast_are_float32():
+    torch.manual_seed(0)
+    model = build_model(cnn_config(**SMALL)).train()
+    batch = make_batch(n=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch["image"])
+        terms = losses.training_losses(out, batch, SMALL_CODEC, losses.LossConfig())
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    terms["total"].backward()
+
+
+@pytest.mark.parametrize("kind", ["probmap", "heatmap"])
+def test_sgd_steps_on_one_batch_reduce_the_total(kind):
+    torch.manual_seed(0)
+    model = build_model(cnn_config(map_kind=kind, drop_path=0.0, **SMALL)).train()
+    batch = make_batch(n=4, seed=5)
+    config = losses.LossConfig(kind=kind)
+    lr = {"probmap": 0.05, "heatmap": 0.5}[kind]
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    totals = []
+    for _ in range(15):
+        terms = losses.training_losses(model(batch["image"]), batch, SMALL_CODEC, config)
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+        totals.append(terms["total"].item())
+    assert min(totals[-3:]) < 0.9 * totals[0], totals
+
+
+def test_training_losses_gradients_flow_only_where_weights_are_positive():
+    batch = make_batch(n=3, seed=4)
+    gen = torch.Generator().manual_seed(0)
+    n, k, h, w = batch["oks_maps"].shape
+    maps = torch.rand((n, k, h, w), generator=gen)
+    outputs = {"prob_maps": (maps / maps.sum(dim=(-2, -1), keepdim=True)).requires_grad_(),
+               **{key: torch.rand((n, k), generator=gen).clamp(0.05, 0.95).requires_grad_()
+                  for key in ("presence", "visibility", "oks_quality")}}
+    losses.training_losses(outputs, batch, SMALL_CODEC, losses.LossConfig())["total"].backward()
+    map_w, kp_w = batch["map_weights"] > 0, batch["keypoint_weights"] > 0
+    assert (map_w != kp_w).any()  # some keypoints are annotated but outside the window
+    for key, weight in (("prob_maps", map_w), ("oks_quality", map_w), ("presence", kp_w), ("visibility", kp_w)):
+        grad = outputs[key].grad.abs()
+        grad = grad.sum(dim=(-2, -1)) if grad.ndim == 4 else grad
+        assert (grad[~weight] == 0).all() and (grad[weight] > 0).all(), key
+    heat = {"heatmaps": torch.rand((n, k, h, w), generator=gen, requires_grad=True)}
+    losses.training_losses(heat, batch, SMALL_CODEC, losses.LossConfig(kind="heatmap"))["total"].backward()
+    grad = heat["heatmaps"].grad.abs().sum(dim=(-2, -1))
+    assert (grad[~map_w] == 0).all() and (grad[map_w] > 0).all()

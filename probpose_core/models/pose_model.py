@@ -5,7 +5,13 @@
 returns a dict with exactly the keys ``prob_maps (N, K, 64, 48)`` (each map sums to 1),
 ``presence``, ``visibility``, ``oks_quality`` (N, K) in [0, 1]; the double-heatmap variant adds
 ``wide_prob_maps (N, K, 64, 48)``. ``return_logits=True`` adds ``map_logits`` (before the
-temperature) for calibration. The state_dict keys are those of MMPose-1.x ProbPose
+temperature) for calibration.
+
+``map_kind="heatmap"`` builds the Gaussian heatmap + MSE baseline from the same backbone and
+head code: the head's final 1x1 conv output is returned raw under ``heatmaps (N, K, 64, 48)``
+instead of ``prob_maps`` (no temperature, no Sparsemax); the presence / visibility /
+OKS-quality branches are still there. Decode it with ``codec.decode(method="udp")`` (the
+Pipeline does); train it with ``losses.LossConfig(kind="heatmap")``. The state_dict keys are those of MMPose-1.x ProbPose
 (``backbone.*``, ``head.*``).
 """
 from dataclasses import asdict, dataclass, fields
@@ -20,6 +26,7 @@ from .probmap_head import ProbMapHead
 from .vit import VIT_SIZES, VisionTransformer, patch_grid
 
 OUTPUT_NAMES = ("prob_maps", "presence", "visibility", "oks_quality")
+MAP_KINDS = ("probmap", "heatmap")
 BACKBONES = ("vit", "cnn")
 SPARSEMAX_METHODS = ("exact", "topk", "bisect")
 
@@ -44,6 +51,7 @@ class PoseModelConfig:
     temperature: float = 0.5  # sparsemax temperature of the map head (logits / temperature)
     double_heatmap: bool = False
     sparsemax_method: str = "exact"  # "exact" | "topk" | "bisect" (export)
+    map_kind: str = "probmap"  # "probmap" (Sparsemax prob_maps) | "heatmap" (raw Gaussian-regression heatmaps)
 
     def __post_init__(self):
         self.input_size = tuple(int(v) for v in self.input_size)
@@ -54,6 +62,10 @@ class PoseModelConfig:
             raise ValueError(f"sparsemax_method must be one of {SPARSEMAX_METHODS}, got {self.sparsemax_method!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.map_kind not in MAP_KINDS:
+            raise ValueError(f"map_kind must be one of {MAP_KINDS}, got {self.map_kind!r}")
+        if self.map_kind == "heatmap" and self.double_heatmap:
+            raise ValueError("the double-heatmap variant needs map_kind 'probmap'")
 
     @property
     def feature_grid(self) -> tuple[int, int]:
@@ -107,11 +119,12 @@ class PoseModel(nn.Module):
             self.backbone = SmallCNN(config.embed_dim)
         self.head = ProbMapHead(config.embed_dim, config.num_keypoints, config.head_channels,
                                 config.aux_channels or None, config.temperature, config.sparsemax_method,
-                                config.double_heatmap)
+                                config.double_heatmap, config.map_kind)
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return OUTPUT_NAMES + (("wide_prob_maps",) if self.config.double_heatmap else ())
+        maps = ("heatmaps",) if self.config.map_kind == "heatmap" else OUTPUT_NAMES[:1]
+        return maps + OUTPUT_NAMES[1:] + (("wide_prob_maps",) if self.config.double_heatmap else ())
 
     def set_sparsemax_method(self, method: str) -> None:
         """Switch the head's sparsemax variant (export uses "topk"); weights are unaffected."""

@@ -4,7 +4,9 @@ Map path (ProbPose, Purkrabek & Matas 2025): features (N, C, 16, 12) ->
 ``deconv_layers`` = 2x (ConvTranspose 4x4 s2 p1 no bias, BN, ReLU) -> ``final_layer``
 1x1 conv to K logits (N, K, 64, 48) -> divided by the temperature -> Sparsemax over the
 H*W pixels of each map (:func:`sparsemax.sparsemax_maps`), so every map is a probability
-distribution over the activation window.
+distribution over the activation window. With ``map_kind="heatmap"`` (the Gaussian heatmap
++ MSE baseline) the 1x1 conv output is returned as it is under ``heatmaps`` instead: no
+temperature, no Sparsemax; everything else (deconvs, branches, weights' names) is the same.
 
 Scalar branches ``probability_layers`` (presence), ``visibility_layers``, ``oks_layers``
 (predicted OKS of the decoded point) and ``error_layers`` (kept only so official checkpoints
@@ -55,11 +57,16 @@ def aux_branch(in_channels: int, channels: int, num_keypoints: int, activation: 
 
 
 class ProbMapHead(nn.Module):
-    """features (N, C, h, w) -> dict of prob_maps (N, K, 4h, 4w), presence, visibility, oks_quality (N, K)."""
+    """features (N, C, h, w) -> dict of prob_maps (N, K, 4h, 4w) (``heatmaps`` for map_kind "heatmap"),
+    presence, visibility, oks_quality (N, K)."""
 
     def __init__(self, in_channels: int, num_keypoints: int = 17, channels: int = 256, aux_channels=None,
-                 temperature: float = 0.5, sparsemax_method: str = "exact", double_heatmap: bool = False):
+                 temperature: float = 0.5, sparsemax_method: str = "exact", double_heatmap: bool = False,
+                 map_kind: str = "probmap"):
         super().__init__()
+        if map_kind not in ("probmap", "heatmap"):
+            raise ValueError(f"map_kind must be 'probmap' or 'heatmap', got {map_kind!r}")
+        self.map_kind = map_kind
         aux_channels = aux_channels or in_channels
         self.temperature = float(temperature)
         self.sparsemax_method = sparsemax_method
@@ -80,7 +87,10 @@ class ProbMapHead(nn.Module):
 
     def forward(self, features: torch.Tensor, return_logits: bool = False) -> dict:
         logits = self.final_layer(self.deconv_layers(features))
-        out = {"prob_maps": sparsemax_maps(logits, self.temperature, self.sparsemax_method).clamp(0, 1)}
+        if self.map_kind == "heatmap":
+            out = {"heatmaps": logits}
+        else:
+            out = {"prob_maps": sparsemax_maps(logits, self.temperature, self.sparsemax_method).clamp(0, 1)}
         detached = features.detach()
         for name, key in AUX_OUTPUTS.items():
             out[key] = getattr(self, name)(detached).amax(dim=(2, 3))
