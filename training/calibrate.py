@@ -1,0 +1,168 @@
+"""Calibrate a checkpoint: the probability-map temperature and the presence threshold.
+
+``python -m training.calibrate --checkpoint M.pt --ann VAL.json --images DIR --out CALIBRATED.pt
+[--plots DIR] [--max-instances N] [--no-flip-test]``
+
+The split passed MUST be a validation split (e.g. COCO val, or a part of train held back
+from training), never the held-out data the model is finally evaluated on: both numbers are
+fitted to it, so evaluating on the same data afterwards reports fitted, optimistic numbers.
+
+1. Temperature: the raw map logits (``map_logits``, before any temperature, so a temperature
+   stored in the input checkpoint is neither used nor applied twice) of up to
+   ``max_instances`` GT instances (a seeded random subset; ``evaluate.gt_outputs``, no flip
+   test: a temperature scales one pass's logits) go to
+   :func:`probpose_core.calibration.fit_temperature` with the codec's ``map_weights``
+   (annotated keypoints inside the activation window). It returns the total temperature
+   ``T`` of ``sparsemax(logits / T)``; the checkpoint stores ``T / config.temperature``,
+   which :func:`load_checkpoint` multiplies back into the head.
+2. Presence threshold: the model with the fitted temperature is evaluated on the whole split
+   (``evaluate.evaluate_model``, flip test as deployed) and the threshold with the best Ex-AP
+   (``search_presence_threshold``) is stored.
+
+Prints the map calibration error before (the input checkpoint's temperature) and after, and
+writes the evaluation plots plus ``map_coverage_calibration.png`` (coverage before / after)
+to ``--plots``. Heatmap models (``map_kind="heatmap"``) have no probability maps: only their
+presence threshold is fitted. Bad input: one line on stderr, exit code 2.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from probpose_core.calibration import (Q_GRID, calibration_error, coverage_curve, credible_interval,
+                                       fit_temperature, plot_coverage_curve, temperature_maps)
+from probpose_core.errors import InputError
+
+from .evaluate import LogitsRunner, evaluate_model, gt_outputs, model_codec, run_command
+
+DEFAULT_MAX_INSTANCES = 1000  # logits of 1000 instances: ~210 MB float32
+_CHUNK = 256  # instances per chunk when turning logits into maps
+
+
+def coverage_at(logits, gt_heatmap_xy, weights, temperature: float, grid=Q_GRID) -> tuple[np.ndarray, float]:
+    """Coverage curve (Q,) and calibration error of ``sparsemax(logits / temperature)``.
+
+    logits: (N, K, H, W) raw map logits; gt_heatmap_xy: (N, K, 2); weights: (N, K).
+    """
+    los, his = [], []
+    for s in range(0, len(logits), _CHUNK):
+        lo, hi = credible_interval(temperature_maps(logits[s:s + _CHUNK], temperature), gt_heatmap_xy[s:s + _CHUNK])
+        los.append(lo)
+        his.append(hi)
+    lo, hi = np.concatenate(los), np.concatenate(his)
+    return coverage_curve(lo, weights, grid, hi), calibration_error(lo, weights, grid, hi)
+
+
+def fit_map_temperature(model, instances, images, codec, progress: bool = True) -> dict:
+    """Fit the total map temperature on GT ``instances``; returns the fit and before/after numbers.
+
+    ``before`` uses the model's current head temperature (the checkpoint as delivered).
+    """
+    outputs = gt_outputs(LogitsRunner(model), instances, images, codec, flip_test=False, logits=True,
+                         progress=progress)
+    logits, gt_xy, weights = outputs["map_logits"], outputs["keypoints_map"], outputs["map_weights"]
+    before_t = float(model.head.temperature)
+    fitted_t = fit_temperature(logits, gt_xy, weights)
+    before_curve, before_err = coverage_at(logits, gt_xy, weights, before_t)
+    after_curve, after_err = coverage_at(logits, gt_xy, weights, fitted_t)
+    return {"instances": len(instances), "keypoints": int(np.sum(weights > 0)),
+            "head_temperature_before": before_t, "head_temperature_after": fitted_t,
+            "error_before": before_err, "error_after": after_err,
+            "coverage_before": before_curve, "coverage_after": after_curve}
+
+
+def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bool = True,
+                         max_instances: int = DEFAULT_MAX_INSTANCES, seed: int = 0, progress: bool = True) -> dict:
+    """Fit temperature and presence threshold of ``checkpoint`` on the VALIDATION split ``ann``
+    / ``images`` and write the calibrated checkpoint to ``out``. Returns a summary dict
+    (``temperature`` as stored, ``presence_threshold``, ``map`` fit numbers or None,
+    ``metrics`` of the calibrated model)."""
+    from probpose_core.data.instances import load_instances
+    from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
+    from probpose_core.runtime.torch_runner import TorchRunner
+
+    if int(max_instances) < 1:
+        raise InputError(f"max_instances must be at least 1, got {max_instances}")
+    images = Path(images)
+    if not images.is_dir():
+        raise InputError(f"images folder not found: {images}")
+    model, meta = load_checkpoint(checkpoint)
+    config, codec = meta["config"], model_codec(meta)
+    temperature, fit = meta["temperature"], None
+    if getattr(config, "map_kind", "probmap") != "heatmap":
+        instances, _ = load_instances(ann, images_dir=images)
+        if not instances:
+            raise InputError(f"{ann}: no instance with annotated keypoints and an image file to calibrate on")
+        if len(instances) > max_instances:
+            pick = np.sort(np.random.default_rng(seed).choice(len(instances), int(max_instances), replace=False))
+            instances = [instances[i] for i in pick]
+        fit = fit_map_temperature(model, instances, images, codec, progress=progress)
+        model.head.temperature = fit["head_temperature_after"]
+        temperature = fit["head_temperature_after"] / config.temperature
+    runner = TorchRunner(model, meta={"codec": meta["codec"], "presence_threshold": meta["presence_threshold"]})
+    metrics = evaluate_model(runner, ann, images, flip_test=flip_test, out_dir=plots, progress=progress)
+    threshold = float(metrics["presence_threshold"])
+    extra = dict(meta["extra"])
+    extra["calibration"] = {"split": str(ann), "instances": None if fit is None else fit["instances"],
+                            "map_error_before": None if fit is None else float(fit["error_before"]),
+                            "map_error_after": None if fit is None else float(fit["error_after"]),
+                            "ex_ap": float(metrics["Ex-AP"]), "flip_test": bool(flip_test)}
+    save_checkpoint(out, model, config, codec=codec, temperature=float(temperature), presence_threshold=threshold,
+                    extra=extra)
+    if plots is not None and fit is not None:
+        plot_coverage_curve({f"before (T = {fit['head_temperature_before']:.3g})": fit["coverage_before"],
+                             f"after (T = {fit['head_temperature_after']:.3g})": fit["coverage_after"]},
+                            Path(plots) / "map_coverage_calibration.png")
+    return {"temperature": float(temperature), "presence_threshold": threshold, "map": fit, "metrics": metrics}
+
+
+def format_summary(summary: dict) -> str:
+    """Terminal lines: temperature and map calibration error before/after, threshold and Ex-AP."""
+    lines = []
+    fit = summary["map"]
+    if fit is None:
+        lines.append("heatmap model: no probability maps, temperature not fitted")
+    else:
+        lines.append(f"map temperature: head {fit['head_temperature_before']:.4g} -> {fit['head_temperature_after']:.4g} "
+                     f"(stored calibration factor {summary['temperature']:.4g}; {fit['keypoints']} keypoints of "
+                     f"{fit['instances']} instances)")
+        lines.append(f"map calibration error: before {fit['error_before']:.4f}, after {fit['error_after']:.4f}")
+    m = summary["metrics"]
+    lines.append(f"presence threshold: {m['checkpoint_presence_threshold']:.4g} -> {summary['presence_threshold']:.4g} "
+                 f"(Ex-AP {m['at_checkpoint_threshold']['Ex-AP']:.4f} -> {m['Ex-AP']:.4f}, AP {m['AP']:.4f})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.calibrate",
+                                     description="Fit map temperature and presence threshold on a VALIDATION split.")
+    parser.add_argument("--checkpoint", required=True, help="our checkpoint (.pt)")
+    parser.add_argument("--ann", required=True, help="COCO keypoints file of a validation split (never the test set)")
+    parser.add_argument("--images", required=True, help="folder of the annotation's images")
+    parser.add_argument("--out", required=True, help="calibrated checkpoint to write (.pt)")
+    parser.add_argument("--plots", help="folder for the plots and metrics.json of the calibrated model")
+    parser.add_argument("--max-instances", type=int, default=DEFAULT_MAX_INSTANCES,
+                        help=f"GT instances for the temperature fit (random subset; default {DEFAULT_MAX_INSTANCES})")
+    parser.add_argument("--no-flip-test", dest="flip_test", action="store_false",
+                        help="threshold search without the flip test")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the instance subset (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def action():
+        summary = calibrate_checkpoint(args.checkpoint, args.ann, args.images, args.out, plots=args.plots,
+                                       flip_test=args.flip_test, max_instances=args.max_instances, seed=args.seed,
+                                       progress=not args.quiet)
+        print(format_summary(summary))
+        print(f"wrote {args.out}" + (f"; plots in {args.plots}" if args.plots else ""))
+
+    return run_command("calibrate", action)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Evaluate a pose model on a COCO-format keypoints set: mAP, Ex-mAP, A-E areas, calibration.
+
+``python -m training.evaluate --checkpoint M.pt|M.onnx --ann GT.json --images DIR
+[--detections DETS.json] [--no-flip-test] [--runtime torch|ort] --out DIR``
+
+Steps (each the one implementation in the house):
+
+1. predictions: :func:`probpose_core.pipeline.predict_images` with the GT boxes of ``--ann``
+   (the paper's protocol, one prediction per GT instance) or with the person boxes and
+   scores of ``--detections`` (COCO results format); written to ``predictions.json``.
+2. metrics: :mod:`probpose_core.evaluation` on the written predictions: COCO mAP (equal to
+   pycocotools), Ex-mAP at the best presence threshold (``search_presence_threshold``, with the
+   whole Ex-AP-vs-threshold curve) and at the model's own threshold (checkpoint / ONNX sidecar,
+   0.45 for an in-memory model), and the A-E area table of the GT.
+3. calibration, on the GT instances (whatever boxes the predictions used): the model runs
+   over the GT boxes' activation windows (:func:`gt_outputs`, the same crops and flip test as
+   the pipeline) and is compared with the codec's targets. Presence reliability: predicted
+   presence vs "the annotated keypoint lies inside the activation window" (the presence
+   target); map coverage: credible level of the GT pixel in each probability map, over the
+   keypoints with a map target (``map_weights``). Heatmap models have no probability maps:
+   their coverage is left out.
+
+``out_dir`` receives ``metrics.json``, ``predictions.json`` and the PNG plots
+(``presence_reliability.png``, ``map_coverage.png``, ``presence_threshold.png``).
+Works on CropCOCO (v = 3 keypoints) as on COCO. Bad input: one line on stderr, exit code 2.
+"""
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from probpose_core.calibration import (Q_GRID, brier_score, calibration_error, coverage_curve, credible_interval,
+                                       expected_calibration_error)
+from probpose_core.codec import ProbMapCodec
+from probpose_core.errors import InputError
+from probpose_core.evaluation import format_table, load_gt, load_predictions
+from probpose_core.evaluation.areas import area_table, format_area_table
+from probpose_core.evaluation.cocoeval import METRICS, coco_stats, extended_terms, standard_similarity
+from probpose_core.evaluation.exoks import DEFAULT_PRESENCE_THRESHOLD, ex_oks_from_terms
+from probpose_core.evaluation.instances import prepare
+from probpose_core.evaluation.threshold import search_presence_threshold
+from probpose_core.geometry import PADDING
+from probpose_core.jsonio import dump_json
+from probpose_core.pipeline import Pipeline, predict_images, read_image
+
+GT_BATCH = 32  # crops per forward pass over the GT instances
+
+
+# ------------------------------------------------------------------------------ the model
+
+class LogitsRunner:
+    """A torch PoseModel behind the Runner protocol that also returns ``map_logits`` (N, K, H, W)."""
+
+    name = "torch-logits"
+
+    def __init__(self, model, max_batch: int = GT_BATCH):
+        self.model = model
+        self.input_size = tuple(int(v) for v in model.config.input_size)
+        self.max_batch = int(max_batch)
+        self.meta = {}
+
+    def run(self, images: np.ndarray) -> dict:
+        import torch
+
+        param = next(self.model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(images)).to(device), return_logits=True)
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+def make_model_runner(model, runtime: str = "torch"):
+    """``(runner, meta)`` for a checkpoint / ONNX path or an in-memory torch PoseModel.
+
+    meta: the checkpoint meta or ONNX sidecar ({} for an in-memory model).
+    """
+    if isinstance(model, (str, Path)):
+        from probpose_core.runtime import make_runner
+
+        runner = make_runner(model, runtime=runtime)
+        return runner, dict(getattr(runner, "meta", None) or {})
+    if hasattr(model, "run"):
+        return model, dict(getattr(model, "meta", None) or {})
+    from probpose_core.runtime.torch_runner import TorchRunner
+
+    return TorchRunner(model), {}
+
+
+def model_codec(meta: dict) -> ProbMapCodec:
+    """The codec recorded with the model (checkpoint meta), else the default one."""
+    if isinstance(meta.get("codec"), dict):
+        from probpose_core.models.checkpoints import codec_from_settings
+
+        return codec_from_settings(meta["codec"])
+    return ProbMapCodec()
+
+
+# ------------------------------------------------------------------------------ GT instances
+
+def _heatmap_presence(out: dict) -> np.ndarray:
+    """Presence (N, K) of a heatmap model, as the pipeline takes it: the peak value, in [0, 1]."""
+    return np.clip(np.asarray(out["heatmaps"], dtype=np.float64).max(axis=(2, 3)), 0.0, 1.0)
+
+
+def _batches(instances, images_dir: Path, pipe: Pipeline, progress: bool):
+    """Crops of the instances, image by image, gathered into batches of about GT_BATCH:
+    yields ``(images (B, 3, H, W), center (B, 2), scale (B, 2), instances (B,))``."""
+    from tqdm import tqdm
+
+    by_image: dict = {}
+    for inst in instances:
+        by_image.setdefault(inst.file_name, []).append(inst)
+    parts: list = []
+    size = 0
+    for file_name, group in tqdm(by_image.items(), desc="gt instances", unit="img", disable=not progress,
+                                 file=sys.stderr):
+        frame = read_image(images_dir / file_name)
+        images, center, scale = pipe.crops(frame, np.stack([inst.bbox for inst in group]))
+        parts.append((images, center, scale, group))
+        size += len(group)
+        if size >= GT_BATCH:
+            yield _concat(parts)
+            parts, size = [], 0
+    if parts:
+        yield _concat(parts)
+
+
+def _concat(parts):
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]), [inst for p in parts for inst in p[3]])
+
+
+def gt_outputs(runner, instances, images_dir, codec: ProbMapCodec = ProbMapCodec(), flip_test: bool = False,
+               logits: bool = False, progress: bool = False) -> dict:
+    """Run the model over GT ``instances`` (data.instances.Instance, with keypoints) and collect
+    its outputs next to the codec's targets: the one pass shared by evaluation and calibration.
+
+    runner: a Runner (``logits=True`` needs a :class:`LogitsRunner`). Crops are the pipeline's
+    (:meth:`Pipeline.crops`), the flip test its :meth:`Pipeline.infer`. Returns numpy arrays
+    over the N instances: ``presence``, ``presence_target``, ``keypoint_weights``,
+    ``map_weights`` (N, K); ``keypoints_map`` (N, K, 2) GT in heatmap pixels; ``level_lo``,
+    ``level_hi`` (N, K) credible interval of the GT pixel in each probability map (NaN off the
+    map or for heatmap models); ``map_logits`` (N, K, H, W) float32 only with ``logits``.
+    """
+    images_dir = Path(images_dir)
+    if not instances:
+        raise InputError("no GT instance with annotated keypoints to evaluate calibration on")
+    pipe = Pipeline(runner, codec=codec, flip_test=flip_test, credible_levels=())
+    keys = ("presence", "presence_target", "keypoint_weights", "map_weights", "keypoints_map", "level_lo", "level_hi")
+    collected: dict = {k: [] for k in keys + (("map_logits",) if logits else ())}
+    for images, center, scale, group in _batches(instances, images_dir, pipe, progress):
+        out = pipe.infer(images)
+        kpts = np.stack([inst.keypoints for inst in group])
+        targets = codec.encode(kpts[..., :2], kpts[..., 2].astype(np.int64), np.array([i.area for i in group]),
+                               center, scale)
+        presence = _heatmap_presence(out) if "heatmaps" in out else out["presence"]
+        if "prob_maps" in out:
+            lo, hi = credible_interval(out["prob_maps"], targets["keypoints_map"])
+        else:
+            lo = hi = np.full(kpts.shape[:2], np.nan)
+        values = {"presence": np.asarray(presence, dtype=np.float64), "presence_target": targets["presence"],
+                  "keypoint_weights": targets["keypoint_weights"], "map_weights": targets["map_weights"],
+                  "keypoints_map": targets["keypoints_map"], "level_lo": lo, "level_hi": hi}
+        if logits:
+            values["map_logits"] = np.asarray(out["map_logits"], dtype=np.float32)
+        for k, v in values.items():
+            collected[k].append(v)
+    return {k: np.concatenate(v) for k, v in collected.items()}
+
+
+def calibration_summary(outputs: dict, grid=Q_GRID) -> dict:
+    """Presence reliability and map coverage numbers from :func:`gt_outputs`' arrays."""
+    annotated = outputs["keypoint_weights"] > 0
+    presence, target = outputs["presence"][annotated], outputs["presence_target"][annotated]
+    weights = outputs["map_weights"]
+    coverage = coverage_curve(outputs["level_lo"], weights, grid, outputs["level_hi"])
+    on_map = int(np.sum((weights > 0) & np.isfinite(outputs["level_lo"])))
+    return {
+        "presence": {"keypoints": int(annotated.sum()), "ece": _number(expected_calibration_error(presence, target)),
+                     "brier": _number(brier_score(presence, target)),
+                     "fraction_present": _number(float(target.mean()) if target.size else float("nan"))},
+        "maps": {"keypoints": on_map,
+                 "calibration_error": _number(calibration_error(outputs["level_lo"], weights, grid,
+                                                                outputs["level_hi"]) if on_map else float("nan")),
+                 "grid": [float(q) for q in grid], "coverage": [_number(c) for c in coverage]},
+    }
+
+
+def _number(value) -> float | None:
+    """A finite float, or None (JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# ------------------------------------------------------------------------------ metrics
+
+def keypoint_metrics(gt: dict, preds: list, presence_threshold: float, padding: float = PADDING) -> dict:
+    """COCO mAP, Ex-mAP at the best presence threshold and at ``presence_threshold``.
+
+    Flat: the ten COCO numbers (AP ...), the ten Ex- numbers at the best threshold
+    (``presence_threshold`` = that threshold), as :func:`evaluation.evaluate` with "best" gives
+    them; plus ``checkpoint_presence_threshold``, ``at_checkpoint_threshold`` (the ten Ex-
+    numbers there) and ``presence_threshold_curve`` ([threshold, Ex-AP] per candidate).
+    """
+    standard = prepare(gt, preds, extended=False)
+    results = coco_stats(standard, standard_similarity(standard))
+    ex = prepare(gt, preds, extended=True, padding=padding)
+    terms = extended_terms(ex, padding)
+    best, stats, curve = search_presence_threshold(ex, terms)
+    at_model = coco_stats(ex, ex_oks_from_terms(terms, float(presence_threshold)))
+    results.update({"Ex-" + name: stats[name] for name in METRICS})
+    results["presence_threshold"] = best
+    results["checkpoint_presence_threshold"] = float(presence_threshold)
+    results["at_checkpoint_threshold"] = {"Ex-" + name: at_model[name] for name in METRICS}
+    results["presence_threshold_curve"] = [[float(t), float(ap)] for t, ap in curve]
+    return results
+
+
+def format_report(metrics: dict) -> str:
+    """The terminal report: metric table, the model's threshold, calibration, A-E areas."""
+    at = metrics["at_checkpoint_threshold"]
+    lines = [format_table(metrics),
+             f"at the model's presence threshold {metrics['checkpoint_presence_threshold']:.4g}: "
+             f"Ex-AP {at['Ex-AP']:.4f}  Ex-AP50 {at['Ex-AP50']:.4f}  Ex-AR {at['Ex-AR']:.4f}"]
+    cal = metrics.get("calibration")
+    if cal:
+        p, m = cal["presence"], cal["maps"]
+        fmt = (lambda v: "n/a" if v is None else f"{v:.4f}")
+        lines.append(f"presence calibration ({p['keypoints']} annotated GT keypoints): ECE {fmt(p['ece'])}, "
+                     f"Brier {fmt(p['brier'])}")
+        lines.append(f"map calibration ({m['keypoints']} GT keypoints on the maps): error {fmt(m['calibration_error'])}")
+    lines.append(format_area_table(metrics["areas"]))
+    return "\n".join(lines)
+
+
+def evaluate_model(model, ann, images, detections=None, flip_test: bool = True, out_dir=None,
+                   runtime: str = "torch", progress: bool = True) -> dict:
+    """Predict, score and check calibration of ``model`` on the COCO keypoints set ``ann``.
+
+    model: a checkpoint (.pt), an .onnx, or an in-memory torch PoseModel (left in the mode it
+    came in); ann: GT keypoints file; images: its image folder; detections: optional COCO
+    results-format person boxes (else the GT boxes); runtime: "torch" | "ort" for paths.
+    Returns the metrics dict (see :func:`keypoint_metrics`, plus ``calibration``, ``areas``,
+    ``counts``, ``settings``) and, with ``out_dir``, writes metrics.json, predictions.json
+    and the plots there.
+    """
+    from probpose_core.data.instances import load_instances
+
+    images = Path(images)
+    if not images.is_dir():
+        raise InputError(f"images folder not found: {images}")
+    gt = load_gt(ann)
+    was_training = getattr(model, "training", None)
+    runner, meta = make_model_runner(model, runtime)
+    codec = model_codec(meta)
+    threshold = float(meta.get("presence_threshold", DEFAULT_PRESENCE_THRESHOLD))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            pred_path = Path(out_dir or tmp) / "predictions.json"
+            predict_images(images, pred_path, runner, ann=ann, detections=detections, progress=progress,
+                           pipeline_kw={"flip_test": flip_test, "codec": codec})
+            preds = load_predictions(pred_path, gt)
+        metrics = keypoint_metrics(gt, preds, threshold, padding=codec.padding)
+        instances, skipped = load_instances(ann, images_dir=images)
+        outputs = gt_outputs(runner, instances, images, codec, flip_test=flip_test, progress=progress)
+    finally:
+        if was_training:
+            model.train()
+    metrics["calibration"] = calibration_summary(outputs)
+    metrics["areas"] = area_table(gt, padding=codec.padding)
+    metrics["counts"] = {"images": len(gt["images"]), "predictions": len(preds), "gt_instances": len(instances),
+                         "gt_skipped": dict(skipped)}
+    metrics["settings"] = {"model": str(model) if isinstance(model, (str, Path)) else type(model).__name__,
+                           "ann": str(ann), "images": str(images), "detections": None if detections is None
+                           else str(detections), "flip_test": bool(flip_test), "runtime": runtime}
+    if out_dir is not None:
+        from .plots import write_plots
+
+        out_dir = Path(out_dir)
+        dump_json(metrics, out_dir / "metrics.json")
+        write_plots(metrics, outputs, out_dir)
+    return metrics
+
+
+# ------------------------------------------------------------------------------ CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="our checkpoint (.pt) or an exported .onnx")
+    parser.add_argument("--ann", required=True, help="COCO keypoints ground truth (v=3: outside the image)")
+    parser.add_argument("--images", required=True, help="folder of the annotation's images")
+    parser.add_argument("--detections", help="COCO results-format person boxes to use instead of the GT boxes")
+    parser.add_argument("--no-flip-test", dest="flip_test", action="store_false", help="no horizontal flip test")
+    parser.add_argument("--runtime", default="torch", choices=("torch", "ort"), help="inference runtime (default torch)")
+    parser.add_argument("--out", required=True, help="output folder (metrics.json, predictions.json, plots)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def run_command(prog: str, action) -> int:
+    """Run ``action()``; InputError becomes one line ``PROG: error: ...`` on stderr and exit code 2."""
+    try:
+        action()
+    except InputError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def action():
+        metrics = evaluate_model(args.checkpoint, args.ann, args.images, detections=args.detections,
+                                 flip_test=args.flip_test, out_dir=args.out, runtime=args.runtime,
+                                 progress=not args.quiet)
+        print(format_report(metrics))
+        print(f"wrote {Path(args.out) / 'metrics.json'}, predictions.json and plots to {args.out}")
+
+    return run_command("evaluate", action)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
