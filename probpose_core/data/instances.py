@@ -81,7 +81,7 @@ def _box_problem(bbox) -> str | None:
     return None
 
 
-def _prefilter(data, skipped: Counter, where: str) -> dict:
+def _prefilter(data, skipped: Counter) -> dict:
     """A copy of the GT dict without the annotations that would fail validation one by one
     (unknown image id, non-finite or negative box); those are counted in ``skipped``."""
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
@@ -188,7 +188,9 @@ def load_instances(ann_path, detections_path=None, min_keypoints: int = 1, image
     """
     skipped: Counter = Counter()
     where = str(Path(ann_path))
-    data = validate_coco(_prefilter(load_json(ann_path, "annotation file"), skipped, where), where=where)
+    # with detections the GT annotations are not used: their skips are not counted
+    gt_skipped = skipped if detections_path is None else Counter()
+    data = validate_coco(_prefilter(load_json(ann_path, "annotation file"), gt_skipped), where=where)
     index = _ImageIndex(data["images"], images_dir)
     if detections_path is None:
         instances = _gt_instances(data, index, int(min_keypoints), skipped)
