@@ -1,5 +1,6 @@
 import math
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -102,14 +103,60 @@ def test_ellipse_axes():
     assert abs(angle[0]) == pytest.approx(90.0)
 
 
-
-
-def test_single_map_fast_path_equals_the_batched_path(rng):
+def test_many_maps_at_once_equal_each_map_on_its_own(rng):
     for _ in range(50):
-        p = rng.uniform(size=(6, 5)) * (rng.uniform(size=(6, 5)) < 0.4)
-        p[rng.integers(6), rng.integers(5)] = 0.3  # never all zero
-        p = p / p.sum()
-        for q in (0.1, 0.5, 0.9, 1.0):
-            batched = regions.credible_mask(np.stack([p, p.T.copy().T]), q)
-            np.testing.assert_array_equal(regions.credible_mask(p, q), batched[0])
+        maps = rng.uniform(size=(5, 6, 5)) * (rng.uniform(size=(5, 6, 5)) < rng.uniform(0.1, 1.0))
+        maps[1] = 0.0  # an all-zero map among others: empty region
+        maps[2] = np.round(maps[2], 1)  # ties at the boundary
+        for dtype in (np.float64, np.float32):
+            p = maps.astype(dtype)
+            for q in (0.1, 0.5, 0.9, 1.0):
+                batched = regions.credible_mask(p, q)
+                for i in range(len(p)):
+                    np.testing.assert_array_equal(regions.credible_mask(p[i], q), batched[i])
     assert not regions.credible_mask(np.zeros((3, 3)), 0.5).any()
+
+
+def _reference_polygons(p, q, center, scale):
+    """One map at a time, straight from the definition (cv2 contours of the mask, largest first)."""
+    contours, _ = cv2.findContours(regions.credible_mask(p, q).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    contours = sorted(contours, key=lambda c: (-cv2.contourArea(c), -len(c)))
+    return [geometry.heatmap_to_image(c.reshape(-1, 2).astype(np.float64), center, scale, (p.shape[1], p.shape[0]))
+            for c in contours]
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(2, 9), st.integers(2, 9)),
+                  elements=st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.3, 1.0, 2.5])),
+       st.sampled_from([0.2, 0.5, 0.9, 1.0]), st.integers(0, 2**31 - 1))
+def test_polygon_batch_equals_maps_one_by_one(maps, q, seed):
+    """Stacking the masks for one findContours never joins or splits parts, also at map edges."""
+    rng = np.random.default_rng(seed)
+    centers, scales = rng.uniform(0, 400, (len(maps), 2)), rng.uniform(20, 200, (len(maps), 2))
+    batch = regions.credible_polygons_batch(maps, q, centers, scales)
+    assert len(batch) == len(maps)
+    for i, p in enumerate(maps):
+        expected = _reference_polygons(p, q, centers[i], scales[i])
+        assert len(batch[i]) == len(expected)
+        for got, want in zip(batch[i], expected):
+            np.testing.assert_array_equal(got, want)
+        single = regions.credible_polygons(p, q, centers[i], scales[i])
+        assert len(single) == len(expected) and all(np.array_equal(a, b) for a, b in zip(single, expected))
+
+
+def test_keypoint_regions_only_for_present_keypoints(rng):
+    maps = rng.uniform(size=(2, 3, 8, 6)) * (rng.uniform(size=(2, 3, 8, 6)) < 0.3)
+    maps[..., 4, 3] += 1.0
+    present = np.array([[True, False, True], [False, False, True]])
+    centers, scales = np.array([[50.0, 60.0], [200.0, 100.0]]), np.array([[40.0, 80.0], [60.0, 90.0]])
+    got = regions.keypoint_regions(maps, present, centers, scales, (0.5, 0.9))
+    assert [[set(d) for d in row] for row in got] == [[{0.5, 0.9}, set(), {0.5, 0.9}], [set(), set(), {0.5, 0.9}]]
+    for n, k in zip(*np.nonzero(present)):
+        for q in (0.5, 0.9):
+            want = _reference_polygons(maps[n, k], q, centers[n], scales[n])
+            assert len(got[n][k][q]) == len(want)
+            assert all(np.array_equal(a, b) for a, b in zip(got[n][k][q], want))
+    assert regions.keypoint_regions(maps, np.zeros((2, 3), bool), centers, scales, (0.5,)) == [[{}] * 3] * 2
+    with pytest.raises(InputError):
+        regions.credible_polygons_batch(maps, 0.5, centers, scales)  # (N, K, H, W): flatten first
