@@ -71,7 +71,11 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    if args.model:
+    if args.data:
+        from .data.bench_data import run_data_bench
+
+        run_data_bench(repeats=max(1, min(args.repeats, 5)))
+    elif args.model:
         from .bench_model import run_model_bench
 
         run_model_bench(args.model, repeats=args.repeats)
@@ -139,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="timings (medians): decode / loss / calibration, or a model's runtimes with --model")
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions per item (default 20)")
     p.add_argument("--model", help="our checkpoint (.pt): time the network per runtime and the pipeline's pre/post")
+    p.add_argument("--data", action="store_true",
+                   help="time training data loading: samples/s for 0, 1, 2 DataLoader workers on a synthetic COCO set "
+                        "(--repeats epochs each, at most 5)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="run the core on the shipped fixture, write plots and tables")

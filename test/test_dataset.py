@@ -112,3 +112,51 @@ def test_unreadable_image_is_replaced_and_counted(synth, tmp_path, caplog):
     assert s["index"] == first_good
     assert ds.skipped[SKIP_UNREADABLE] == 1
     assert sum(bad in r.getMessage() for r in caplog.records) == 1
+
+
+def test_unaugmented_crop_is_the_inference_crop(synth):
+    """Training and inference see the same pixels: without augmentation the sample's image is
+    bit-identical to the pipeline's crop of the same box."""
+    from probpose_core.data.dataset import read_rgb
+    from probpose_core.pipeline import Pipeline
+
+    root, instances = synth
+    ds = TopDownDataset(instances, root / "images", augment=None)
+    pipe = Pipeline(runner=object())
+    for i in (0, len(ds) - 1):
+        frame = read_rgb(root / "images" / instances[i].file_name)
+        images, center, scale = pipe.crops(frame, [instances[i].bbox])
+        s = ds[i]
+        np.testing.assert_array_equal(s["image"], images[0])
+        np.testing.assert_array_equal(s["center"], center[0])
+        np.testing.assert_array_equal(s["scale"], scale[0])
+
+
+def test_heatmap_targets(synth):
+    codec_mod = pytest.importorskip("probpose_core.codec")
+    if not hasattr(codec_mod, "gaussian_heatmaps"):
+        pytest.skip("codec.gaussian_heatmaps not available")
+    root, instances = synth
+    ds = TopDownDataset(instances, root / "images", augment=AugmentConfig(), heatmap_sigma=2.0)
+    s = ds[0]
+    assert s["heatmaps"].shape == (K, 64, 48) and s["heatmaps"].dtype == np.float32
+    on = s["map_weights"] > 0
+    assert not s["heatmaps"][~on].any()
+    peak = s["heatmaps"][on].reshape(on.sum(), -1).argmax(-1)
+    np.testing.assert_allclose(np.stack([peak % 48, peak // 48], -1), s["keypoints_map"][on], atol=0.5 + 1e-9)
+
+
+def test_data_bench_smoke():
+    from probpose_core.data.bench_data import run_data_bench
+
+    lines = []
+    rows = run_data_bench(num_workers=(0,), batch_size=1, num_images=2, repeats=1, out=lines.append)
+    assert set(rows) == {0} and rows[0]["samples_per_s"] > 0 and rows[0]["per_worker"] == rows[0]["samples_per_s"]
+    assert len(lines) == 3 and lines[2].split()[0] == "0"
+
+
+def test_cli_bench_data_option():
+    from probpose_core.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--data", "--repeats", "2"])
+    assert args.data and args.repeats == 2 and args.model is None

@@ -37,11 +37,17 @@ def read_rgb(path) -> np.ndarray | None:
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+_MEAN = np.asarray(geometry.NORMALIZE_MEAN, dtype=np.float32)[:, None, None]
+_INV_STD = (np.float32(1.0) / np.asarray(geometry.NORMALIZE_STD, dtype=np.float32))[:, None, None]
+
+
 def normalise(crop: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32, ``(rgb - NORMALIZE_MEAN) / NORMALIZE_STD``."""
-    mean = np.asarray(geometry.NORMALIZE_MEAN, dtype=np.float32)
-    std = np.asarray(geometry.NORMALIZE_STD, dtype=np.float32)
-    return np.ascontiguousarray(((crop.astype(np.float32) - mean) / std).transpose(2, 0, 1))
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ``(rgb - mean) * (1 / std)``, the same float32
+    arithmetic as the inference pipeline (geometry.NORMALIZE_MEAN / NORMALIZE_STD)."""
+    chw = np.ascontiguousarray(crop.transpose(2, 0, 1)).astype(np.float32)
+    chw -= _MEAN
+    chw *= _INV_STD
+    return chw
 
 
 class TopDownDataset(torch.utils.data.Dataset):
@@ -107,7 +113,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         inst = self.instances[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         height, width = image.shape[:2]
-        view = sample_view(inst.keypoints, inst.bbox, width, height, self.augment, rng)
+        view = sample_view(inst.keypoints, inst.bbox, width, height, self.augment, rng, self.codec.padding)
         crop = warp_image(image, view, self.codec.input_size)
         if self.augment is not None:
             crop = colour_jitter(crop, rng, self.augment)

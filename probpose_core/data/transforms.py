@@ -174,22 +174,23 @@ def jitter_window(center, scale, rng: np.random.Generator, config: AugmentConfig
 
 
 def sample_view(keypoints, bbox, width: int, height: int, config: AugmentConfig | None,
-                rng: np.random.Generator) -> View:
+                rng: np.random.Generator, padding: float = geometry.PADDING) -> View:
     """The augmented geometry of one instance (see the module docstring for the recipe).
 
-    keypoints: (K, 3); bbox: (4,) xywh; width, height: the image's size.
+    keypoints: (K, 3); bbox: (4,) xywh; width, height: the image's size; padding: of the
+    box's activation window (the codec's).
     """
     kpts = np.array(keypoints, dtype=np.float64)
     bbox = np.asarray(bbox, dtype=np.float64)
     if config is None or not config.enabled:
-        center, scale = geometry.bbox_to_center_scale(bbox)
+        center, scale = geometry.bbox_to_center_scale(bbox, padding=padding)
         return View(kpts, center, scale, width=int(width))
     crop = None
     if rng.random() < config.crop_prob:
         cut = crop_augment(kpts, bbox, width, height, rng, config.crop_cut_range, config.crop_min_keypoints)
         if cut is not None:
             kpts, bbox, crop = cut
-    center, scale = geometry.bbox_to_center_scale(bbox)
+    center, scale = geometry.bbox_to_center_scale(bbox, padding=padding)
     if rng.random() < config.half_body_prob:
         half = half_body_window(kpts, rng, config.half_body_min_keypoints, config.half_body_padding)
         if half is not None:
