@@ -13,7 +13,10 @@ reason (run ``make ros``) -- except in CI (``CI=true``), where that is a collect
 
 Fixtures: ``ros_domain_id``, ``ros_env`` (environment for subprocesses), ``rclpy_context``
 (an initialised, private ``rclpy.Context``), ``ros_node`` (a node in that context spun by an
-executor thread).
+executor thread), and the DDS harness of the node tests: ``domain`` (a fresh ROS_DOMAIN_ID per
+test), ``probe`` (a :class:`ros_harness.Probe` on it), ``tiny_model`` (a tiny exported ONNX).
+The harness helpers live in ros_harness.py; like this file it imports without ROS (rclpy is
+imported inside the fixtures and helpers that use it).
 """
 import ctypes
 import os
@@ -23,6 +26,7 @@ import sysconfig
 import threading
 
 import pytest
+from ros_harness import Probe, fresh_domain
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "install"
@@ -142,3 +146,30 @@ def ros_node(rclpy_context):
     executor.shutdown()
     node.destroy_node()
     thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> pathlib.Path:
+    """A tiny randomly initialised CNN pose model exported to ONNX (structure and timing only)."""
+    torch = pytest.importorskip("torch")
+    from probpose_core.models.pose_model import build_model, cnn_config
+    from probpose_core.runtime.export import export_onnx
+
+    torch.manual_seed(0)
+    config = cnn_config(embed_dim=32, head_channels=16, aux_channels=8)
+    return export_onnx(build_model(config).eval(), tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture
+def domain() -> int:
+    """A ROS_DOMAIN_ID of this test's own (children get it through ros_harness.child_env)."""
+    return fresh_domain()
+
+
+@pytest.fixture
+def probe(domain):
+    """The test's own DDS participant on ``domain`` (rclpy imported here, not at import time)."""
+    pytest.importorskip("rclpy")
+    p = Probe(domain)
+    yield p
+    p.close()

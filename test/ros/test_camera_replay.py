@@ -3,8 +3,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_pose_node import child_env, replay_cmd, stamp_ns, write_video
-from test_pose_node import domain, probe  # noqa: F401  (the shared DDS fixtures, one definition)
+from ros_harness import child_env, image_msg, replay_cmd, stamp_ns, write_video
 
 from probpose_ros.camera_replay import open_source, parse_args
 
@@ -59,7 +58,6 @@ def _write_bag(path, stamps_ns, topic="/cam/image"):
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
-    from test_pose_node import image_msg
 
     writer = Writer(path, version=8)
     with writer:

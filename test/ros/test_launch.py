@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pose_node import (Probe, child_env, fresh_domain, installed_executable, output, start, start_node, stop,
-                            tiny_model)  # noqa: F401  (tiny_model is a fixture)
+from ros_harness import Probe, child_env, fresh_domain, installed_executable, output, start, start_node, stop
 
 from probpose_ros.pose_node import NODE_NAME, PARAMETERS, parameter_defaults
 
@@ -52,7 +51,7 @@ def test_installed_files():
     assert installed_executable("pose_node") and installed_executable("camera_replay")
 
 
-def test_installed_node_with_the_arguments_launch_ros_generates(tiny_model, tmp_path):  # noqa: F811
+def test_installed_node_with_the_arguments_launch_ros_generates(tiny_model, tmp_path):
     """launch_ros runs ``<exe> --ros-args -r __node:=probpose -r __ns:=/robot1 --params-file <share>/config/
     params.yaml --params-file <its temp file with {model: ...}> -r image:=<image_topic>``."""
     from rcl_interfaces.srv import DescribeParameters, GetParameters
@@ -96,7 +95,7 @@ def _call(probe, client, request):
     return future.result()
 
 
-def test_real_launch_file(tiny_model, tmp_path):  # noqa: F811
+def test_real_launch_file(tiny_model, tmp_path):
     """``ros2 launch probpose_ros pose.launch.py model:=... namespace:=...`` for real (only where
     launch_ros and the ros2 CLI exist, i.e. on a real ROS 2 machine)."""
     pytest.importorskip("launch_ros", reason="launch_ros is not installed here (it is on a real ROS 2 machine)")
