@@ -9,6 +9,7 @@ from probpose_core.data.dataset import SKIP_UNREADABLE, TopDownDataset
 from probpose_core.data.instances import load_instances
 from probpose_core.data.synthetic import write_synthetic_coco
 from probpose_core.data.transforms import AugmentConfig
+from probpose_core.errors import InputError
 from probpose_core.keypoints import NUM_KEYPOINTS
 
 K = NUM_KEYPOINTS
@@ -65,6 +66,30 @@ def test_decoding_the_oks_maps_returns_the_keypoints(synth):
         assert np.all(np.abs(pts[0][ok] - s["keypoints"][ok]) <= px * 0.5 + 1e-6)
 
 
+def test_crop_augmented_samples_keep_true_locations(synth):
+    """End to end with crop augmentation on (no flip / rotation, so the window-aligned frame is
+    the image frame): keypoints keep their exact annotated location, cut-away ones get v = 3,
+    presence is exactly "annotated and inside the sample's window"."""
+    root, instances = synth
+    cfg = AugmentConfig(crop_prob=1.0, flip_prob=0.0, rotate_prob=0.0, shift_prob=0.5)
+    ds = TopDownDataset(instances, root / "images", augment=cfg)
+    cut_total = 0
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i, inst in enumerate(instances):
+            s = ds[i]
+            v = inst.keypoints[:, 2]
+            np.testing.assert_array_equal(s["keypoints"], inst.keypoints[:, :2])
+            cut = s["keypoint_flags"] != v
+            assert np.all(s["keypoint_flags"][cut] == 3) and np.all(v[cut] > 0)
+            cut_total += int(cut.sum())
+            inside = geometry.in_window(inst.keypoints[:, :2], geometry.window_xyxy(s["center"], s["scale"]))
+            np.testing.assert_array_equal(s["presence"], ((v > 0) & inside).astype(np.float32))
+            np.testing.assert_array_equal(s["keypoint_weights"], (v > 0).astype(np.float32))
+            np.testing.assert_array_equal(s["visibility"], (s["keypoint_flags"] == 2).astype(np.float32))
+    assert cut_total > 0
+
+
 def test_deterministic_given_seed_epoch_index(synth):
     root, instances = synth
     a = TopDownDataset(instances, root / "images", augment=AugmentConfig(), seed=7)
@@ -104,14 +129,27 @@ def test_unreadable_image_is_replaced_and_counted(synth, tmp_path, caplog):
         (tmp_path / "images" / inst.file_name).write_bytes(src.read_bytes())
     bad = instances[0].file_name
     (tmp_path / "images" / bad).write_bytes(b"not an image")
+    missing = instances[-1].file_name
+    assert missing != bad
+    (tmp_path / "images" / missing).unlink()  # deleted after load_instances checked it
     ds = TopDownDataset(instances, tmp_path / "images", augment=AugmentConfig.none())
     first_good = next(i for i, inst in enumerate(instances) if inst.file_name != bad)
     with caplog.at_level("WARNING"):
         s = ds[0]
         ds[0]
-    assert s["index"] == first_good
-    assert ds.skipped[SKIP_UNREADABLE] == 1
+        last = ds[len(ds) - 1]  # wraps around to the first readable instance
+    assert s["index"] == first_good and last["index"] == first_good
+    assert ds.skipped[SKIP_UNREADABLE] == 2
     assert sum(bad in r.getMessage() for r in caplog.records) == 1
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
+    assert sum(len(b["index"]) for b in loader) == len(ds)  # no worker crashes mid-epoch
+
+
+def test_no_readable_image_at_all(synth, tmp_path):
+    _, instances = synth
+    ds = TopDownDataset(instances, tmp_path)
+    with pytest.raises(InputError, match="no readable image"):
+        ds[0]
 
 
 def test_unaugmented_crop_is_the_inference_crop(synth):

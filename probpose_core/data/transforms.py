@@ -28,7 +28,9 @@ Keypoints are never dropped or moved by the recipe: targets are encoded from the
 location in the *window-aligned frame* (the image frame rotated about the window centre by
 the window's rotation, so that the window is axis-aligned there). The codec's presence
 target ("inside the activation window") is therefore exact for every keypoint, including
-those cut away by the crop augmentation.
+those cut away by the crop augmentation. The instance's ``area`` (the OKS scale) is left as
+annotated: the frame change is a rotation (no scaling) and cutting the image does not change
+the person's size.
 """
 from dataclasses import dataclass
 
@@ -204,7 +206,10 @@ def sample_view(keypoints, bbox, width: int, height: int, config: AugmentConfig 
 
 def rotate_points(points, center, rotation: float) -> np.ndarray:
     """Points (..., 2) into the window-aligned frame: rotated by ``rotation`` degrees about
-    ``center`` exactly as :func:`geometry.udp_affine` rotates the window (no scaling)."""
+    ``center`` exactly as :func:`geometry.udp_affine` rotates the window (no scaling).
+    Without rotation the points come back unchanged (bit for bit)."""
+    if rotation == 0:
+        return np.array(points, dtype=np.float64)
     r = np.deg2rad(rotation)
     rot = np.array([[np.cos(r), -np.sin(r)], [np.sin(r), np.cos(r)]])
     c = np.asarray(center, dtype=np.float64)
