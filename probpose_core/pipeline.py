@@ -20,6 +20,12 @@ Steps, each reusing the one implementation in the house:
    covariance and outlines come from the expert map. The maps are taken as calibrated: the
    calibration temperature is applied by the model before Sparsemax, the pipeline does not
    touch map values.
+   Heatmap-baseline models (``map_kind="heatmap"``: a ``heatmaps`` output instead of
+   ``prob_maps``) are read by :func:`read_heatmaps`: decoded with ``method="udp"`` whatever
+   ``decode_method`` says, presence = the map maximum clipped to [0, 1], oks_quality = the
+   UDP confidence (map value at the decoded pixel) clipped to [0, 1] (their OKS-quality branch
+   is untrained), and covariance / credible regions from the heatmap made a distribution
+   (negative values set to 0, divided by the sum; an all-zero map counts as uniform).
 4. ``Human(bbox, score, keypoints, box_score)`` in image coordinates. The pose ``score`` is
    ``box_score * mean(oks_quality)`` over the keypoints judged present (over all keypoints
    when none is): the OKS-quality head estimates each keypoint's OKS, so the mean estimates
@@ -51,6 +57,8 @@ from .results import Human, Keypoint, to_coco_results, write_coco_results
 log = logging.getLogger(__name__)
 
 OUTPUT_KEYS = ("prob_maps", "presence", "visibility", "oks_quality")
+#: a heatmap-baseline model gives this map output instead of "prob_maps"
+HEATMAP_KEY = "heatmaps"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -87,6 +95,24 @@ def box_problems(boxes, frame_shape) -> list[str | None]:
         else:
             problems.append(None)
     return problems
+
+
+def read_heatmaps(codec: ProbMapCodec, heatmaps, center, scale):
+    """Decode a heatmap-baseline model's ``heatmaps (N, K, H, W)`` (Gaussian regression, raw).
+
+    Returns ``points (N, K, 2)`` image coords (UDP/DARK decode), ``presence (N, K)`` = the map
+    maximum clipped to [0, 1], ``oks_quality (N, K)`` = the UDP confidence clipped to [0, 1]
+    and ``prob_maps (N, K, H, W)``: the heatmaps with negatives set to 0, each divided by its
+    sum (uniform where nothing is positive), for covariance and credible regions.
+    """
+    heatmaps = np.asarray(heatmaps, dtype=np.float32)
+    points, confidence = codec.decode(heatmaps, center, scale, method="udp")
+    presence = np.clip(heatmaps.max(axis=(-2, -1)), 0.0, 1.0).astype(np.float64)
+    positive = np.maximum(heatmaps, 0.0)
+    mass = positive.sum(axis=(-2, -1), keepdims=True)
+    uniform = np.float32(1.0 / (heatmaps.shape[-2] * heatmaps.shape[-1]))
+    prob_maps = np.where(mass > 0, positive / np.where(mass > 0, mass, 1.0), uniform).astype(np.float32)
+    return points, presence, np.clip(confidence, 0.0, 1.0), prob_maps
 
 
 class Pipeline:
@@ -155,7 +181,7 @@ class Pipeline:
         for start in range(0, len(images), self.max_batch):
             batch = images[start:start + self.max_batch]
             out = self.runner.run(batch)
-            for key in OUTPUT_KEYS:
+            for key in (OUTPUT_KEYS[1:] if HEATMAP_KEY in out else OUTPUT_KEYS):
                 if key not in out:
                     raise InputError(f"the model gave no {key!r} output (outputs: {sorted(out)})")
             for key, value in out.items():
@@ -187,18 +213,21 @@ class Pipeline:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return []
-        maps = np.asarray(outputs["prob_maps"], dtype=np.float32)
         presence, visibility, quality = (np.asarray(outputs[k], dtype=np.float64)
                                          for k in ("presence", "visibility", "oks_quality"))
         area = self.codec.area_factor * boxes[:, 2] * boxes[:, 3]
-        if "wide_prob_maps" in outputs:  # double-heatmap variant: the wide map decides, the expert refines
+        if HEATMAP_KEY in outputs:  # heatmap baseline: UDP decode, presence from the map (read_heatmaps)
+            points, presence, quality, maps = read_heatmaps(self.codec, outputs[HEATMAP_KEY], center, scale)
+        elif "wide_prob_maps" in outputs:  # double-heatmap variant: the wide map decides, the expert refines
             from .models.probmap_head import decode_double
 
+            maps = np.asarray(outputs["prob_maps"], dtype=np.float32)
             points, confidence, _ = decode_double(self.codec, maps, outputs["wide_prob_maps"], center, scale,
                                                   area=area, method=self.decode_method)
         else:
+            maps = np.asarray(outputs["prob_maps"], dtype=np.float32)
             points, confidence = self.codec.decode(maps, center, scale, area=area, method=self.decode_method)
-        if self.heatmap_only:
+        if self.heatmap_only and HEATMAP_KEY not in outputs:
             presence = np.asarray(confidence, dtype=np.float64)
         _, cov = covariance_ellipse(maps, center, scale)
         present = presence >= self.presence_threshold

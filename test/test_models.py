@@ -198,3 +198,57 @@ def test_decode_double_wide_decides_expert_refines(u, v, height):
         assert np.all(np.abs(points[0, 0] - kpts[0, 0]) <= wide_px)
     if refined[0, 0] and max(abs(u), abs(v)) < 0.4:
         assert np.all(np.abs(points[0, 0] - kpts[0, 0]) <= wide_px / 4)
+
+
+# ---------------------------------------------------------------- heatmap baseline (map_kind="heatmap")
+
+
+def test_heatmap_kind_returns_the_raw_final_layer_output():
+    torch.manual_seed(5)
+    model = build_model(tiny_config(map_kind="heatmap")).eval()
+    seen = {}
+    model.head.final_layer.register_forward_hook(lambda m, i, o: seen.setdefault("raw", o))
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 256, 192))
+    assert tuple(out) == ("heatmaps",) + OUTPUT_NAMES[1:] == model.output_names
+    assert out["heatmaps"].shape == (2, 17, 64, 48)
+    torch.testing.assert_close(out["heatmaps"], seen["raw"], rtol=0, atol=0)  # no temperature, no sparsemax
+    assert (out["heatmaps"] < 0).any()  # raw regression output, not a distribution
+    for key in OUTPUT_NAMES[1:]:
+        assert out[key].shape == (2, 17) and torch.all((out[key] >= 0) & (out[key] <= 1))
+
+
+def test_heatmap_and_probmap_models_share_weights_and_branches():
+    torch.manual_seed(6)
+    probmap = build_model(tiny_config()).eval()
+    heatmap = build_model(tiny_config(map_kind="heatmap")).eval()
+    assert list(probmap.state_dict()) == list(heatmap.state_dict())  # one head class, same layout
+    heatmap.load_state_dict(probmap.state_dict())
+    images = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        a, b = probmap(images, return_logits=True), heatmap(images)
+    torch.testing.assert_close(sparsemax_maps(b["heatmaps"], probmap.head.temperature), a["prob_maps"])
+    for key in OUTPUT_NAMES[1:]:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_map_kind_config_and_checkpoint_round_trip(tmp_path):
+    from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
+
+    assert PoseModelConfig().map_kind == "probmap"
+    old = PoseModelConfig().to_dict()
+    del old["map_kind"]  # a config written before map_kind existed loads as a probmap model
+    assert PoseModelConfig.from_dict(old).map_kind == "probmap"
+    with pytest.raises(ValueError, match="map_kind"):
+        PoseModelConfig(map_kind="gaussian")
+    with pytest.raises(ValueError, match="double-heatmap"):
+        PoseModelConfig(map_kind="heatmap", double_heatmap=True)
+    torch.manual_seed(7)
+    config = cnn_config(map_kind="heatmap")
+    model = build_model(config).eval()
+    path = save_checkpoint(tmp_path / "hm.pt", model, config)
+    loaded, meta = load_checkpoint(path)
+    assert meta["config"].map_kind == "heatmap" and loaded.output_names[0] == "heatmaps"
+    images = torch.randn(1, 3, 256, 192)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images)["heatmaps"], model(images)["heatmaps"])

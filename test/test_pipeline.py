@@ -361,3 +361,90 @@ def test_pipeline_needs_no_torch_for_onnx_runtime_deployments():
             "Pipeline(R())\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- heatmap baseline models (map_kind="heatmap": a raw "heatmaps" output) ------------------------------
+
+class GaussRunner(DotRunner):
+    """A heatmap-baseline stand-in: unnormalised Gaussians (sigma 2) at the dot with a per-keypoint
+    peak height (some above 1, some at or below 0) and small negative noise; no ``prob_maps``."""
+
+    PEAKS = np.linspace(-0.2, 1.3, NUM_KEYPOINTS).astype(np.float32)
+
+    def run(self, images):
+        out = super().run(images)
+        blob = out.pop("prob_maps")
+        blob = blob / blob.max(axis=(2, 3), keepdims=True)  # peak 1 at the dot
+        noise = np.random.default_rng(len(self.batches)).uniform(-0.02, 0.0, blob.shape).astype(np.float32)
+        out["heatmaps"] = blob * self.PEAKS[None, :, None, None] + noise
+        return out
+
+
+def test_heatmap_models_decode_udp_with_presence_from_the_map_maximum():
+    frame = dot_frame([(130, 110)])
+    box = [100, 60, 60, 100]
+    pipe = Pipeline(GaussRunner(), credible_levels=(0.5,), decode_method="expected_oks")  # heatmaps: always udp
+    [h] = pipe.estimate(frame, [box])
+    images, center, scale = pipe.crops(frame, [box])
+    heatmaps = GaussRunner().run(images)["heatmaps"]
+    points, conf = ProbMapCodec().decode(heatmaps, center, scale, method="udp")
+    np.testing.assert_allclose([(k.x, k.y) for k in h.keypoints], points[0], atol=1e-9)
+    presence = np.array([k.presence for k in h.keypoints])
+    np.testing.assert_allclose(presence, np.clip(heatmaps[0].max(axis=(1, 2)), 0, 1), atol=1e-6)
+    assert presence[0] == 0.0 and presence[-1] == 1.0  # clipped
+    np.testing.assert_allclose([k.oks_quality for k in h.keypoints], np.clip(conf[0], 0, 1), atol=1e-6)
+    assert 0 < sum(presence >= pipe.presence_threshold) < NUM_KEYPOINTS
+    for k, kp in enumerate(h.keypoints):
+        assert (0.5 in kp.regions) == (presence[k] >= pipe.presence_threshold)
+        if presence[k] >= pipe.presence_threshold:  # a real peak: the dot, its region, a finite covariance
+            assert abs(kp.x - 130) <= 1.5 and abs(kp.y - 110) <= 1.5
+            assert kp.regions[0.5] and np.all(np.isfinite(kp.covariance))
+
+
+def test_read_heatmaps_makes_a_distribution_of_any_heatmap():
+    from probpose_core.pipeline import read_heatmaps
+
+    rng = np.random.default_rng(3)
+    heatmaps = rng.normal(size=(2, NUM_KEYPOINTS, HM_H, HM_W)).astype(np.float32)
+    heatmaps[1, 3] = -1.0  # nothing positive: uniform
+    center, scale = np.array([[50.0, 60.0]] * 2), np.array([[90.0, 120.0]] * 2)
+    points, presence, quality, prob_maps = read_heatmaps(ProbMapCodec(), heatmaps, center, scale)
+    assert points.shape == (2, NUM_KEYPOINTS, 2) and presence.shape == quality.shape == (2, NUM_KEYPOINTS)
+    np.testing.assert_allclose(prob_maps.sum(axis=(2, 3)), 1.0, rtol=1e-5)
+    assert (prob_maps >= 0).all() and np.allclose(prob_maps[1, 3], 1.0 / (HM_H * HM_W))
+    np.testing.assert_array_equal(prob_maps[0, 0] > 0, heatmaps[0, 0] > 0)
+    assert presence[1, 3] == 0.0 and ((quality >= 0) & (quality <= 1)).all()
+
+
+def test_heatmap_model_through_torch_onnx_export_and_ort(tmp_path):
+    import onnx
+    import torch
+
+    from probpose_core.models.checkpoints import save_checkpoint
+    from probpose_core.models.pose_model import build_model, cnn_config
+    from probpose_core.runtime.export import export_onnx, parity_report
+    from probpose_core.runtime.ort_runner import OrtRunner
+    from probpose_core.runtime.torch_runner import TorchRunner
+
+    torch.manual_seed(2)
+    model = build_model(cnn_config(map_kind="heatmap")).eval()
+    with torch.no_grad():  # peaked heatmaps, as a trained model gives
+        model.head.final_layer.weight.normal_(std=3.0)
+    ckpt = save_checkpoint(tmp_path / "hm.pt", model, model.config)
+    onnx_path = export_onnx(model, tmp_path / "hm.onnx")
+    assert [o.name for o in onnx.load(str(onnx_path)).graph.output] == list(model.output_names)
+    assert model.output_names[0] == "heatmaps"
+    sidecar = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert sidecar["output_names"][0] == "heatmaps" and sidecar["sparsemax"] is None
+    images = Pipeline(DotRunner()).crops(dot_frame([(100, 100)]), [[60, 40, 80, 120], [10, 10, 50, 90]])[0]
+    report = parity_report(TorchRunner(model), OrtRunner(onnx_path), images)
+    assert report["max_abs_diff"]["heatmaps"] < 1e-3 and report["keypoints_max_px_diff"] < 0.05
+    ann = FIXTURE / "annotations.json"
+    by_torch = predict_images(FIXTURE / "images", tmp_path / "t.json", ckpt, ann=ann, runtime="torch", progress=False)
+    by_ort = predict_images(FIXTURE / "images", tmp_path / "o.json", onnx_path, ann=ann, runtime="ort", progress=False)
+    assert len(by_torch) == len(by_ort) > 0
+    for t, o in zip(by_torch, by_ort):
+        kt, ko = np.reshape(t["keypoints"], (-1, 3)), np.reshape(o["keypoints"], (-1, 3))
+        np.testing.assert_allclose(ko[:, :2], kt[:, :2], atol=0.05)  # image px
+        np.testing.assert_allclose(ko[:, 2], kt[:, 2], atol=1e-3)  # presence: the map maximum
+        assert ((kt[:, 2] >= 0) & (kt[:, 2] <= 1)).all()

@@ -109,8 +109,8 @@ def test_onnx_with_dynamic_spatial_input_is_refused(tmp_path):
 
 def test_missing_outputs_and_bad_files_are_input_errors(tmp_path):
     x = onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["n", 3, 256, 192])
-    y = onnx.helper.make_tensor_value_info("heatmaps", onnx.TensorProto.FLOAT, ["n", 3, 256, 192])
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["images"], ["heatmaps"])], "g", [x], [y])
+    y = onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", 3, 256, 192])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["images"], ["logits"])], "g", [x], [y])
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8),
               str(tmp_path / "other.onnx"))
     with pytest.raises(InputError, match=r"has no output\(s\) \['prob_maps'"):

@@ -19,6 +19,8 @@ from ..jsonio import load_json
 OUTPUT_NAMES: tuple[str, ...] = ("prob_maps", "presence", "visibility", "oks_quality")
 #: Extra output of the double-heatmap variant.
 WIDE_OUTPUT = "wide_prob_maps"
+#: The map output of a heatmap-baseline model (map_kind "heatmap"), in place of "prob_maps".
+HEATMAP_OUTPUT = "heatmaps"
 INPUT_NAME = "images"
 DEFAULT_MAX_BATCH = 16
 
@@ -73,11 +75,15 @@ def run_in_chunks(run_batch: Callable[[np.ndarray], dict], images: np.ndarray, m
 
 
 def check_outputs(outputs: dict, n: int, where: str) -> dict:
-    """Keep the named outputs as float32 arrays; InputError if one is missing or mis-sized."""
-    missing = [k for k in OUTPUT_NAMES if k not in outputs]
+    """Keep the named outputs as float32 arrays; InputError if one is missing or mis-sized.
+
+    A heatmap-baseline model gives ``heatmaps`` in place of ``prob_maps``.
+    """
+    required = ((HEATMAP_OUTPUT,) + OUTPUT_NAMES[1:]) if HEATMAP_OUTPUT in outputs else OUTPUT_NAMES
+    missing = [k for k in required if k not in outputs]
     if missing:
         raise InputError(f"{where} has no output(s) {missing}; got {sorted(outputs)}")
-    names = OUTPUT_NAMES + ((WIDE_OUTPUT,) if WIDE_OUTPUT in outputs else ())
+    names = required + ((WIDE_OUTPUT,) if WIDE_OUTPUT in outputs else ())
     result = {k: np.asarray(outputs[k], dtype=np.float32) for k in names}
     bad = {k: v.shape for k, v in result.items() if len(v) != n}
     if bad:

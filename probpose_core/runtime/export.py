@@ -3,7 +3,8 @@
 - :func:`export_onnx` uses the legacy TorchScript exporter (``dynamo=False``, opset 17; 10x
   faster than the dynamo exporter and needs no onnxscript), a dynamic batch axis, input
   ``images`` and outputs ``prob_maps``, ``presence``, ``visibility``, ``oks_quality`` (plus
-  ``wide_prob_maps`` for the double-heatmap variant). Sparsemax is exported as the
+  ``wide_prob_maps`` for the double-heatmap variant; a heatmap-baseline model, ``map_kind
+  "heatmap"``, has ``heatmaps`` in place of ``prob_maps`` and no Sparsemax). Sparsemax is exported as the
   ``"topk"`` variant (TopK k = 128): identical to the exact sparsemax while a map's support
   has at most 128 pixels (a trained model's maps have far fewer), and TensorRT-safe
   (TopK k <= 1024 on TensorRT 8.6).
@@ -99,8 +100,9 @@ def _sidecar(model, names, sparsemax_method: str, opset: int, meta: dict | None)
         "output_names": list(names),
         "dynamic_batch": True,
         "opset": opset,
-        "sparsemax": {"method": sparsemax_method, "k": DEFAULT_TOPK if sparsemax_method == "topk" else None,
-                      "note": "topk equals the exact sparsemax while a map's support has <= k pixels"},
+        "sparsemax": None if getattr(config, "map_kind", "probmap") == "heatmap" else  # raw heatmaps
+        {"method": sparsemax_method, "k": DEFAULT_TOPK if sparsemax_method == "topk" else None,
+         "note": "topk equals the exact sparsemax while a map's support has <= k pixels"},
         "keypoints": kp,
         "model_temperature": getattr(config, "temperature", None),
         "temperature": float(meta.get("temperature", 1.0)),
@@ -162,14 +164,15 @@ def parity_report(reference, candidate, images: np.ndarray, codec: ProbMapCodec 
     w, h = codec.input_size
     center = np.tile([(w - 1) / 2, (h - 1) / 2], (len(images), 1))
     scale = np.tile([w, h], (len(images), 1)).astype(np.float64)
-    kp_ref, _ = codec.decode(ref["prob_maps"], center, scale)
-    kp_got, _ = codec.decode(got["prob_maps"], center, scale)
+    key, method = ("heatmaps", "udp") if "heatmaps" in ref else ("prob_maps", "expected_oks")  # heatmap baseline
+    kp_ref, _ = codec.decode(ref[key], center, scale, method=method)
+    kp_got, _ = codec.decode(got[key], center, scale, method=method)
     return {
         "images": len(images),
         "max_abs_diff": {k: float(np.max(np.abs(ref[k] - got[k]))) for k in ref},
         "keypoints_max_px_diff": float(np.max(np.abs(kp_ref - kp_got))),
         "keypoints_median_px_diff": float(np.median(np.linalg.norm(kp_ref - kp_got, axis=-1))),
-        "max_support": int((ref["prob_maps"] > 0).reshape(*ref["prob_maps"].shape[:2], -1).sum(-1).max()),
+        "max_support": int((ref[key] > 0).reshape(*ref[key].shape[:2], -1).sum(-1).max()),
     }
 
 
@@ -307,7 +310,7 @@ def export_model(checkpoint_path, onnx_path, int8: bool = False, *, log=print) -
     dump_json(sidecar, sidecar_path(onnx_path))
     log(f"wrote {onnx_path} and {sidecar_path(onnx_path)}")
     log(_format_parity("fp32", summary["parity"]))
-    support, k = summary["parity"]["max_support"], sidecar["sparsemax"]["k"]
+    support, k = summary["parity"]["max_support"], (sidecar["sparsemax"] or {}).get("k")
     if k and support > k:
         log(f"warning: a map's support has {support} pixels > top-k {k}: the export differs from the exact "
             f"sparsemax on such maps (expected only for untrained models)")
