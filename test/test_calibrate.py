@@ -1,0 +1,120 @@
+"""training.calibrate on maps with KNOWN miscalibration.
+
+The ground truth of a small synthetic set is replaced by points drawn from the model's own
+maps at a true temperature ``T_TRUE`` (``sparsemax(logits / T_TRUE)``), so the model is
+exactly calibrated at ``T_TRUE``; the checkpoint is then saved with a wrong head temperature.
+Calibration must move the temperature back to ``T_TRUE`` and lower the calibration error.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from probpose_core.calibration import temperature_maps
+from probpose_core.data.coco import pad_to_contain
+from probpose_core.data.instances import load_instances
+from probpose_core.data.synthetic import write_synthetic_coco
+from probpose_core.evaluation.areas import in_image
+from probpose_core.geometry import bbox_to_center_scale, heatmap_to_image
+from probpose_core.models import build_model, cnn_config
+from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
+from probpose_core.codec import ProbMapCodec
+from training.calibrate import fit_map_temperature, main
+from training.evaluate import LogitsRunner, gt_outputs
+
+T_TRUE = 0.5
+
+
+@pytest.fixture(scope="module")
+def calibrated_at_t_true(tmp_path_factory):
+    """(annotation path, images folder, model) with GT drawn from the model's maps at T_TRUE."""
+    root = tmp_path_factory.mktemp("known")
+    data = write_synthetic_coco(root, num_images=3, seed=5)
+    torch.manual_seed(0)
+    model = build_model(cnn_config()).eval()
+    with torch.no_grad():  # structured maps instead of near-uniform ones (init std 0.001)
+        model.head.final_layer.weight.mul_(3000.0)
+    instances, _ = load_instances(root / "annotations.json", images_dir=root / "images")
+    logits = gt_outputs(LogitsRunner(model), instances, root / "images", logits=True)["map_logits"]
+    p = temperature_maps(logits, T_TRUE)
+    n, k, h, w = p.shape
+    rng = np.random.default_rng(0)
+    flat = p.reshape(n * k, h * w)
+    drawn = np.array([rng.choice(h * w, p=row / row.sum()) for row in flat])
+    xy = np.stack([drawn % w, drawn // w], axis=-1).reshape(n, k, 2).astype(np.float64)
+    row_of = {inst.ann_id: i for i, inst in enumerate(instances)}
+    for ann in data["annotations"]:
+        center, scale = bbox_to_center_scale(np.asarray(ann["bbox"]))
+        points = heatmap_to_image(xy[row_of[ann["id"]]], center, scale)
+        v = np.where(in_image(points, 320, 240), 2, 3)
+        ann["keypoints"] = [float(c) for (x, y), vis in zip(points, v) for c in (x, y, vis)]
+        ann["pad_to_contain"] = pad_to_contain(ann)
+    (root / "known.json").write_text(json.dumps(data))
+    return root / "known.json", root / "images", model
+
+
+def _with_head_temperature(model, temperature, path):
+    """Save ``model``'s weights as a checkpoint whose head temperature is ``temperature``."""
+    config = cnn_config(temperature=temperature)
+    return save_checkpoint(path, model, config, presence_threshold=0.6)
+
+
+def test_cli_fixes_too_flat_maps_and_stores_the_result(calibrated_at_t_true, tmp_path, capsys):
+    ann, images, model = calibrated_at_t_true
+    wrong = _with_head_temperature(model, 2.0, tmp_path / "wrong.pt")  # 4x too flat
+    out, plots = tmp_path / "calibrated.pt", tmp_path / "plots"
+    rc = main(["--checkpoint", str(wrong), "--ann", str(ann), "--images", str(images), "--out", str(out),
+               "--plots", str(plots), "--no-flip-test", "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    before, after = (float(x) for x in printed.split("map calibration error: before ")[1].split("\n")[0]
+                     .split(", after "))
+    assert after < before / 3 and before > 0.05
+    calibrated, meta = load_checkpoint(out)
+    assert calibrated.head.temperature == pytest.approx(T_TRUE, rel=0.15)
+    assert meta["temperature"] == pytest.approx(calibrated.head.temperature / 2.0)  # stored factor
+    metrics = json.loads((plots / "metrics.json").read_text())
+    assert meta["presence_threshold"] == metrics["presence_threshold"]
+    assert metrics["checkpoint_presence_threshold"] == 0.6  # "before" is the input checkpoint's
+    assert meta["extra"]["calibration"]["map_error_after"] == pytest.approx(after, abs=1e-4)
+    for name in ("map_coverage_calibration.png", "map_coverage.png", "presence_reliability.png"):
+        assert (plots / name).read_bytes()[:4] == b"\x89PNG"
+    # fitting the calibrated checkpoint again starts from raw logits: no double temperature
+    again = fit_map_temperature(calibrated, load_instances(ann)[0], images, ProbMapCodec(), progress=False)
+    assert again["head_temperature_before"] == pytest.approx(calibrated.head.temperature)
+    assert again["head_temperature_after"] == pytest.approx(calibrated.head.temperature, rel=0.02)
+    assert again["error_before"] == pytest.approx(after, abs=1e-4)
+
+
+def test_too_sharp_maps_move_up(calibrated_at_t_true):
+    ann, images, model = calibrated_at_t_true
+    sharp, _ = load_checkpoint(_with_head_temperature(model, 0.1, images.parent / "sharp.pt"))
+    fit = fit_map_temperature(sharp, load_instances(ann)[0], images, ProbMapCodec(), progress=False)
+    assert fit["head_temperature_before"] == pytest.approx(0.1)
+    assert fit["head_temperature_after"] == pytest.approx(T_TRUE, rel=0.15)
+    assert fit["error_after"] < fit["error_before"] / 3
+
+
+@pytest.mark.parametrize("problem", ["missing images", "malformed ann", "not a checkpoint", "no instances"])
+def test_bad_input_one_line_exit_2(calibrated_at_t_true, tmp_path, capsys, problem):
+    ann, images, model = calibrated_at_t_true
+    args = {"--checkpoint": str(_with_head_temperature(model, 0.5, tmp_path / "m.pt")), "--ann": str(ann),
+            "--images": str(images)}
+    if problem == "missing images":
+        args["--images"] = str(tmp_path / "nowhere")
+    elif problem == "malformed ann":
+        (tmp_path / "bad.json").write_text("[1, 2")
+        args["--ann"] = str(tmp_path / "bad.json")
+    elif problem == "not a checkpoint":
+        (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+        args["--checkpoint"] = str(tmp_path / "junk.pt")
+    else:  # an empty split: nothing to fit on
+        data = json.loads(ann.read_text())
+        (tmp_path / "empty.json").write_text(json.dumps(dict(data, annotations=[])))
+        args["--ann"] = str(tmp_path / "empty.json")
+    rc = main([v for kv in args.items() for v in kv] + ["--out", str(tmp_path / "out.pt"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("calibrate: error: ") and "\n" not in err
+    assert not (tmp_path / "out.pt").exists()
