@@ -345,13 +345,12 @@ def test_training_losses_under_autocast_are_float32():
 
 
 @pytest.mark.parametrize("kind", ["probmap", "heatmap"])
-def test_sgd_steps_on_one_batch_reduce_the_total(kind):
+def test_optimiser_steps_on_one_batch_reduce_the_total(kind):
     torch.manual_seed(0)
     model = build_model(cnn_config(map_kind=kind, drop_path=0.0, **SMALL)).train()
     batch = make_batch(n=4, seed=5)
     config = losses.LossConfig(kind=kind)
-    lr = {"probmap": 0.05, "heatmap": 0.5}[kind]
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)  # measured: total x0.64 (probmap), x0.55 (heatmap)
     totals = []
     for _ in range(15):
         terms = losses.training_losses(model(batch["image"]), batch, SMALL_CODEC, config)
@@ -359,7 +358,7 @@ def test_sgd_steps_on_one_batch_reduce_the_total(kind):
         terms["total"].backward()
         opt.step()
         totals.append(terms["total"].item())
-    assert min(totals[-3:]) < 0.9 * totals[0], totals
+    assert min(totals[-3:]) < 0.8 * totals[0], totals
 
 
 def test_training_losses_gradients_flow_only_where_weights_are_positive():

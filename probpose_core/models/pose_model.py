@@ -5,14 +5,17 @@
 returns a dict with exactly the keys ``prob_maps (N, K, 64, 48)`` (each map sums to 1),
 ``presence``, ``visibility``, ``oks_quality`` (N, K) in [0, 1]; the double-heatmap variant adds
 ``wide_prob_maps (N, K, 64, 48)``. ``return_logits=True`` adds ``map_logits`` (before the
-temperature) for calibration.
+temperature) for calibration. The state_dict keys are those of MMPose-1.x ProbPose
+(``backbone.*``, ``head.*``).
 
 ``map_kind="heatmap"`` builds the Gaussian heatmap + MSE baseline from the same backbone and
 head code: the head's final 1x1 conv output is returned raw under ``heatmaps (N, K, 64, 48)``
 instead of ``prob_maps`` (no temperature, no Sparsemax); the presence / visibility /
 OKS-quality branches are still there. Decode it with ``codec.decode(method="udp")`` (the
-Pipeline does); train it with ``losses.LossConfig(kind="heatmap")``. The state_dict keys are those of MMPose-1.x ProbPose
-(``backbone.*``, ``head.*``).
+Pipeline does); train it with ``losses.LossConfig(kind="heatmap")``. Both kinds have the same
+state_dict keys, so a checkpoint's config (``map_kind`` included) decides how it is read. The
+seed's Table 2 ablation as configuration (map_kind x loss kind x crop augmentation): see
+:mod:`probpose_core.losses`.
 """
 from dataclasses import asdict, dataclass, fields
 
