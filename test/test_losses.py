@@ -380,3 +380,15 @@ def test_training_losses_gradients_flow_only_where_weights_are_positive():
     losses.training_losses(heat, batch, SMALL_CODEC, losses.LossConfig(kind="heatmap"))["total"].backward()
     grad = heat["heatmaps"].grad.abs().sum(dim=(-2, -1))
     assert (grad[~map_w] == 0).all() and (grad[map_w] > 0).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2 ** 31 - 1), n=st.integers(1, 3), k=st.integers(1, 4))
+def test_heatmap_mse_matches_a_direct_numpy_sum(seed, n, k):
+    rng = np.random.default_rng(seed)
+    pred, target = rng.normal(size=(2, n, k, 5, 4))
+    weights = rng.choice([0.0, 0.5, 1.0, 2.0], size=(n, k))
+    got = losses.heatmap_mse_loss(torch.from_numpy(pred), torch.from_numpy(target), torch.from_numpy(weights))
+    per_kp = ((pred - target) ** 2).mean(axis=(-2, -1))
+    want = (weights * per_kp).sum() / weights.sum() if weights.sum() > 0 else 0.0
+    assert got.item() == pytest.approx(want, rel=1e-9, abs=1e-12)
