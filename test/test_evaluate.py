@@ -29,7 +29,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    write_synthetic_coco(root, num_images=4, seed=3)
+    write_synthetic_coco(root, num_images=3, seed=3)
     return root / "annotations.json", root / "images"
 
 
@@ -196,6 +196,23 @@ def test_cli_and_in_memory_model_agree(dataset, checkpoint, tmp_path, capsys):
         assert in_memory[key] == pytest.approx(saved[key], abs=1e-9)
     assert in_memory["calibration"]["maps"]["calibration_error"] == pytest.approx(
         saved["calibration"]["maps"]["calibration_error"], abs=1e-6)
+
+
+def test_onnx_model_with_ort(dataset, checkpoint, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from probpose_core.runtime import onnx_for_checkpoint
+
+    ann, images = dataset
+    monkeypatch.setenv("PROBPOSE_CACHE", str(tmp_path / "cache"))
+    onnx = onnx_for_checkpoint(checkpoint, tmp_path / "onnx")
+    by_ort = evaluate_model(onnx, ann, images, flip_test=False, runtime="ort", progress=False)
+    by_torch = evaluate_model(checkpoint, ann, images, flip_test=False, progress=False)
+    assert by_ort["checkpoint_presence_threshold"] == 0.3  # from the ONNX sidecar
+    assert by_ort["counts"] == by_torch["counts"]
+    # the presence branch does not depend on the Sparsemax variant: same reliability numbers
+    for key in ("ece", "brier"):
+        assert by_ort["calibration"]["presence"][key] == pytest.approx(by_torch["calibration"]["presence"][key],
+                                                                       abs=1e-4)
 
 
 @pytest.mark.parametrize("problem", ["missing images", "malformed ann", "missing checkpoint", "malformed detections"])

@@ -18,7 +18,11 @@ Steps (each the one implementation in the house):
    presence vs "the annotated keypoint lies inside the activation window" (the presence
    target); map coverage: credible level of the GT pixel in each probability map, over the
    keypoints with a map target (``map_weights``). Heatmap models have no probability maps:
-   their coverage is left out.
+   their coverage is left out; a set without annotated keypoints gets ``calibration: null``.
+
+``--runtime ort`` runs the ONNX export, whose top-k Sparsemax is exact only while a map's
+support has at most 128 pixels: on untrained or very flat maps its maps (and their coverage)
+differ from torch's.
 
 ``out_dir`` receives ``metrics.json``, ``predictions.json`` and the PNG plots
 (``presence_reliability.png``, ``map_coverage.png``, ``presence_threshold.png``).
@@ -265,11 +269,12 @@ def evaluate_model(model, ann, images, detections=None, flip_test: bool = True, 
             preds = load_predictions(pred_path, gt)
         metrics = keypoint_metrics(gt, preds, threshold, padding=codec.padding)
         instances, skipped = load_instances(ann, images_dir=images)
-        outputs = gt_outputs(runner, instances, images, codec, flip_test=flip_test, progress=progress)
+        outputs = gt_outputs(runner, instances, images, codec, flip_test=flip_test, progress=progress) \
+            if instances else None
     finally:
         if was_training:
             model.train()
-    metrics["calibration"] = calibration_summary(outputs)
+    metrics["calibration"] = None if outputs is None else calibration_summary(outputs)
     metrics["areas"] = area_table(gt, padding=codec.padding)
     metrics["counts"] = {"images": len(gt["images"]), "predictions": len(preds), "gt_instances": len(instances),
                          "gt_skipped": dict(skipped)}

@@ -24,14 +24,17 @@ def plot_threshold_curve(curve, path, best: float, model_threshold: float,
 def write_plots(metrics: dict, outputs: dict, out_dir) -> list[Path]:
     """The evaluation plots into ``out_dir``: ``presence_reliability.png`` (GT-instance
     presence vs presence target), ``map_coverage.png`` (only for probability-map models) and
-    ``presence_threshold.png``. ``outputs``: arrays from ``evaluate.gt_outputs``."""
+    ``presence_threshold.png``. ``outputs``: arrays from ``evaluate.gt_outputs`` (None: no
+    GT instance with keypoints, only the threshold curve)."""
     out_dir = Path(out_dir)
-    annotated = outputs["keypoint_weights"] > 0
-    written = [plot_reliability(outputs["presence"][annotated], outputs["presence_target"][annotated],
-                                out_dir / "presence_reliability.png",
-                                title="Presence vs GT inside the activation window")]
-    maps = metrics["calibration"]["maps"]
-    if maps["calibration_error"] is not None:
+    written = []
+    if outputs is not None:
+        annotated = outputs["keypoint_weights"] > 0
+        written.append(plot_reliability(outputs["presence"][annotated], outputs["presence_target"][annotated],
+                                        out_dir / "presence_reliability.png",
+                                        title="Presence vs GT inside the activation window"))
+    maps = (metrics.get("calibration") or {}).get("maps")
+    if maps and maps["calibration_error"] is not None:
         coverage = np.array([np.nan if c is None else c for c in maps["coverage"]])
         written.append(plot_coverage_curve(coverage, out_dir / "map_coverage.png", grid=maps["grid"]))
     written.append(plot_threshold_curve(metrics["presence_threshold_curve"], out_dir / "presence_threshold.png",
