@@ -177,17 +177,35 @@ def test_gt_outputs_targets_and_logits(dataset, checkpoint):
     assert ((out["level_lo"] > 0.02) & (out["level_lo"] < 0.98)).any()  # structured maps: a real test
 
 
-def test_cli_and_in_memory_model_agree(dataset, checkpoint, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def cli_run(dataset, checkpoint, tmp_path_factory):
+    """(exit code, printed text, output folder) of one CLI run on the random checkpoint."""
+    import contextlib
+    import io
+
     ann, images = dataset
-    rc = main(["--checkpoint", str(checkpoint), "--ann", str(ann), "--images", str(images),
-               "--out", str(tmp_path / "cli"), "--quiet", "--no-flip-test"])
+    out = tmp_path_factory.mktemp("cli")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main(["--checkpoint", str(checkpoint), "--ann", str(ann), "--images", str(images),
+                   "--out", str(out), "--quiet", "--no-flip-test"])
+    return rc, printed.getvalue(), out
+
+
+def test_cli_writes_metrics_predictions_and_plots(cli_run):
+    rc, printed, out = cli_run
     assert rc == 0
-    printed = capsys.readouterr().out
     assert "Ex-OKS" in printed and "presence calibration" in printed and "A-E areas" in printed
-    saved = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    saved = json.loads((out / "metrics.json").read_text())
     assert saved["settings"]["flip_test"] is False and saved["checkpoint_presence_threshold"] == 0.3
-    for name in ("predictions.json", "presence_reliability.png", "map_coverage.png", "presence_threshold.png"):
-        assert (tmp_path / "cli" / name).is_file()
+    for name in ("presence_reliability.png", "map_coverage.png", "presence_threshold.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    assert len(json.loads((out / "predictions.json").read_text())) == saved["counts"]["predictions"] > 0
+
+
+def test_in_memory_model_agrees_with_checkpoint(dataset, checkpoint, cli_run):
+    ann, images = dataset
+    saved = json.loads((cli_run[2] / "metrics.json").read_text())
     model, _ = load_checkpoint(checkpoint)
     model.train()
     in_memory = evaluate_model(model, ann, images, flip_test=False, progress=False)
@@ -198,7 +216,7 @@ def test_cli_and_in_memory_model_agree(dataset, checkpoint, tmp_path, capsys):
         saved["calibration"]["maps"]["calibration_error"], abs=1e-6)
 
 
-def test_onnx_model_with_ort(dataset, checkpoint, tmp_path, monkeypatch):
+def test_onnx_model_with_ort(dataset, checkpoint, cli_run, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     from probpose_core.runtime import onnx_for_checkpoint
 
@@ -206,7 +224,7 @@ def test_onnx_model_with_ort(dataset, checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("PROBPOSE_CACHE", str(tmp_path / "cache"))
     onnx = onnx_for_checkpoint(checkpoint, tmp_path / "onnx")
     by_ort = evaluate_model(onnx, ann, images, flip_test=False, runtime="ort", progress=False)
-    by_torch = evaluate_model(checkpoint, ann, images, flip_test=False, progress=False)
+    by_torch = json.loads((cli_run[2] / "metrics.json").read_text())
     assert by_ort["checkpoint_presence_threshold"] == 0.3  # from the ONNX sidecar
     assert by_ort["counts"] == by_torch["counts"]
     # the presence branch does not depend on the Sparsemax variant: same reliability numbers
