@@ -1,16 +1,28 @@
 """Annotated images: keypoints coloured by presence, skeleton between present keypoints,
-credible-region outlines and boxes. Used by the demo, `probpose predict` and the ROS node.
+credible-region outlines and boxes. Used by the demo, `probpose predict` and the ROS node
+(per frame there: coordinates are rounded once, limbs go to cv2 in one call).
 """
 import cv2
 import numpy as np
 
 from .keypoints import SKELETON
 
+BOX_RGB = (80, 160, 255)
+LIMB_RGB = (0, 200, 255)
+_SKELETON = np.asarray(SKELETON, dtype=np.intp).reshape(-1, 2)
+
 
 def presence_color(presence: float) -> tuple[int, int, int]:
-    """RGB colour from red (absent, 0) through yellow to green (present, 1)."""
-    p = float(np.clip(presence, 0.0, 1.0))
-    return (int(255 * min(1.0, 2 * (1 - p))), int(255 * min(1.0, 2 * p)), 0)
+    """RGB colour from red (absent, 0) through yellow to green (present, 1); NaN counts as 0."""
+    return presence_colors(np.array([presence], dtype=np.float64))[0]
+
+
+def presence_colors(presence) -> list[tuple[int, int, int]]:
+    """:func:`presence_color` of every value of ``presence (K,)``."""
+    p = np.clip(np.nan_to_num(np.asarray(presence, dtype=np.float64).reshape(-1), nan=0.0), 0.0, 1.0)
+    red = (255 * np.minimum(1.0, 2 * (1 - p))).astype(np.int64)
+    green = (255 * np.minimum(1.0, 2 * p)).astype(np.int64)
+    return [(r, g, 0) for r, g in zip(red.tolist(), green.tolist())]
 
 
 def draw_pose(image: np.ndarray, keypoints, presence, threshold: float = 0.5, bbox=None,
@@ -21,30 +33,30 @@ def draw_pose(image: np.ndarray, keypoints, presence, threshold: float = 0.5, bb
     regions: optional list (per keypoint) of lists of (M, 2) polygons in image coordinates.
     Keypoints below ``threshold`` are drawn as small hollow markers and get no skeleton lines.
     """
-    kp = np.asarray(keypoints, dtype=np.float64)
-    pres = np.asarray(presence, dtype=np.float64)
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+    pres = np.asarray(presence, dtype=np.float64).reshape(-1)
     present = pres >= threshold
+    colors = presence_colors(pres)
     thick = max(1, round(max(image.shape[:2]) / 400))
     if bbox is not None:
         x, y, w, h = (float(v) for v in bbox)
-        cv2.rectangle(image, (round(x), round(y)), (round(x + w), round(y + h)), (80, 160, 255), thick)
+        cv2.rectangle(image, (round(x), round(y)), (round(x + w), round(y + h)), BOX_RGB, thick)
         if label:
             cv2.putText(image, label, (round(x), max(12, round(y) - 4)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.4 * thick, (80, 160, 255), thick, cv2.LINE_AA)
+                        0.4 * thick, BOX_RGB, thick, cv2.LINE_AA)
     if regions is not None:
         for k, polys in enumerate(regions):
-            if present[k]:
-                for poly in polys:
-                    pts = np.round(np.asarray(poly)).astype(np.int32).reshape(-1, 1, 2)
-                    cv2.polylines(image, [pts], True, presence_color(pres[k]), 1, cv2.LINE_AA)
-    for a, b in SKELETON:
-        if present[a] and present[b]:
-            cv2.line(image, tuple(np.round(kp[a]).astype(int)), tuple(np.round(kp[b]).astype(int)),
-                     (0, 200, 255), thick, cv2.LINE_AA)
-    for k in range(len(kp)):
-        center = tuple(np.round(kp[k]).astype(int))
-        if present[k]:
-            cv2.circle(image, center, 2 * thick + 1, presence_color(pres[k]), -1, cv2.LINE_AA)
+            if present[k] and len(polys):
+                outlines = [np.rint(np.asarray(poly)).astype(np.int32).reshape(-1, 1, 2) for poly in polys]
+                cv2.polylines(image, outlines, True, colors[k], 1, cv2.LINE_AA)
+    points = np.rint(kp).astype(np.int32)
+    limbs = _SKELETON[(_SKELETON < len(kp)).all(axis=1)]
+    limbs = limbs[present[limbs].all(axis=1)]
+    if len(limbs):  # one open 2-point polyline per limb: the same pixels as cv2.line each
+        cv2.polylines(image, list(points[limbs]), False, LIMB_RGB, thick, cv2.LINE_AA)
+    for center, is_present, color in zip(map(tuple, points.tolist()), present.tolist(), colors):
+        if is_present:
+            cv2.circle(image, center, 2 * thick + 1, color, -1, cv2.LINE_AA)
         else:
-            cv2.circle(image, center, thick + 1, presence_color(pres[k]), 1, cv2.LINE_AA)
+            cv2.circle(image, center, thick + 1, color, 1, cv2.LINE_AA)
     return image

@@ -14,7 +14,17 @@ Field choices (the .msg comments are the contract):
 - ``Keypoint.credible_region`` holds the outlines at the published ``credible_level`` only, as
   ``geometry_msgs/Polygon`` (z = 0), largest area first; empty when the pipeline computed no
   region at that level (keypoint absent, or regions disabled: ``credible_level=None`` -> 0).
+
+Speed (the node builds these per frame): rosidl's generated constructors fill every field with
+a default first (``Human()`` builds 17 default Keypoints) and go through a property per field.
+:func:`fast_message` and :func:`fast_xy` set the slots of a new message directly instead; they
+are used only for classes whose layout they recognise (else the normal constructor), and they
+need values of the types rosidl stores (``float``, ``int``, ``str``, lists of messages, numpy
+arrays for fixed-size numeric arrays): the C serialiser does not check them.
+:func:`rgb8_canvas` / :func:`rgb8_image_msg` let the annotated image be drawn straight into the
+buffer the Image message publishes (one copy of the frame, none of the drawing).
 """
+import array
 import math
 
 import numpy as np
@@ -30,6 +40,51 @@ from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.results import Human, Keypoint
 
 from .image_conversion import rgb_to_fields
+
+
+def _layout_known(cls, fields) -> bool:
+    """True when ``cls`` stores exactly ``fields`` in ``_<name>`` slots (plus ``_check_fields``)."""
+    return set(getattr(cls, "__slots__", ())) == {"_" + f for f in fields} | {"_check_fields"}
+
+
+def fast_message(cls):
+    """``make(**fields)`` -> a new ``cls`` message with its slots set directly (see the module
+    docstring); every field must be given (otherwise, or for an unknown layout, ``cls(**fields)``)."""
+    fields = tuple(cls.get_fields_and_field_types())
+    if not _layout_known(cls, fields):
+        return cls
+    slots = {f: "_" + f for f in fields}
+    new = cls.__new__
+
+    def make(**values):
+        if len(values) != len(slots):
+            return cls(**values)
+        msg = new(cls)
+        msg._check_fields = False
+        for name, value in values.items():
+            setattr(msg, slots[name], value)
+        return msg
+
+    return make
+
+
+def fast_xy(cls):
+    """``make(x, y)`` -> a new ``cls`` (geometry_msgs Point / Point32) with ``z = 0``, fast
+    (the node makes hundreds per frame); x, y must be Python floats."""
+    if not _layout_known(cls, ("x", "y", "z")):
+        return lambda x, y: cls(x=x, y=y, z=0.0)
+    new = cls.__new__
+
+    def make(x, y):
+        p = new(cls)
+        p._x, p._y, p._z, p._check_fields = x, y, 0.0, False
+        return p
+
+    return make
+
+
+_keypoint_msg, _human_msg, _polygon_msg = fast_message(KeypointMsg), fast_message(HumanMsg), fast_message(Polygon)
+_point32 = fast_xy(Point32)
 
 
 def copy_header(header) -> Header:
@@ -62,12 +117,12 @@ def keypoint_to_msg(kp: Keypoint, credible_level: float | None) -> KeypointMsg:
     polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in regions_at(kp.regions, level)] if level else []
     if len(polys) > 1:
         polys.sort(key=_polygon_area, reverse=True)
-    return KeypointMsg(
-        name=kp.name, x=float(kp.x), y=float(kp.y), presence=float(kp.presence),
+    return _keypoint_msg(
+        name=str(kp.name), x=float(kp.x), y=float(kp.y), presence=float(kp.presence),
         visibility=float(kp.visibility), oks_quality=float(kp.oks_quality),
-        covariance=np.asarray(kp.covariance, dtype=np.float32).reshape(4),
+        covariance=np.array(kp.covariance, dtype=np.float32).reshape(4),
         credible_level=level,
-        credible_region=[Polygon(points=[Point32(x=float(x), y=float(y), z=0.0) for x, y in p]) for p in polys],
+        credible_region=[_polygon_msg(points=[_point32(x, y) for x, y in p.tolist()]) for p in polys],
     )
 
 
@@ -85,9 +140,9 @@ def humans_to_msg(humans, header, image_size, model_id: str = "", presence_thres
     for i, h in enumerate(ordered):
         if len(h.keypoints) != NUM_KEYPOINTS:
             raise ValueError(f"human #{i} has {len(h.keypoints)} keypoints; the message holds {NUM_KEYPOINTS}")
-        people.append(HumanMsg(id=i, bbox=np.asarray(h.bbox, dtype=np.float32).reshape(4),
-                               score=float(h.box_score),
-                               keypoints=[keypoint_to_msg(k, credible_level) for k in h.keypoints]))
+        people.append(_human_msg(id=i, bbox=np.array(h.bbox, dtype=np.float32).reshape(4),
+                                 score=float(h.box_score),
+                                 keypoints=[keypoint_to_msg(k, credible_level) for k in h.keypoints]))
     return HumanArray(header=copy_header(header), image_width=width, image_height=height, model_id=str(model_id),
                       presence_threshold=float(presence_threshold), humans=people,
                       processing_latency=float(processing_latency))
@@ -113,7 +168,35 @@ def msg_to_humans(msg: HumanArray) -> list[Human]:
 
 def rgb_to_image_msg(rgb: np.ndarray, header, encoding: str = "rgb8") -> Image:
     """``rgb (H, W, 3) uint8`` -> ``sensor_msgs/Image`` in ``encoding`` with a copy of ``header``."""
+    if encoding == "rgb8":
+        data, canvas = rgb8_canvas(rgb)
+        return rgb8_image_msg(data, canvas.shape, header)
     fields = rgb_to_fields(rgb, encoding)
     return Image(header=copy_header(header), height=fields["height"], width=fields["width"],
                  encoding=fields["encoding"], is_bigendian=fields["is_bigendian"], step=fields["step"],
                  data=fields["data"])
+
+
+def rgb8_canvas(rgb: np.ndarray) -> tuple[array.array, np.ndarray]:
+    """A copy of ``rgb (H, W, 3) uint8`` as the bytes of an rgb8 Image: ``(data, canvas)``, where
+    ``canvas (H, W, 3)`` is a writable view of ``data`` -- draw on it, then :func:`rgb8_image_msg`."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(rgb).data)
+    return data, np.frombuffer(data, dtype=np.uint8).reshape(rgb.shape)
+
+
+def rgb8_image_msg(data: array.array, shape, header) -> Image:
+    """An rgb8 ``sensor_msgs/Image`` of ``shape (H, W, 3)`` whose data IS ``data`` (no copy)."""
+    height, width = (int(v) for v in shape[:2])
+    if len(data) != height * width * 3:
+        raise ValueError(f"{len(data)} bytes for a {width}x{height} rgb8 image")
+    msg = Image(header=copy_header(header), height=height, width=width, encoding="rgb8", is_bigendian=0,
+                step=width * 3)
+    if _layout_known(Image, tuple(Image.get_fields_and_field_types())):
+        msg._data = data  # the setter would copy the frame once more
+    else:
+        msg.data = data
+    return msg

@@ -1,12 +1,21 @@
+import cv2
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from probpose_core.overlay import draw_pose, presence_color
+from probpose_core.keypoints import SKELETON
+from probpose_core.overlay import draw_pose, presence_color, presence_colors
 
 
 def test_presence_colour_runs_red_to_green():
     assert presence_color(0.0) == (255, 0, 0)
     assert presence_color(1.0) == (0, 255, 0)
     assert presence_color(0.5) == (255, 255, 0)
+    assert presence_color(float("nan")) == presence_color(-3.0) == (255, 0, 0)
+    values = np.linspace(-0.5, 1.5, 401)
+    assert presence_colors(values) == [presence_color(v) for v in values]
+    assert presence_colors(values) == [(int(255 * min(1.0, 2 * (1 - p))), int(255 * min(1.0, 2 * p)), 0)
+                                       for p in np.clip(values, 0, 1)]
 
 
 def test_absent_keypoints_get_no_skeleton_lines():
@@ -26,3 +35,42 @@ def test_box_and_regions_are_drawn():
     regions = [[np.array([[20, 20], [40, 20], [40, 40], [20, 40]])]] + [[] for _ in range(16)]
     draw_pose(img, np.full((17, 2), 70.0), np.ones(17), bbox=[5, 5, 80, 80], regions=regions, label="id 3")
     assert img[5, 50].any() and img[20, 30].any()
+
+
+def _draw_one_by_one(image, kp, pres, threshold, bbox, regions, label):
+    """The overlay's picture from one cv2 call per element (what draw_pose batches)."""
+    present = pres >= threshold
+    thick = max(1, round(max(image.shape[:2]) / 400))
+    if bbox is not None:
+        x, y, w, h = bbox
+        cv2.rectangle(image, (round(x), round(y)), (round(x + w), round(y + h)), (80, 160, 255), thick)
+        cv2.putText(image, label, (round(x), max(12, round(y) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick,
+                    (80, 160, 255), thick, cv2.LINE_AA)
+    for k, polys in enumerate(regions):
+        for poly in polys if present[k] else []:
+            pts = np.round(poly).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(image, [pts], True, presence_color(pres[k]), 1, cv2.LINE_AA)
+    for a, b in SKELETON:
+        if present[a] and present[b]:
+            cv2.line(image, tuple(np.round(kp[a]).astype(int).tolist()), tuple(np.round(kp[b]).astype(int).tolist()),
+                     (0, 200, 255), thick, cv2.LINE_AA)
+    for k in range(len(kp)):
+        center = tuple(np.round(kp[k]).astype(int).tolist())
+        radius, fill = (2 * thick + 1, -1) if present[k] else (thick + 1, 1)
+        cv2.circle(image, center, radius, presence_color(pres[k]), fill, cv2.LINE_AA)
+    return image
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([(60, 80), (480, 640), (900, 700)]), st.booleans())
+def test_batched_drawing_equals_one_call_per_element(seed, shape, with_box):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    kp = rng.uniform(-20, max(shape) + 20, (17, 2))
+    pres = rng.uniform(0, 1, 17)
+    regions = [[rng.uniform(0, max(shape), (int(rng.integers(1, 7)), 2)) for _ in range(int(rng.integers(0, 3)))]
+               for _ in range(17)]
+    bbox = tuple(rng.uniform(0, max(shape) / 2, 4)) if with_box else None
+    got = draw_pose(image.copy(), kp, pres, 0.4, bbox=bbox, regions=regions, label="#2")
+    want = _draw_one_by_one(image.copy(), kp, pres, 0.4, bbox, regions, "#2")
+    np.testing.assert_array_equal(got, want)

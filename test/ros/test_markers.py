@@ -47,6 +47,17 @@ def limbs_of(line_list, pixel_size):
     return {(where[a], where[b]) for a, b in zip(pts[0::2], pts[1::2])}
 
 
+def segments(line_list, pixel_size):
+    """The LINE_LIST's segments as a set of unordered pixel pairs."""
+    pts = [(round(p.x / pixel_size, 6), round(p.y / pixel_size, 6)) for p in line_list.points]
+    return {frozenset(pair) for pair in zip(pts[0::2], pts[1::2])}
+
+
+def closed_edges(outline):
+    pts = [tuple(map(float, v)) for v in outline]
+    return {frozenset((a, b)) for a, b in zip(pts, pts[1:] + pts[:1]) if a != b}
+
+
 def test_all_kinds_header_lifetime_and_scale():
     presence = np.full(17, 0.9)
     presence[INDEX["left_wrist"]] = 0.1
@@ -78,13 +89,15 @@ def test_all_kinds_header_lifetime_and_scale():
     (label,) = by_ns(array, "ids")
     assert label.type == Marker.TEXT_VIEW_FACING and label.text == "0 0.90"
     assert label.scale.z == pytest.approx(14.0 * pixel_size)
+    assert (label.pose.position.x, label.pose.position.y) == pytest.approx((90 * pixel_size, 166 * pixel_size))
+    assert label.pose.orientation.w == 1.0
 
-    regions = by_ns(array, "regions")
-    assert len(regions) == 16  # one outline per present keypoint, none for the absent wrist
-    first = regions[0]
-    assert first.type == Marker.LINE_STRIP and len(first.points) == 5  # closed
-    assert (first.points[0].x, first.points[0].y) == (first.points[-1].x, first.points[-1].y)
-    assert color_tuple(first.color) == expected_color(0.9)
+    (outlines,) = by_ns(array, "regions")  # every outline of the person in one LINE_LIST
+    assert outlines.type == Marker.LINE_LIST and outlines.scale.x == pytest.approx(1.0 * pixel_size)
+    assert len(outlines.points) == len(outlines.colors) == 16 * 4 * 2  # 4 closing edges per present keypoint
+    present = [k for k in range(17) if presence[k] >= 0.5]  # not the absent wrist
+    assert segments(outlines, pixel_size) == {edge for k in present for edge in closed_edges(SQUARE + 10 * k)}
+    assert all(color_tuple(c) == expected_color(0.9) for c in outlines.colors)
 
 
 def test_skeleton_only_between_present_keypoints():
@@ -136,3 +149,30 @@ def test_line_list_property(presence, threshold):
         colors = [color_tuple(c) for c in lines[0].colors]
         ends = [k for limb in sorted(expected, key=SKELETON.index) for k in limb]
         assert colors == [expected_color(presence[k]) for k in ends]
+
+
+def test_region_outlines_of_every_size_and_colour():
+    """Outlines of 1, 2 and M points, several per keypoint, each vertex in its keypoint's colour."""
+    presence = np.zeros(17)
+    presence[[0, 1, 2]] = (0.6, 0.75, 1.0)
+    human = make_human(presence)
+    human.keypoints[0].regions = {0.5: [np.array([[5.0, 5.0]])]}  # one pixel: no segment
+    human.keypoints[1].regions = {0.5: [np.array([[1.0, 2.0], [3.0, 2.0]])]}  # two points: one segment
+    human.keypoints[2].regions = {0.5: [SQUARE + 20, np.array([[50.0, 50], [60, 50], [55, 58]])]}
+    (outlines,) = by_ns(humans_to_markers([human], header()), "regions")
+    assert segments(outlines, 0.001) == ({frozenset({(1.0, 2.0), (3.0, 2.0)})} | closed_edges(SQUARE + 20)
+                                         | closed_edges([[50, 50], [60, 50], [55, 58]]))
+    assert len(outlines.points) == 2 + 8 + 6
+    colours = [color_tuple(c) for c in outlines.colors]
+    assert colours[:2] == [expected_color(0.75)] * 2 and colours[2:] == [expected_color(1.0)] * 14
+    human.keypoints[1].regions = human.keypoints[2].regions = {}
+    assert not by_ns(humans_to_markers([human], header()), "regions")  # only a one-pixel region: left out
+
+
+def test_markers_per_person_do_not_grow_with_keypoints_or_outlines():
+    people = [make_human(np.full(17, 0.9), box_score=s) for s in (0.9, 0.8, 0.7, 0.6, 0.5)]
+    array = deserialize_message(serialize_message(humans_to_markers(people, header())), MarkerArray)
+    assert len(array.markers) == 1 + 5 * 5  # DELETEALL + keypoints, skeleton, regions, box, id per person
+    for ns in ("keypoints", "skeleton", "regions", "boxes", "ids"):
+        assert sorted(m.id for m in by_ns(array, ns)) == [0, 1, 2, 3, 4]
+    assert [m.text for m in by_ns(array, "ids")] == ["0 0.90", "1 0.80", "2 0.70", "3 0.60", "4 0.50"]
