@@ -118,3 +118,25 @@ def test_bad_input_one_line_exit_2(calibrated_at_t_true, tmp_path, capsys, probl
     assert rc == 2
     assert err.startswith("calibrate: error: ") and "\n" not in err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_heatmap_model_gets_threshold_only(calibrated_at_t_true, tmp_path):
+    from training.calibrate import calibrate_checkpoint
+
+    ann, images, _ = calibrated_at_t_true
+    torch.manual_seed(1)
+    config = cnn_config(map_kind="heatmap")
+    model = build_model(config).eval()
+    with torch.no_grad():  # heatmap peaks of order 1, so presence (the map maximum) varies
+        model.head.final_layer.bias.fill_(0.5)
+        model.head.final_layer.weight.mul_(300.0)
+    path = save_checkpoint(tmp_path / "heatmap.pt", model, config)
+    summary = calibrate_checkpoint(path, ann, images, tmp_path / "out.pt", plots=tmp_path / "plots",
+                                   flip_test=False, progress=False)
+    assert summary["map"] is None and summary["temperature"] == 1.0
+    cal = summary["metrics"]["calibration"]
+    assert cal["presence"]["keypoints"] > 0 and cal["maps"]["calibration_error"] is not None
+    _, meta = load_checkpoint(tmp_path / "out.pt")
+    assert meta["temperature"] == 1.0 and meta["presence_threshold"] == summary["presence_threshold"]
+    assert (tmp_path / "plots" / "map_coverage.png").is_file()
+    assert not (tmp_path / "plots" / "map_coverage_calibration.png").exists()

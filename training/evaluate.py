@@ -17,8 +17,10 @@ Steps (each the one implementation in the house):
    the pipeline) and is compared with the codec's targets. Presence reliability: predicted
    presence vs "the annotated keypoint lies inside the activation window" (the presence
    target); map coverage: credible level of the GT pixel in each probability map, over the
-   keypoints with a map target (``map_weights``). Heatmap models have no probability maps:
-   their coverage is left out; a set without annotated keypoints gets ``calibration: null``.
+   keypoints with a map target (``map_weights``). Heatmap models are read as the pipeline
+   reads them (``pipeline.read_heatmaps``): presence = the map maximum, coverage of the
+   heatmap made a distribution (what their credible regions come from). A set without
+   annotated keypoints gets ``calibration: null``.
 
 ``--runtime ort`` runs the ONNX export, whose top-k Sparsemax is exact only while a map's
 support has at most 128 pixels: on untrained or very flat maps its maps (and their coverage)
@@ -48,7 +50,7 @@ from probpose_core.evaluation.instances import prepare
 from probpose_core.evaluation.threshold import search_presence_threshold
 from probpose_core.geometry import PADDING
 from probpose_core.jsonio import dump_json
-from probpose_core.pipeline import Pipeline, predict_images, read_image
+from probpose_core.pipeline import HEATMAP_KEY, Pipeline, predict_images, read_heatmaps, read_image
 
 GT_BATCH = 32  # crops per forward pass over the GT instances
 
@@ -104,11 +106,6 @@ def model_codec(meta: dict) -> ProbMapCodec:
 
 # ------------------------------------------------------------------------------ GT instances
 
-def _heatmap_presence(out: dict) -> np.ndarray:
-    """Presence (N, K) of a heatmap model, as the pipeline takes it: the peak value, in [0, 1]."""
-    return np.clip(np.asarray(out["heatmaps"], dtype=np.float64).max(axis=(2, 3)), 0.0, 1.0)
-
-
 def _batches(instances, images_dir: Path, pipe: Pipeline, progress: bool):
     """Crops of the instances, image by image, gathered into batches of about GT_BATCH:
     yields ``(images (B, 3, H, W), center (B, 2), scale (B, 2), instances (B,))``."""
@@ -147,7 +144,7 @@ def gt_outputs(runner, instances, images_dir, codec: ProbMapCodec = ProbMapCodec
     over the N instances: ``presence``, ``presence_target``, ``keypoint_weights``,
     ``map_weights`` (N, K); ``keypoints_map`` (N, K, 2) GT in heatmap pixels; ``level_lo``,
     ``level_hi`` (N, K) credible interval of the GT pixel in each probability map (NaN off the
-    map or for heatmap models); ``map_logits`` (N, K, H, W) float32 only with ``logits``.
+    map); ``map_logits`` (N, K, H, W) float32 only with ``logits``.
     """
     images_dir = Path(images_dir)
     if not instances:
@@ -160,11 +157,11 @@ def gt_outputs(runner, instances, images_dir, codec: ProbMapCodec = ProbMapCodec
         kpts = np.stack([inst.keypoints for inst in group])
         targets = codec.encode(kpts[..., :2], kpts[..., 2].astype(np.int64), np.array([i.area for i in group]),
                                center, scale)
-        presence = _heatmap_presence(out) if "heatmaps" in out else out["presence"]
-        if "prob_maps" in out:
-            lo, hi = credible_interval(out["prob_maps"], targets["keypoints_map"])
+        if HEATMAP_KEY in out:  # presence and distribution as the pipeline reads a heatmap model
+            _, presence, _, maps = read_heatmaps(codec, out[HEATMAP_KEY], center, scale)
         else:
-            lo = hi = np.full(kpts.shape[:2], np.nan)
+            presence, maps = out["presence"], out["prob_maps"]
+        lo, hi = credible_interval(maps, targets["keypoints_map"])
         values = {"presence": np.asarray(presence, dtype=np.float64), "presence_target": targets["presence"],
                   "keypoint_weights": targets["keypoint_weights"], "map_weights": targets["map_weights"],
                   "keypoints_map": targets["keypoints_map"], "level_lo": lo, "level_hi": hi}
