@@ -10,8 +10,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from probpose_core.calibration import temperature_maps
+from probpose_core.calibration import temperature_error, temperature_maps
 from probpose_core.data.coco import pad_to_contain
 from probpose_core.data.instances import load_instances
 from probpose_core.data.synthetic import write_synthetic_coco
@@ -20,7 +22,7 @@ from probpose_core.geometry import bbox_to_center_scale, heatmap_to_image
 from probpose_core.models import build_model, cnn_config
 from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
 from probpose_core.codec import ProbMapCodec
-from training.calibrate import fit_map_temperature, main
+from training.calibrate import coverage_at, fit_map_temperature, main
 from training.evaluate import LogitsRunner, gt_outputs
 
 T_TRUE = 0.5
@@ -140,3 +142,19 @@ def test_heatmap_model_gets_threshold_only(calibrated_at_t_true, tmp_path):
     assert meta["temperature"] == 1.0 and meta["presence_threshold"] == summary["presence_threshold"]
     assert (tmp_path / "plots" / "map_coverage.png").is_file()
     assert not (tmp_path / "plots" / "map_coverage_calibration.png").exists()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), temperature=st.floats(0.05, 5.0), n=st.integers(1, 3))
+def test_coverage_at_agrees_with_temperature_error(seed, temperature, n):
+    """Two routes to the calibration error of sparsemax(logits / T): maps then credible
+    intervals (coverage_at) and the library's sorted-logits route (temperature_error)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=rng.uniform(0.1, 3.0), size=(n, 3, 8, 6))
+    gt = rng.uniform(-1.0, [6.0, 8.0], size=(n, 3, 2))  # some off the map
+    weights = (rng.random((n, 3)) < 0.8).astype(float)
+    if weights.sum() == 0 or not np.any(weights.astype(bool) & (np.rint(gt) >= 0).all(-1)
+                                        & (np.rint(gt) < [6, 8]).all(-1)):
+        return
+    _, err = coverage_at(logits, gt, weights, temperature)
+    assert err == pytest.approx(temperature_error(logits, gt, temperature, weights), abs=1e-9)

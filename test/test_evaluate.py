@@ -11,6 +11,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from probpose_core.codec import ProbMapCodec
 from probpose_core.data.coco import load_coco
@@ -21,7 +23,7 @@ from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.models import build_model, cnn_config
 from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
 from probpose_core.pipeline import Pipeline, read_image
-from training.evaluate import LogitsRunner, evaluate_model, gt_outputs, main
+from training.evaluate import LogitsRunner, evaluate_model, gt_outputs, keypoint_metrics, main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -251,3 +253,28 @@ def test_cli_bad_input_one_line_exit_2(dataset, checkpoint, tmp_path, capsys, pr
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert err.startswith("evaluate: error: ") and "\n" not in err
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31), threshold=st.floats(0.0, 1.0))
+def test_keypoint_metrics_equal_evaluate(dataset, seed, threshold):
+    """keypoint_metrics (one Ex preparation for both thresholds) == evaluation.evaluate."""
+    ann, _ = dataset
+    gt = load_gt(ann)
+    rng = np.random.default_rng(seed)
+    preds = []
+    for a in gt["annotations"]:
+        if rng.random() < 0.2:
+            continue  # a missed person
+        kpts = np.asarray(a["keypoints"], dtype=np.float64).reshape(-1, 3)
+        xy = kpts[:, :2] + rng.normal(scale=rng.uniform(1, 15), size=(NUM_KEYPOINTS, 2))
+        presence = np.clip((kpts[:, 2] > 0) * 0.6 + rng.normal(scale=0.25, size=NUM_KEYPOINTS), 0, 1)
+        preds.append({"image_id": a["image_id"], "category_id": 1, "score": float(rng.random()),
+                      "keypoints": [float(v) for row in np.column_stack([xy, presence]) for v in row]})
+    metrics = keypoint_metrics(gt, preds, threshold)
+    best = evaluate(gt, preds, extended=True, presence_threshold="best")
+    at = evaluate(gt, preds, extended=True, presence_threshold=threshold)
+    for key, value in best.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-12), key
+    for key, value in metrics["at_checkpoint_threshold"].items():
+        assert value == pytest.approx(at[key], abs=1e-12), key
