@@ -159,6 +159,7 @@ def test_gt_outputs_targets_and_logits(dataset, checkpoint):
     ann, images = dataset
     model, meta = load_checkpoint(checkpoint)
     instances, _ = load_instances(ann, images_dir=images)
+    instances = instances[::2] + instances[1::2]  # images interleaved: rows must still follow this order
     out = gt_outputs(LogitsRunner(model), instances, images, logits=True)
     n = len(instances)
     assert out["map_logits"].shape == (n, NUM_KEYPOINTS, 64, 48) and out["presence"].shape == (n, NUM_KEYPOINTS)
@@ -167,7 +168,8 @@ def test_gt_outputs_targets_and_logits(dataset, checkpoint):
         from probpose_core.geometry import bbox_to_center_scale
 
         center, scale = bbox_to_center_scale(inst.bbox[None])
-        t = codec.encode(inst.keypoints[None, :, :2], inst.keypoints[None, :, 2].astype(int), [inst.area], center, scale)
+        t = codec.encode(inst.keypoints[None, :, :2], inst.keypoints[None, :, 2].astype(int), [inst.area],
+                         center, scale)
         np.testing.assert_array_equal(out["presence_target"][i], t["presence"][0])
         np.testing.assert_allclose(out["keypoints_map"][i], t["keypoints_map"][0])
     # the maps' credible intervals are those of sparsemax(logits / head temperature)

@@ -124,8 +124,8 @@ def format_summary(summary: dict) -> str:
     if fit is None:
         lines.append("heatmap model: no probability maps, temperature not fitted")
     else:
-        lines.append(f"map temperature: head {fit['head_temperature_before']:.4g} -> {fit['head_temperature_after']:.4g} "
-                     f"(stored calibration factor {summary['temperature']:.4g}; {fit['keypoints']} keypoints of "
+        lines.append(f"map temperature: head {fit['head_temperature_before']:.4g} -> "
+                     f"{fit['head_temperature_after']:.4g} (stored calibration factor {summary['temperature']:.4g}; {fit['keypoints']} keypoints of "
                      f"{fit['instances']} instances)")
         lines.append(f"map calibration error: before {fit['error_before']:.4f}, after {fit['error_after']:.4f}")
     m = summary["metrics"]

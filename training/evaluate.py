@@ -107,31 +107,26 @@ def model_codec(meta: dict) -> ProbMapCodec:
 # ------------------------------------------------------------------------------ GT instances
 
 def _batches(instances, images_dir: Path, pipe: Pipeline, progress: bool):
-    """Crops of the instances, image by image, gathered into batches of about GT_BATCH:
-    yields ``(images (B, 3, H, W), center (B, 2), scale (B, 2), instances (B,))``."""
+    """Crops of the instances, image by image, gathered into batches of about GT_BATCH: yields
+    ``(images (B, 3, H, W), center (B, 2), scale (B, 2), rows (B,))``, ``rows`` indexing ``instances``."""
     from tqdm import tqdm
 
     by_image: dict = {}
-    for inst in instances:
-        by_image.setdefault(inst.file_name, []).append(inst)
+    for row, inst in enumerate(instances):
+        by_image.setdefault(inst.file_name, []).append(row)
     parts: list = []
     size = 0
-    for file_name, group in tqdm(by_image.items(), desc="gt instances", unit="img", disable=not progress,
-                                 file=sys.stderr):
+    for file_name, rows in tqdm(by_image.items(), desc="gt instances", unit="img", disable=not progress,
+                                file=sys.stderr):
         frame = read_image(images_dir / file_name)
-        images, center, scale = pipe.crops(frame, np.stack([inst.bbox for inst in group]))
-        parts.append((images, center, scale, group))
-        size += len(group)
+        images, center, scale = pipe.crops(frame, np.stack([instances[r].bbox for r in rows]))
+        parts.append((images, center, scale, np.asarray(rows)))
+        size += len(rows)
         if size >= GT_BATCH:
-            yield _concat(parts)
+            yield tuple(np.concatenate(column) for column in zip(*parts))
             parts, size = [], 0
     if parts:
-        yield _concat(parts)
-
-
-def _concat(parts):
-    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]), [inst for p in parts for inst in p[3]])
+        yield tuple(np.concatenate(column) for column in zip(*parts))
 
 
 def gt_outputs(runner, instances, images_dir, codec: ProbMapCodec = ProbMapCodec(), flip_test: bool = False,
@@ -141,7 +136,7 @@ def gt_outputs(runner, instances, images_dir, codec: ProbMapCodec = ProbMapCodec
 
     runner: a Runner (``logits=True`` needs a :class:`LogitsRunner`). Crops are the pipeline's
     (:meth:`Pipeline.crops`), the flip test its :meth:`Pipeline.infer`. Returns numpy arrays
-    over the N instances: ``presence``, ``presence_target``, ``keypoint_weights``,
+    over the N instances, in their order: ``presence``, ``presence_target``, ``keypoint_weights``,
     ``map_weights`` (N, K); ``keypoints_map`` (N, K, 2) GT in heatmap pixels; ``level_lo``,
     ``level_hi`` (N, K) credible interval of the GT pixel in each probability map (NaN off the
     map); ``map_logits`` (N, K, H, W) float32 only with ``logits``.
@@ -151,12 +146,12 @@ def gt_outputs(runner, instances, images_dir, codec: ProbMapCodec = ProbMapCodec
         raise InputError("no GT instance with annotated keypoints to evaluate calibration on")
     pipe = Pipeline(runner, codec=codec, flip_test=flip_test, credible_levels=())
     keys = ("presence", "presence_target", "keypoint_weights", "map_weights", "keypoints_map", "level_lo", "level_hi")
-    collected: dict = {k: [] for k in keys + (("map_logits",) if logits else ())}
-    for images, center, scale, group in _batches(instances, images_dir, pipe, progress):
+    collected: dict = {k: [] for k in keys + ("rows",) + (("map_logits",) if logits else ())}
+    for images, center, scale, rows in _batches(instances, images_dir, pipe, progress):
         out = pipe.infer(images)
-        kpts = np.stack([inst.keypoints for inst in group])
-        targets = codec.encode(kpts[..., :2], kpts[..., 2].astype(np.int64), np.array([i.area for i in group]),
-                               center, scale)
+        kpts = np.stack([instances[r].keypoints for r in rows])
+        area = np.array([instances[r].area for r in rows])
+        targets = codec.encode(kpts[..., :2], kpts[..., 2].astype(np.int64), area, center, scale)
         if HEATMAP_KEY in out:  # presence and distribution as the pipeline reads a heatmap model
             _, presence, _, maps = read_heatmaps(codec, out[HEATMAP_KEY], center, scale)
         else:
@@ -164,12 +159,13 @@ def gt_outputs(runner, instances, images_dir, codec: ProbMapCodec = ProbMapCodec
         lo, hi = credible_interval(maps, targets["keypoints_map"])
         values = {"presence": np.asarray(presence, dtype=np.float64), "presence_target": targets["presence"],
                   "keypoint_weights": targets["keypoint_weights"], "map_weights": targets["map_weights"],
-                  "keypoints_map": targets["keypoints_map"], "level_lo": lo, "level_hi": hi}
+                  "keypoints_map": targets["keypoints_map"], "level_lo": lo, "level_hi": hi, "rows": rows}
         if logits:
             values["map_logits"] = np.asarray(out["map_logits"], dtype=np.float32)
         for k, v in values.items():
             collected[k].append(v)
-    return {k: np.concatenate(v) for k, v in collected.items()}
+    order = np.argsort(np.concatenate(collected.pop("rows")))  # back to the order of ``instances``
+    return {k: np.concatenate(v)[order] for k, v in collected.items()}
 
 
 def calibration_summary(outputs: dict, grid=Q_GRID) -> dict:
@@ -232,7 +228,8 @@ def format_report(metrics: dict) -> str:
         fmt = (lambda v: "n/a" if v is None else f"{v:.4f}")
         lines.append(f"presence calibration ({p['keypoints']} annotated GT keypoints): ECE {fmt(p['ece'])}, "
                      f"Brier {fmt(p['brier'])}")
-        lines.append(f"map calibration ({m['keypoints']} GT keypoints on the maps): error {fmt(m['calibration_error'])}")
+        lines.append(f"map calibration ({m['keypoints']} GT keypoints on the maps): "
+                     f"error {fmt(m['calibration_error'])}")
     lines.append(format_area_table(metrics["areas"]))
     return "\n".join(lines)
 
@@ -296,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", required=True, help="folder of the annotation's images")
     parser.add_argument("--detections", help="COCO results-format person boxes to use instead of the GT boxes")
     parser.add_argument("--no-flip-test", dest="flip_test", action="store_false", help="no horizontal flip test")
-    parser.add_argument("--runtime", default="torch", choices=("torch", "ort"), help="inference runtime (default torch)")
+    parser.add_argument("--runtime", default="torch", choices=("torch", "ort"),
+                        help="inference runtime (default torch)")
     parser.add_argument("--out", required=True, help="output folder (metrics.json, predictions.json, plots)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
