@@ -29,7 +29,6 @@ markers are shallow copies of one prototype per call (their header, pose, scale,
 shared within the array: treat the result as read-only), points are made with
 :func:`messages.fast_xy` and each colour object is made once and reused.
 """
-import copy
 import math
 
 import numpy as np
@@ -41,7 +40,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from probpose_core.keypoints import SKELETON
 from probpose_core.overlay import presence_colors
 
-from .messages import copy_header, fast_xy, order_humans, regions_at
+from .messages import copy_header, fast_xy, order_humans, regions_at, shallow_copy
 
 BOX_RGB = (80, 160, 255)  # the overlay's box colour
 TEXT_RGB = (255, 255, 255)
@@ -97,7 +96,7 @@ def humans_to_markers(humans, header, presence_threshold: float = 0.5, credible_
     colours = _Colours()
 
     def marker(ns: str, marker_id: int, kind: int, width_px: float) -> Marker:
-        m = copy.copy(proto)
+        m = shallow_copy(proto)
         m.ns, m.id, m.type = ns, marker_id, kind
         if width_px not in scales:
             scales[width_px] = Vector3(x=width_px * pixel_size, y=width_px * pixel_size, z=width_px * pixel_size)
@@ -106,7 +105,7 @@ def humans_to_markers(humans, header, presence_threshold: float = 0.5, credible_
 
     markers = []
     if clear:
-        delete_all = copy.copy(proto)
+        delete_all = shallow_copy(proto)
         delete_all.action = Marker.DELETEALL
         markers.append(delete_all)
     for i, h in enumerate(order_humans(humans)):
@@ -129,13 +128,15 @@ def humans_to_markers(humans, header, presence_threshold: float = 0.5, credible_
             markers.append(lines)
 
         if credible_level:
-            edges, edge_colors = [], []
-            for k, kp in enumerate(h.keypoints):
-                if present[k]:
-                    for poly in regions_at(kp.regions, float(credible_level)):
-                        vertices = outline_edges(_points(np.reshape(poly, (-1, 2)), pixel_size))
-                        edges.extend(vertices)  # each Point object serves both edges at its corner
-                        edge_colors.extend([colors[k]] * len(vertices))
+            polys = [(k, np.reshape(poly, (-1, 2))) for k, kp in enumerate(h.keypoints) if present[k]
+                     for poly in regions_at(kp.regions, float(credible_level))]
+            corners = _points(np.concatenate([poly for _, poly in polys]), pixel_size) if polys else []
+            edges, edge_colors, start = [], [], 0
+            for k, poly in polys:  # each corner Point serves both edges that meet there
+                vertices = outline_edges(corners[start:start + len(poly)])
+                start += len(poly)
+                edges.extend(vertices)
+                edge_colors.extend([colors[k]] * len(vertices))
             if edges:
                 outlines = marker("regions", i, Marker.LINE_LIST, line_px / 2)
                 outlines.points, outlines.colors = edges, edge_colors

@@ -25,6 +25,8 @@ arrays for fixed-size numeric arrays): the C serialiser does not check them.
 buffer the Image message publishes (one copy of the frame, none of the drawing).
 """
 import array
+import copy
+import functools
 import math
 
 import numpy as np
@@ -42,8 +44,11 @@ from probpose_core.results import Human, Keypoint
 from .image_conversion import rgb_to_fields
 
 
-def _layout_known(cls, fields) -> bool:
-    """True when ``cls`` stores exactly ``fields`` in ``_<name>`` slots (plus ``_check_fields``)."""
+@functools.cache
+def _layout_known(cls) -> bool:
+    """True when the message class ``cls`` stores each field ``f`` in a slot ``_f`` and has
+    nothing else but ``_check_fields`` (the layout of rosidl's generated Python classes)."""
+    fields = tuple(cls.get_fields_and_field_types())
     return set(getattr(cls, "__slots__", ())) == {"_" + f for f in fields} | {"_check_fields"}
 
 
@@ -51,7 +56,7 @@ def fast_message(cls):
     """``make(**fields)`` -> a new ``cls`` message with its slots set directly (see the module
     docstring); every field must be given (otherwise, or for an unknown layout, ``cls(**fields)``)."""
     fields = tuple(cls.get_fields_and_field_types())
-    if not _layout_known(cls, fields):
+    if not _layout_known(cls):
         return cls
     slots = {f: "_" + f for f in fields}
     new = cls.__new__
@@ -71,7 +76,7 @@ def fast_message(cls):
 def fast_xy(cls):
     """``make(x, y)`` -> a new ``cls`` (geometry_msgs Point / Point32) with ``z = 0``, fast
     (the node makes hundreds per frame); x, y must be Python floats."""
-    if not _layout_known(cls, ("x", "y", "z")):
+    if set(cls.get_fields_and_field_types()) != {"x", "y", "z"} or not _layout_known(cls):
         return lambda x, y: cls(x=x, y=y, z=0.0)
     new = cls.__new__
 
@@ -81,6 +86,17 @@ def fast_xy(cls):
         return p
 
     return make
+
+
+def shallow_copy(msg):
+    """A new message of ``msg``'s class sharing its field values (nested messages included)."""
+    cls = type(msg)
+    if not _layout_known(cls):
+        return copy.copy(msg)
+    new = cls.__new__(cls)
+    for slot in cls.__slots__:
+        setattr(new, slot, getattr(msg, slot))
+    return new
 
 
 _keypoint_msg, _human_msg, _polygon_msg = fast_message(KeypointMsg), fast_message(HumanMsg), fast_message(Polygon)
@@ -188,15 +204,18 @@ def rgb8_canvas(rgb: np.ndarray) -> tuple[array.array, np.ndarray]:
     return data, np.frombuffer(data, dtype=np.uint8).reshape(rgb.shape)
 
 
-def rgb8_image_msg(data: array.array, shape, header) -> Image:
-    """An rgb8 ``sensor_msgs/Image`` of ``shape (H, W, 3)`` whose data IS ``data`` (no copy)."""
+def rgb8_image_msg(data, shape, header) -> Image:
+    """An rgb8 ``sensor_msgs/Image`` of ``shape (H, W, 3)`` whose data IS ``data`` (no copy):
+    an ``array.array('B')`` (:func:`rgb8_canvas`) or a C-contiguous uint8 buffer such as an
+    ``(H, W, 3)`` array (rclpy serialises any buffer)."""
     height, width = (int(v) for v in shape[:2])
-    if len(data) != height * width * 3:
-        raise ValueError(f"{len(data)} bytes for a {width}x{height} rgb8 image")
+    view = memoryview(data)
+    if view.nbytes != height * width * 3 or not view.c_contiguous:
+        raise ValueError(f"{view.nbytes} bytes (C-contiguous: {view.c_contiguous}) for a {width}x{height} rgb8 image")
     msg = Image(header=copy_header(header), height=height, width=width, encoding="rgb8", is_bigendian=0,
                 step=width * 3)
-    if _layout_known(Image, tuple(Image.get_fields_and_field_types())):
+    if _layout_known(Image):
         msg._data = data  # the setter would copy the frame once more
     else:
-        msg.data = data
+        msg.data = data if isinstance(data, array.array) else array.array("B", view.cast("B"))
     return msg

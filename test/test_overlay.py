@@ -37,7 +37,16 @@ def test_box_and_regions_are_drawn():
     assert img[5, 50].any() and img[20, 30].any()
 
 
-def _draw_one_by_one(image, kp, pres, threshold, bbox, regions, label):
+def test_without_antialiasing_only_the_drawing_colours_appear():
+    kp = np.tile([[50.0, 50.0]], (17, 1))
+    kp[5], kp[7] = [10, 13], [90, 71]  # a slanted limb
+    smooth, sharp = (draw_pose(np.zeros((100, 100, 3), np.uint8), kp, np.ones(17), antialias=aa) for aa in (True, False))
+    colours = {(0, 200, 255), presence_color(1.0), (0, 0, 0)}
+    assert {tuple(c) for c in sharp.reshape(-1, 3)} <= colours
+    assert not {tuple(c) for c in smooth.reshape(-1, 3)} <= colours  # blended edge pixels
+
+
+def _draw_one_by_one(image, kp, pres, threshold, bbox, regions, label, line):
     """The overlay's picture from one cv2 call per element (what draw_pose batches)."""
     present = pres >= threshold
     thick = max(1, round(max(image.shape[:2]) / 400))
@@ -45,25 +54,25 @@ def _draw_one_by_one(image, kp, pres, threshold, bbox, regions, label):
         x, y, w, h = bbox
         cv2.rectangle(image, (round(x), round(y)), (round(x + w), round(y + h)), (80, 160, 255), thick)
         cv2.putText(image, label, (round(x), max(12, round(y) - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick,
-                    (80, 160, 255), thick, cv2.LINE_AA)
+                    (80, 160, 255), thick, line)
     for k, polys in enumerate(regions):
         for poly in polys if present[k] else []:
             pts = np.round(poly).astype(np.int32).reshape(-1, 1, 2)
-            cv2.polylines(image, [pts], True, presence_color(pres[k]), 1, cv2.LINE_AA)
+            cv2.polylines(image, [pts], True, presence_color(pres[k]), 1, line)
     for a, b in SKELETON:
         if present[a] and present[b]:
             cv2.line(image, tuple(np.round(kp[a]).astype(int).tolist()), tuple(np.round(kp[b]).astype(int).tolist()),
-                     (0, 200, 255), thick, cv2.LINE_AA)
+                     (0, 200, 255), thick, line)
     for k in range(len(kp)):
         center = tuple(np.round(kp[k]).astype(int).tolist())
         radius, fill = (2 * thick + 1, -1) if present[k] else (thick + 1, 1)
-        cv2.circle(image, center, radius, presence_color(pres[k]), fill, cv2.LINE_AA)
+        cv2.circle(image, center, radius, presence_color(pres[k]), fill, line)
     return image
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.sampled_from([(60, 80), (480, 640), (900, 700)]), st.booleans())
-def test_batched_drawing_equals_one_call_per_element(seed, shape, with_box):
+@given(st.integers(0, 2**31 - 1), st.sampled_from([(60, 80), (480, 640), (900, 700)]), st.booleans(), st.booleans())
+def test_batched_drawing_equals_one_call_per_element(seed, shape, with_box, antialias):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     kp = rng.uniform(-20, max(shape) + 20, (17, 2))
@@ -71,6 +80,6 @@ def test_batched_drawing_equals_one_call_per_element(seed, shape, with_box):
     regions = [[rng.uniform(0, max(shape), (int(rng.integers(1, 7)), 2)) for _ in range(int(rng.integers(0, 3)))]
                for _ in range(17)]
     bbox = tuple(rng.uniform(0, max(shape) / 2, 4)) if with_box else None
-    got = draw_pose(image.copy(), kp, pres, 0.4, bbox=bbox, regions=regions, label="#2")
-    want = _draw_one_by_one(image.copy(), kp, pres, 0.4, bbox, regions, "#2")
+    got = draw_pose(image.copy(), kp, pres, 0.4, bbox=bbox, regions=regions, label="#2", antialias=antialias)
+    want = _draw_one_by_one(image.copy(), kp, pres, 0.4, bbox, regions, "#2", cv2.LINE_AA if antialias else cv2.LINE_8)
     np.testing.assert_array_equal(got, want)

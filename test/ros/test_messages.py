@@ -14,7 +14,7 @@ from probpose_core.keypoints import NAMES
 from probpose_core.results import Human, Keypoint
 from probpose_ros.image_conversion import msg_to_rgb
 from probpose_ros.messages import (copy_header, fast_message, fast_xy, humans_to_msg, msg_to_humans, order_humans,
-                                  rgb8_canvas, rgb8_image_msg, rgb_to_image_msg)
+                                  rgb8_canvas, rgb8_image_msg, rgb_to_image_msg, shallow_copy)
 
 SQUARE = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], dtype=np.float64)  # area 100
 TRIANGLE = np.array([[0, 0], [2, 0], [0, 2]], dtype=np.float64)             # area 2
@@ -184,6 +184,10 @@ def test_fast_constructors_equal_the_generated_ones():
     assert human == HumanMsg(id=3, bbox=np.ones(4, np.float32), score=0.5, keypoints=[kp] * 17) == roundtrip(human)
     partial = fast_message(KeypointMsg)(name="nose")  # not every field given: the generated constructor
     assert partial == KeypointMsg(name="nose") == roundtrip(partial)
+    twin = shallow_copy(human)
+    assert twin == human and twin is not human and twin.keypoints is human.keypoints
+    twin.id = 4
+    assert human.id == 3 and roundtrip(twin).id == 4
 
 
 def test_fast_constructors_fall_back_for_an_unknown_layout():
@@ -198,6 +202,8 @@ def test_fast_constructors_fall_back_for_an_unknown_layout():
             return {"x": "double", "y": "double", "z": "double"}
 
     assert fast_message(Other) is Other
+    twin = shallow_copy(Other(1.0))
+    assert type(twin) is Other and twin._x == 1.0
     p = fast_xy(Other)(1.0, 2.0)
     assert (p._x, p._y, p._z) == (1.0, 2.0, 0.0)
 
@@ -217,3 +223,7 @@ def test_annotated_image_is_drawn_in_the_message_buffer():
         rgb8_image_msg(data, (6, 10, 3), header())
     with pytest.raises(ValueError):
         rgb8_canvas(frame.astype(np.float32))
+    own = frame.copy()  # an (H, W, 3) array works as the buffer too ...
+    np.testing.assert_array_equal(msg_to_rgb(roundtrip(rgb8_image_msg(own, own.shape, header()))), frame)
+    with pytest.raises(ValueError):  # ... when C-contiguous
+        rgb8_image_msg(np.zeros((9, 6, 3), np.uint8).transpose(1, 0, 2), (6, 9, 3), header())

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ros_harness import (ROOT, TIMEOUT, child_env, image_msg, installed_executable, output, replay_cmd, sensor_qos,
                          start_node, stamp_ns, stop, write_video)
 
-from probpose_ros.pose_node import (PARAMETERS, FullFrameDetector, LatestFrame, annotate, make_detector,
+from probpose_ros.pose_node import (PARAMETERS, FullFrameDetector, LatestFrame, annotate, image_canvas, make_detector,
                                     parameter_defaults, top_people)
 
 
@@ -79,6 +79,20 @@ def test_annotate_draws_on_a_copy():
                     regions={0.5: [np.array([[5.0, 5], [20, 5], [20, 20]])]}) for i in range(17)]
     out = annotate(frame, [Human(bbox=(2, 2, 70, 50), score=0.5, keypoints=kps)], 0.5)
     assert out.any() and not frame.any()
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
+def test_annotated_image_never_draws_on_the_received_message(encoding):
+    from probpose_ros.image_conversion import msg_to_rgb
+
+    msg = image_msg(np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8), 1, encoding=encoding)
+    received = bytes(msg.data)
+    frame = msg_to_rgb(msg)
+    data, canvas = image_canvas(frame, msg.data)
+    canvas[:] = 7
+    assert bytes(msg.data) == received
+    assert (canvas is frame) == (encoding == "bgr8")  # a converted frame is the node's own: drawn in place
+    assert bytes(memoryview(data)) == bytes(7 for _ in range(6 * 8 * 3))
 
 
 # -- real processes over DDS ------------------------------------------------------------
