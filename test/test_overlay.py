@@ -40,7 +40,8 @@ def test_box_and_regions_are_drawn():
 def test_without_antialiasing_only_the_drawing_colours_appear():
     kp = np.tile([[50.0, 50.0]], (17, 1))
     kp[5], kp[7] = [10, 13], [90, 71]  # a slanted limb
-    smooth, sharp = (draw_pose(np.zeros((100, 100, 3), np.uint8), kp, np.ones(17), antialias=aa) for aa in (True, False))
+    smooth, sharp = (draw_pose(np.zeros((100, 100, 3), np.uint8), kp, np.ones(17), antialias=aa)
+                     for aa in (True, False))
     colours = {(0, 200, 255), presence_color(1.0), (0, 0, 0)}
     assert {tuple(c) for c in sharp.reshape(-1, 3)} <= colours
     assert not {tuple(c) for c in smooth.reshape(-1, 3)} <= colours  # blended edge pixels
