@@ -74,15 +74,15 @@ def fast_message(cls):
 
 
 def fast_xy(cls):
-    """``make(x, y)`` -> a new ``cls`` (geometry_msgs Point / Point32) with ``z = 0``, fast
-    (the node makes hundreds per frame); x, y must be Python floats."""
+    """``make(x, y, z=0.0)`` -> a new ``cls`` (geometry_msgs Point / Point32), fast (the node
+    makes hundreds per frame); x, y, z must be Python floats."""
     if set(cls.get_fields_and_field_types()) != {"x", "y", "z"} or not _layout_known(cls):
-        return lambda x, y: cls(x=x, y=y, z=0.0)
+        return lambda x, y, z=0.0: cls(x=x, y=y, z=z)
     new = cls.__new__
 
-    def make(x, y):
+    def make(x, y, z=0.0):
         p = new(cls)
-        p._x, p._y, p._z, p._check_fields = x, y, 0.0, False
+        p._x, p._y, p._z, p._check_fields = x, y, z, False
         return p
 
     return make
@@ -108,6 +108,17 @@ def copy_header(header) -> Header:
     return Header(stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec), frame_id=header.frame_id)
 
 
+def header_data(header) -> dict:
+    """``std_msgs/Header`` -> its plain data (:mod:`probpose_ros.cdr`): ``{"stamp": (sec, nanosec), "frame_id"}``."""
+    return {"stamp": (int(header.stamp.sec), int(header.stamp.nanosec)), "frame_id": str(header.frame_id)}
+
+
+def plain_header(data: dict) -> Header:
+    """:func:`header_data` -> a new ``std_msgs/Header``."""
+    sec, nanosec = data["stamp"]
+    return Header(stamp=Time(sec=int(sec), nanosec=int(nanosec)), frame_id=data["frame_id"])
+
+
 def _polygon_area(points: np.ndarray) -> float:
     """Shoelace area of a closed outline ``points (M, 2)``."""
     x, y = points[:, 0], points[:, 1]
@@ -127,12 +138,19 @@ def order_humans(humans) -> list:
     return sorted(humans, key=lambda h: -float(h.box_score))
 
 
-def keypoint_to_msg(kp: Keypoint, credible_level: float | None) -> KeypointMsg:
-    """One :class:`Keypoint` -> ``probpose_msgs/Keypoint`` with its region at ``credible_level``."""
-    level = 0.0 if credible_level is None else float(credible_level)
+def published_regions(kp: Keypoint, level: float) -> list[np.ndarray]:
+    """The outlines ``(M, 2)`` float64 of ``kp`` at credible level ``level`` as published:
+    largest area first; none when ``level`` is 0 (regions off)."""
     polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in regions_at(kp.regions, level)] if level else []
     if len(polys) > 1:
         polys.sort(key=_polygon_area, reverse=True)
+    return polys
+
+
+def keypoint_to_msg(kp: Keypoint, credible_level: float | None) -> KeypointMsg:
+    """One :class:`Keypoint` -> ``probpose_msgs/Keypoint`` with its region at ``credible_level``."""
+    level = 0.0 if credible_level is None else float(credible_level)
+    polys = published_regions(kp, level)
     return _keypoint_msg(
         name=str(kp.name), x=float(kp.x), y=float(kp.y), presence=float(kp.presence),
         visibility=float(kp.visibility), oks_quality=float(kp.oks_quality),
@@ -162,6 +180,51 @@ def humans_to_msg(humans, header, image_size, model_id: str = "", presence_thres
     return HumanArray(header=copy_header(header), image_width=width, image_height=height, model_id=str(model_id),
                       presence_threshold=float(presence_threshold), humans=people,
                       processing_latency=float(processing_latency))
+
+
+def humans_to_data(humans, header, image_size, model_id: str = "", presence_threshold: float = 0.5,
+                   credible_level: float | None = 0.5, processing_latency: float = 0.0) -> dict:
+    """The content of :func:`humans_to_msg` (same arguments) as plain data for
+    ``cdr.encode(HumanArray, data)``: dicts of fields; ``bbox`` / ``covariance`` float32
+    ``(4,)``, every outline ``points (M, 3)`` float32 (z = 0)."""
+    width, height = (int(v) for v in image_size)
+    level = 0.0 if credible_level is None else float(credible_level)
+    people = []
+    for i, h in enumerate(order_humans(humans)):
+        if len(h.keypoints) != NUM_KEYPOINTS:
+            raise ValueError(f"human #{i} has {len(h.keypoints)} keypoints; the message holds {NUM_KEYPOINTS}")
+        keypoints = []
+        for kp in h.keypoints:
+            regions = []
+            for poly in published_regions(kp, level):
+                points = np.zeros((len(poly), 3), dtype=np.float32)
+                points[:, :2] = poly  # rounded to nearest, as the C serialiser does
+                regions.append({"points": points})
+            keypoints.append({"name": str(kp.name), "x": float(kp.x), "y": float(kp.y), "presence": float(kp.presence),
+                              "visibility": float(kp.visibility), "oks_quality": float(kp.oks_quality),
+                              "covariance": np.array(kp.covariance, dtype=np.float32).reshape(4),
+                              "credible_level": level, "credible_region": regions})
+        people.append({"id": i, "bbox": np.array(h.bbox, dtype=np.float32).reshape(4), "score": float(h.box_score),
+                       "keypoints": keypoints})
+    return {"header": header_data(header), "image_width": width, "image_height": height, "model_id": str(model_id),
+            "presence_threshold": float(presence_threshold), "humans": people,
+            "processing_latency": float(processing_latency)}
+
+
+def sample_humans() -> list[Human]:
+    """Two fixed people exercising every field (regions of 1, 2, 3 and 4 points, absent
+    keypoints, NaN covariance, odd-length names): the sample of the node's start-up self-check."""
+    people = []
+    for p in range(2):
+        kps = []
+        for k in range(NUM_KEYPOINTS):
+            shape = np.array([[0, 0], [7.5, 0], [7.5, 5.25], [0, 6]][:1 + (k + p) % 4]) + (3 * k, 2 * k + p)
+            kps.append(Keypoint(name="kp" + "x" * ((k + p) % 5), x=10.5 + k + 0.1 * p, y=20.25 + 2 * k,
+                                presence=(k * 7 + p) % 10 / 9, visibility=0.3, oks_quality=k / 17,
+                                covariance=np.full((2, 2), np.nan) if k == 3 else np.array([[4.0, 1.5], [1.5, 9.0]]),
+                                regions={0.5: [shape, shape[::-1] * 2]}))
+        people.append(Human(bbox=(5.0 + 30 * p, 6.5, 70.0, 140.25), score=0.4, keypoints=kps, box_score=0.9 - 0.3 * p))
+    return people
 
 
 def msg_to_keypoint(msg: KeypointMsg) -> Keypoint:

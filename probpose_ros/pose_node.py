@@ -213,10 +213,11 @@ def _node_class():
     from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import Header
     from visualization_msgs.msg import MarkerArray
 
     from probpose_msgs.msg import HumanArray
-    from probpose_ros import diagnostics, markers, messages
+    from probpose_ros import cdr, diagnostics, markers, messages
 
     class PoseNode(Node):
         def __init__(self, **kw):
@@ -237,6 +238,7 @@ def _node_class():
             self.pub_image = (self.create_publisher(Image, "humans/image_annotated", 1)
                               if self.params["publish_annotated_image"] else None)
             self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.cdr_humans, self.cdr_markers = self._cdr_self_check()
             msg_type = CompressedImage if self.params["compressed"] else Image
             self.create_subscription(msg_type, self.params["image_topic"], self._on_image, sensor_qos)
             self.create_timer(1.0, self._publish_diagnostics)
@@ -272,6 +274,19 @@ def _node_class():
                                      presence_threshold=threshold, invalid_boxes="skip")
             self.model_id = f"{Path(p['model']).name}:{file_sha256(p['model'])[:12]}"
             self.min_period = 1.0 / float(p["max_rate_hz"]) if float(p["max_rate_hz"]) > 0 else 0.0
+
+        def _cdr_self_check(self) -> tuple[bool, bool]:
+            """Whether HumanArray / MarkerArray go out as CDR bytes written by :mod:`cdr` (cheaper
+            than rclpy converting message objects): only when a sample serialises to the same
+            bytes both ways; otherwise message objects (logged once)."""
+            sample, header = messages.sample_humans(), Header(frame_id="cdr_self_check")
+            args = (sample, header, (640, 480), "self-check", 0.5, 0.5, 0.125)
+            marks = markers.marker_data(sample, header, 0.5, 0.5)
+            problems = (cdr.self_check(HumanArray, messages.humans_to_data(*args), messages.humans_to_msg(*args)),
+                        cdr.self_check(MarkerArray, {"markers": marks}, markers.markers_to_msg(marks)))
+            for problem in filter(None, problems):
+                self.get_logger().warning(f"CDR self-check failed, publishing message objects instead: {problem}")
+            return problems[0] is None, problems[1] is None
 
         # -- callback thread: O(1), the frame is converted by the worker -----------------
         def _on_image(self, msg):
@@ -314,16 +329,21 @@ def _node_class():
             humans = self.pipeline.estimate(frame, boxes, scores, skip_invalid=True)
             pose, cpu_pose = time.perf_counter() - t_pose, time.thread_time() - cpu_pose
             size = (frame.shape[1], frame.shape[0])
-            out = messages.humans_to_msg(humans, msg.header, size, model_id=self.model_id,
-                                         presence_threshold=self.presence_threshold,
-                                         credible_level=self.credible_level)
-            latency = time.perf_counter() - received
-            out.processing_latency = latency
-            self.pub_humans.publish(out)
+            fields = dict(model_id=self.model_id, presence_threshold=self.presence_threshold,
+                          credible_level=self.credible_level)
+            if self.cdr_humans:  # the same message as CDR bytes (cdr.py; start-up self-check)
+                out = messages.humans_to_data(humans, msg.header, size, **fields)
+                out["processing_latency"] = latency = time.perf_counter() - received
+                self.pub_humans.publish(cdr.encode(HumanArray, out))
+            else:
+                out = messages.humans_to_msg(humans, msg.header, size, **fields)
+                out.processing_latency = latency = time.perf_counter() - received
+                self.pub_humans.publish(out)
             self.stats.frame_published(latency)
             if self.pub_markers is not None and self.pub_markers.get_subscription_count():
-                self.pub_markers.publish(markers.humans_to_markers(humans, msg.header, self.presence_threshold,
-                                                                   self.credible_level))
+                data = markers.marker_data(humans, msg.header, self.presence_threshold, self.credible_level)
+                self.pub_markers.publish(cdr.encode(MarkerArray, {"markers": data}) if self.cdr_markers
+                                         else markers.markers_to_msg(data))
             if self.pub_image is not None and self.pub_image.get_subscription_count():
                 data, canvas = image_canvas(frame, msg.data)  # drawn in the published buffer
                 draw_humans(canvas, humans, self.presence_threshold, antialias=False)  # LINE_8: half the time
