@@ -55,13 +55,6 @@ class Unsupported(TypeError):
     """A message type this writer cannot lay out (the caller keeps message objects)."""
 
 
-def _pad(buf: bytearray, size: int, fill: bytes) -> None:
-    """Padding (``fill``, 8 bytes) so the next item of ``size`` bytes starts aligned (relative to the header)."""
-    n = -(len(buf) - 4) % size
-    if n:
-        buf += fill[:n]
-
-
 def encode(cls, data: dict, fill: int = 0) -> bytes:
     """The CDR bytes of a ``cls`` message with the fields ``data`` (plain data, see above);
     padding bytes are ``fill``."""
@@ -113,6 +106,57 @@ def _primitive(t) -> tuple | None:
     return None
 
 
+class _Source:
+    """The lines of a generated writer function and the constants they name."""
+
+    def __init__(self):
+        self.lines = ["def write(buf, data, fill):"]
+        self.names = {"struct": struct, "ndarray": np.ndarray, "asarray": np.asarray, "U32": _U32,
+                      "ZEROS": _ZEROS, "visible": _visible, "string_bytes": _string_bytes, "bad_count": _bad_count}
+
+    def const(self, value, hint: str) -> str:
+        name = f"{hint}_{len(self.names)}"
+        self.names[name] = value
+        return name
+
+    def var(self, hint: str) -> str:
+        return self.const(None, hint)  # a unique name (the constant itself is never read)
+
+    def add(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    def pad(self, depth: int, size: int) -> None:
+        """Padding so the next item of ``size`` bytes is aligned: (4 - len(buf)) mod size, as
+        the offset counts from the end of the 4-byte header."""
+        if size > 1:
+            self.add(depth, f"n = (4 - len(buf)) & {size - 1}")
+            self.add(depth, "if n:")
+            self.add(depth + 1, "buf += fill[:n]")
+
+
+def _visible(packed: bytes, pads: list, fill: bytes) -> bytes:
+    """``packed`` with its padding bytes (offsets ``pads``) set to ``fill[0]`` (:func:`padding_mask`)."""
+    out = bytearray(packed)
+    for at in pads:
+        out[at] = fill[0]
+    return bytes(out)
+
+
+def _string_bytes(recent: dict, text: str) -> bytes:
+    """A string's CDR bytes after the padding (length with NUL, UTF-8, NUL), kept in ``recent``."""
+    raw = text.encode()
+    packed = _U32.pack(len(raw) + 1) + raw + b"\x00"
+    if len(recent) >= 4096:  # names and labels repeat every frame; anything else must not pile up
+        recent.clear()
+    recent[text] = packed
+    return packed
+
+
+def _bad_count(name: str, numbers: int, per_item: int, size) -> ValueError:
+    want = f"{size} items" if size is not None else f"a multiple of {per_item}"
+    return ValueError(f"CDR field {name!r}: {numbers} numbers ({per_item} per item), expected {want}")
+
+
 class _Run:
     """Consecutive number fields (primitives, fixed arrays of numbers, flat messages) packed
     with one ``struct.Struct`` per start offset modulo 8 (the padding inside depends on it)."""
@@ -138,45 +182,36 @@ class _Run:
             self.structs.append(struct.Struct(fmt))
             self.pads.append(pads)
 
-    def write(self, buf: bytearray, data: dict, fill: bytes) -> None:
-        values = []
-        for name, many, default in self.fields:
-            value = data.get(name, default)
-            if many:
-                values.extend(value)
-            else:
-                values.append(value)
-        phase = (len(buf) - 4) % 8
-        try:
-            packed = self.structs[phase].pack(*values)
-        except struct.error as exc:
-            raise ValueError(f"CDR fields {[f[0] for f in self.fields]}: {exc}") from None
-        if fill is not _ZEROS and self.pads[phase]:  # padding made visible (padding_mask)
-            packed = bytearray(packed)
-            for at in self.pads[phase]:
-                packed[at] = fill[0]
-        buf += packed
+    def emit(self, src: _Source, data: str, depth: int) -> None:
+        args = ", ".join(("*" if many else "") + f"{data}.get({name!r}, {src.const(default, 'default')})"
+                         for name, many, default in self.fields)
+        structs, pads, names = (src.const(self.structs, "run"), src.const(self.pads, "pads"),
+                                src.const([f[0] for f in self.fields], "names"))
+        src.add(depth, "phase = (len(buf) - 4) & 7")
+        src.add(depth, "try:")
+        src.add(depth + 1, f"packed = {structs}[phase].pack({args})")
+        src.add(depth, "except (struct.error, TypeError) as exc:")
+        src.add(depth + 1, f"raise ValueError(f'CDR fields {{{names}}}: {{exc}}') from None")
+        if any(self.pads):  # padding inside the run at some offsets: made visible for padding_mask
+            src.add(depth, f"if fill is not ZEROS and {pads}[phase]:")
+            src.add(depth + 1, f"packed = visible(packed, {pads}[phase], fill)")
+        src.add(depth, "buf += packed")
 
 
 class _String:
     """A string field; the bytes of recent values are kept (names and labels repeat every frame)."""
 
     def __init__(self, name: str):
-        self.name, self.default, self.recent = name, "", {}
+        self.name, self.default = name, ""
 
-    def write(self, buf: bytearray, data: dict, fill: bytes) -> None:
-        text = data.get(self.name, self.default)
-        packed = self.recent.get(text)
-        if packed is None:
-            raw = text.encode()
-            packed = _U32.pack(len(raw) + 1) + raw + b"\x00"
-            if len(self.recent) >= 4096:
-                self.recent.clear()
-            self.recent[text] = packed
-        pad = -len(buf) & 3  # the header is 4 bytes: same as the offset after it
-        if pad:
-            buf += fill[:pad]
-        buf += packed
+    def emit(self, src: _Source, data: str, depth: int) -> None:
+        recent = src.const({}, "strings")
+        src.add(depth, f"text = {data}.get({self.name!r}, {self.default!r})")
+        src.add(depth, f"packed = {recent}.get(text)")
+        src.add(depth, "if packed is None:")
+        src.add(depth + 1, f"packed = string_bytes({recent}, text)")
+        src.pad(depth, 4)
+        src.add(depth, "buf += packed")
 
 
 class _Numbers:
@@ -185,49 +220,54 @@ class _Numbers:
     def __init__(self, name: str, dtype, per_item: int, size: int | None):
         self.name, self.per_item, self.size, self.default = name, per_item, size, None
         self.dtype = np.dtype(dtype).newbyteorder("<")
-        self.itemsize = self.dtype.itemsize
 
-    def write(self, buf: bytearray, data: dict, fill: bytes) -> None:
-        values = data.get(self.name, self.default)
-        if type(values) is not np.ndarray or values.dtype != self.dtype:
-            values = np.asarray(values, dtype=self.dtype)
-        count, rest = divmod(values.size, self.per_item)
-        if rest or (self.size is not None and count != self.size):
-            want = f"{self.size} items" if self.size is not None else f"a multiple of {self.per_item}"
-            raise ValueError(f"CDR field {self.name!r}: {values.size} numbers, expected {want}")
+    def emit(self, src: _Source, data: str, depth: int) -> None:
+        dtype, default = src.const(self.dtype, "dtype"), src.const(self.default, "default")
+        src.add(depth, f"values = {data}.get({self.name!r}, {default})")
+        src.add(depth, f"if type(values) is not ndarray or values.dtype != {dtype}:")
+        src.add(depth + 1, f"values = asarray(values, dtype={dtype})")
+        src.add(depth, f"count, rest = divmod(values.size, {self.per_item})")
+        wrong = "rest" if self.size is None else f"rest or count != {self.size}"
+        src.add(depth, f"if {wrong}:")
+        src.add(depth + 1, f"raise bad_count({self.name!r}, values.size, {self.per_item}, {self.size})")
         if self.size is None:
-            _pad(buf, 4, fill)
-            buf += _U32.pack(count)
-        if count:
-            _pad(buf, self.itemsize, fill)
-            buf += values.tobytes()  # C order, whatever the shape
+            src.pad(depth, 4)
+            src.add(depth, "buf += U32.pack(count)")
+        src.add(depth, "if count:")
+        src.pad(depth + 1, self.dtype.itemsize)
+        src.add(depth + 1, "buf += values.tobytes()  # C order, whatever the shape")
 
 
 class _Nested:
-    """A nested message (dict), a fixed array or a sequence of them (lists of dicts)."""
+    """A nested message (dict), a fixed array or a sequence of them (lists of dicts); the inner
+    message's writing is inlined."""
 
     def __init__(self, name: str, inner: "Layout", size: int | None, sequence: bool):
         self.name, self.inner, self.size, self.sequence, self.default = name, inner, size, sequence, None
 
-    def write(self, buf: bytearray, data: dict, fill: bytes) -> None:
-        value = data.get(self.name, self.default)
+    def emit(self, src: _Source, data: str, depth: int) -> None:
+        value = src.var("value")
+        src.add(depth, f"{value} = {data}.get({self.name!r}, {src.const(self.default, 'default')})")
         if not self.sequence and self.size is None:
-            self.inner.write(buf, value, fill)
+            self.inner.emit(src, value, depth)
             return
         if self.sequence:
-            _pad(buf, 4, fill)
-            buf += _U32.pack(len(value))
-        elif len(value) != self.size:
-            raise ValueError(f"CDR field {self.name!r}: {len(value)} items, expected {self.size}")
-        write = self.inner.write
-        for item in value:
-            write(buf, item, fill)
+            src.pad(depth, 4)
+            src.add(depth, f"buf += U32.pack(len({value}))")
+        else:
+            src.add(depth, f"if len({value}) != {self.size}:")
+            src.add(depth + 1, f"raise ValueError('CDR field %r: %d items, expected %d' % "
+                               f"({self.name!r}, len({value}), {self.size}))")
+        item = src.var("item")
+        src.add(depth, f"for {item} in {value}:")
+        self.inner.emit(src, item, depth + 1)
 
 
 class Layout:
     """How one message class is written: its fields as runs of numbers, strings, number
-    arrays and nested messages. ``flat_codes`` is the struct codes of all its numbers when it
-    holds numbers only (then it travels as a tuple inside its parent), else None."""
+    arrays and nested messages, compiled into one Python function ``write(buf, data, fill)``
+    (``source``: its text). ``flat_codes`` is the struct codes of all its numbers when it holds
+    numbers only (then it travels as a tuple inside its parent), else None."""
 
     def __init__(self, cls):
         self.cls = cls
@@ -258,10 +298,16 @@ class Layout:
             if isinstance(step, _Run):
                 step.finish()
         self.flat_codes = codes_all if all(isinstance(s, _Run) for s in self.steps) else None
+        src = _Source()
+        self.emit(src, "data", 1)
+        self.source = "\n".join(src.lines)
+        exec(compile(self.source, f"<cdr writer of {cls.__name__}>", "exec"), src.names)  # noqa: S102
+        self.write = src.names["write"]
 
-    def write(self, buf: bytearray, data: dict, fill: bytes) -> None:
+    def emit(self, src: _Source, data: str, depth: int) -> None:
+        """Append the lines writing the message held by the variable ``data``."""
         for step in self.steps:
-            step.write(buf, data, fill)
+            step.emit(src, data, depth)
 
 
 def _number_codes(t) -> list[str] | None:

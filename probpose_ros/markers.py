@@ -112,8 +112,8 @@ def marker_data(humans, header, presence_threshold: float = 0.5, credible_level:
 
     markers = [dict(shared, action=Marker.DELETEALL)] if clear else []
     for i, h in enumerate(order_humans(humans)):
-        xy = np.array([(k.x, k.y) for k in h.keypoints], dtype=np.float64).reshape(-1, 2)
-        presence = np.array([k.presence for k in h.keypoints], dtype=np.float64)
+        xyp = np.array([(k.x, k.y, k.presence) for k in h.keypoints], dtype=np.float64).reshape(-1, 3)
+        xy, presence = xyp[:, :2], xyp[:, 2]
         present = presence >= presence_threshold
         colors = np.ones((len(xy), 4), dtype=np.float32)  # ColorRGBA holds float32
         if len(xy):
@@ -127,8 +127,9 @@ def marker_data(humans, header, presence_threshold: float = 0.5, credible_level:
             markers.append(marker("skeleton", i, Marker.LINE_LIST, line_px, points=points[ends], colors=colors[ends]))
 
         if credible_level:
-            polys = [(k, np.reshape(poly, (-1, 2))) for k, kp in enumerate(h.keypoints) if present[k]
-                     for poly in regions_at(kp.regions, float(credible_level))]
+            level = float(credible_level)
+            polys = [(k, np.asarray(poly, dtype=np.float64).reshape(-1, 2)) for k in np.flatnonzero(present).tolist()
+                     for poly in regions_at(h.keypoints[k].regions, level)]
             if polys:
                 sizes = [len(poly) for _, poly in polys]
                 edges = outline_edges(sizes)

@@ -1,8 +1,10 @@
 """probpose_core results <-> probpose_msgs / sensor_msgs messages.
 
 ``humans_to_msg`` turns the pipeline's ``list[Human]`` (image pixels) into one
-``probpose_msgs/HumanArray`` for one camera image; ``msg_to_humans`` is its inverse (tests and
-subscribers that want the dataclasses back). ``rgb_to_image_msg`` makes a ``sensor_msgs/Image``.
+``probpose_msgs/HumanArray`` for one camera image; ``humans_to_data`` gives the same content
+as plain data for :mod:`probpose_ros.cdr` (what the node publishes, as CDR bytes);
+``msg_to_humans`` is the inverse (tests and subscribers that want the dataclasses back).
+``rgb_to_image_msg`` makes a ``sensor_msgs/Image``.
 
 Field choices (the .msg comments are the contract):
 
@@ -141,7 +143,8 @@ def order_humans(humans) -> list:
 def published_regions(kp: Keypoint, level: float) -> list[np.ndarray]:
     """The outlines ``(M, 2)`` float64 of ``kp`` at credible level ``level`` as published:
     largest area first; none when ``level`` is 0 (regions off)."""
-    polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in regions_at(kp.regions, level)] if level else []
+    polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in regions_at(kp.regions, level)] \
+        if level and kp.regions else []
     if len(polys) > 1:
         polys.sort(key=_polygon_area, reverse=True)
     return polys
@@ -194,7 +197,8 @@ def humans_to_data(humans, header, image_size, model_id: str = "", presence_thre
         if len(h.keypoints) != NUM_KEYPOINTS:
             raise ValueError(f"human #{i} has {len(h.keypoints)} keypoints; the message holds {NUM_KEYPOINTS}")
         keypoints = []
-        for kp in h.keypoints:
+        covariances = np.array([kp.covariance for kp in h.keypoints], dtype=np.float32).reshape(-1, 4)
+        for kp, covariance in zip(h.keypoints, covariances):
             regions = []
             for poly in published_regions(kp, level):
                 points = np.zeros((len(poly), 3), dtype=np.float32)
@@ -202,7 +206,7 @@ def humans_to_data(humans, header, image_size, model_id: str = "", presence_thre
                 regions.append({"points": points})
             keypoints.append({"name": str(kp.name), "x": float(kp.x), "y": float(kp.y), "presence": float(kp.presence),
                               "visibility": float(kp.visibility), "oks_quality": float(kp.oks_quality),
-                              "covariance": np.array(kp.covariance, dtype=np.float32).reshape(4),
+                              "covariance": covariance,
                               "credible_level": level, "credible_region": regions})
         people.append({"id": i, "bbox": np.array(h.bbox, dtype=np.float32).reshape(4), "score": float(h.box_score),
                        "keypoints": keypoints})
