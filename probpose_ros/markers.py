@@ -42,7 +42,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from probpose_core.keypoints import SKELETON
 from probpose_core.overlay import presence_colors
 
-from .messages import fast_xy, header_data, order_humans, regions_at, shallow_copy
+from .messages import layout_known, fast_xy, header_data, order_humans, plain_header, regions_at, shallow_copy
 
 BOX_RGB = (80, 160, 255)  # the overlay's box colour
 TEXT_RGB = (255, 255, 255)
@@ -170,8 +170,7 @@ def _pose(p) -> Pose:
 
 def markers_to_msg(data: list[dict]) -> MarkerArray:
     """:func:`marker_data` -> ``MarkerArray`` of message objects (shared sub-objects: read-only)."""
-    from .messages import plain_header
-
+    slot = "_" if layout_known(Marker) else ""  # rosidl's slots set directly: no per-field checks
     colours = _Shared(lambda c: ColorRGBA(r=c[0], g=c[1], b=c[2], a=c[3]))
     vectors = _Shared(lambda v: Vector3(x=v[0], y=v[1], z=v[2]))
     poses = _Shared(_pose)
@@ -181,15 +180,17 @@ def markers_to_msg(data: list[dict]) -> MarkerArray:
     for d in data:
         hdr = d.get("header", {"stamp": (0, 0), "frame_id": ""})
         m = shallow_copy(protos[tuple(hdr["stamp"]), hdr["frame_id"], tuple(d.get("lifetime", (0, 0)))])
-        m.ns, m.id, m.type, m.action = d.get("ns", ""), int(d.get("id", 0)), int(d.get("type", 0)), int(d.get("action", 0))
-        m.frame_locked, m.text = bool(d.get("frame_locked", False)), d.get("text", "")
-        m.pose = poses[tuple(map(float, d.get("pose", (0.0,) * 6 + (1.0,))))]
-        m.scale = vectors[tuple(map(float, d.get("scale", (0.0, 0.0, 0.0))))]
-        m.color = colours[tuple(map(float, d.get("color", (0.0,) * 4)))]
+        fields = {"ns": str(d.get("ns", "")), "id": int(d.get("id", 0)), "type": int(d.get("type", 0)),
+                  "action": int(d.get("action", 0)), "frame_locked": bool(d.get("frame_locked", False)),
+                  "text": str(d.get("text", "")), "pose": poses[tuple(map(float, d.get("pose", IDENTITY)))],
+                  "scale": vectors[tuple(map(float, d.get("scale", (0.0, 0.0, 0.0))))],
+                  "color": colours[tuple(map(float, d.get("color", (0.0,) * 4)))]}
         if "points" in d:
-            m.points = [_point(x, y, z) for x, y, z in np.asarray(d["points"], dtype=np.float64).reshape(-1, 3).tolist()]
+            fields["points"] = [_point(x, y, z) for x, y, z in np.asarray(d["points"], np.float64).reshape(-1, 3).tolist()]
         if "colors" in d:
-            m.colors = [colours[tuple(c)] for c in np.asarray(d["colors"], dtype=np.float64).reshape(-1, 4).tolist()]
+            fields["colors"] = [colours[c] for c in map(tuple, np.asarray(d["colors"], np.float64).reshape(-1, 4).tolist())]
+        for name, value in fields.items():
+            setattr(m, slot + name, value)
         out.append(m)
     return MarkerArray(markers=out)
 

@@ -47,7 +47,7 @@ from .image_conversion import rgb_to_fields
 
 
 @functools.cache
-def _layout_known(cls) -> bool:
+def layout_known(cls) -> bool:
     """True when the message class ``cls`` stores each field ``f`` in a slot ``_f`` and has
     nothing else but ``_check_fields`` (the layout of rosidl's generated Python classes)."""
     fields = tuple(cls.get_fields_and_field_types())
@@ -58,7 +58,7 @@ def fast_message(cls):
     """``make(**fields)`` -> a new ``cls`` message with its slots set directly (see the module
     docstring); every field must be given (otherwise, or for an unknown layout, ``cls(**fields)``)."""
     fields = tuple(cls.get_fields_and_field_types())
-    if not _layout_known(cls):
+    if not layout_known(cls):
         return cls
     slots = {f: "_" + f for f in fields}
     new = cls.__new__
@@ -78,7 +78,7 @@ def fast_message(cls):
 def fast_xy(cls):
     """``make(x, y, z=0.0)`` -> a new ``cls`` (geometry_msgs Point / Point32), fast (the node
     makes hundreds per frame); x, y, z must be Python floats."""
-    if set(cls.get_fields_and_field_types()) != {"x", "y", "z"} or not _layout_known(cls):
+    if set(cls.get_fields_and_field_types()) != {"x", "y", "z"} or not layout_known(cls):
         return lambda x, y, z=0.0: cls(x=x, y=y, z=z)
     new = cls.__new__
 
@@ -93,7 +93,7 @@ def fast_xy(cls):
 def shallow_copy(msg):
     """A new message of ``msg``'s class sharing its field values (nested messages included)."""
     cls = type(msg)
-    if not _layout_known(cls):
+    if not layout_known(cls):
         return copy.copy(msg)
     new = cls.__new__(cls)
     for slot in cls.__slots__:
@@ -281,7 +281,7 @@ def rgb8_image_msg(data, shape, header) -> Image:
         raise ValueError(f"{view.nbytes} bytes (C-contiguous: {view.c_contiguous}) for a {width}x{height} rgb8 image")
     msg = Image(header=copy_header(header), height=height, width=width, encoding="rgb8", is_bigendian=0,
                 step=width * 3)
-    if _layout_known(Image):
+    if layout_known(Image):
         msg._data = data  # the setter would copy the frame once more
     else:
         msg.data = data if isinstance(data, array.array) else array.array("B", view.cast("B"))
