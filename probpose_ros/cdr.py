@@ -1,31 +1,37 @@
 """Exact CDR bytes of ROS 2 messages written from plain data (no message objects).
 
 rclpy's ``Publisher.publish`` also takes the serialised message as ``bytes``; building those
-bytes with ``struct`` / numpy straight from our arrays is several times cheaper than letting
-rclpy convert every nested Point / ColorRGBA / Polygon object (~1.5 us each) into its C struct.
+bytes with ``struct`` / numpy straight from our arrays is cheaper than building message objects
+and letting rclpy convert every nested Point / ColorRGBA / Polygon object (~1.5 us each) into
+its C struct (the pose node saves ~1/3 of its overhead with markers on; see bench_node).
 
 Wire format (what ``rclpy.serialization.serialize_message`` gives with rmw_fastrtps /
 rmw_cyclonedds, plain XCDR1 little-endian):
 
 - a 4-byte encapsulation header ``00 01 00 00``; every alignment below is relative to its end;
-- a primitive of size s (1, 2, 4, 8 bytes) starts at a multiple of s (zero padding before it);
+- a primitive of size s (1, 2, 4, 8 bytes) starts at a multiple of s (padding before it: zeros
+  here; rmw's serialiser leaves those bytes uninitialised, so comparisons skip them:
+  :func:`same_bytes`, :func:`padding_mask`);
 - ``string``: uint32 length including the NUL, the UTF-8 bytes, a NUL;
 - sequence: uint32 element count, then the elements (the first one aligned as its first
   primitive; none, no padding, when empty); fixed arrays: the elements without a count;
 - nested messages: their fields in order, no padding of their own.
 
-The layout of a message class is read at import of the class (:func:`layout`) from its
+The layout of a message class is read on first use (:func:`layout`, cached) from its
 ``SLOT_TYPES`` / ``get_fields_and_field_types()``, so fields a ROS distribution adds (Marker's
-texture, uv_coordinates, mesh_file in Kilted) are written too. Plain data of a message is a
+texture, uv_coordinates, mesh_file in Kilted) are written too, and compiled into one generated
+Python function (nested messages inlined; ``layout(cls).source`` shows it). Bounded strings and
+sequences are written like unbounded ones (their bounds are not checked). Plain data of a message is a
 ``dict`` field name -> value; a missing field takes the class's default value. Values:
 
 - primitives: Python / numpy numbers (``bool`` for boolean); strings: ``str``;
 - a nested message whose fields are all numbers ("flat": Time, Duration, Pose, Vector3,
   ColorRGBA, Point...): the sequence of its numbers in field order, e.g. ``pose=(x, y, z,
   qx, qy, qz, qw)``, ``stamp=(sec, nanosec)``; any other nested message: a dict;
-- fixed arrays / sequences of numbers or of flat messages whose numbers share one type
-  (``Point[]``, ``ColorRGBA[]``, ``Point32[]``, ``float32[4]``): an array-like ``(N, k)`` or
-  flat ``(N * k,)`` (cast like the C serialiser: doubles rounded to the nearest float32);
+- sequences of numbers or of flat messages whose numbers share one type (``Point[]``,
+  ``ColorRGBA[]``, ``Point32[]``, ``uint8[]``): an array-like ``(N, k)`` or flat ``(N * k,)``
+  (cast like the C serialiser: doubles rounded to the nearest float32);
+- fixed arrays of numbers or of flat messages (``float32[4] bbox``): a flat sequence of numbers;
 - sequences / arrays of other messages: lists of dicts.
 
 Unsupported field types (wstring, long double, mixed-type flat sequences) make :func:`layout`
@@ -357,7 +363,8 @@ def plain(value, t=None):
         cls = type(value)
         if layout(cls).flat_codes is not None:
             return tuple(_flatten(value))
-        return {name: plain(getattr(value, name), ft) for name, ft in zip(cls.get_fields_and_field_types(), cls.SLOT_TYPES)}
+        return {name: plain(getattr(value, name), ft)
+                for name, ft in zip(cls.get_fields_and_field_types(), cls.SLOT_TYPES)}
     if isinstance(t, (BasicType, AbstractString)):
         return value
     item = t.value_type

@@ -186,9 +186,11 @@ def markers_to_msg(data: list[dict]) -> MarkerArray:
                   "scale": vectors[tuple(map(float, d.get("scale", (0.0, 0.0, 0.0))))],
                   "color": colours[tuple(map(float, d.get("color", (0.0,) * 4)))]}
         if "points" in d:
-            fields["points"] = [_point(x, y, z) for x, y, z in np.asarray(d["points"], np.float64).reshape(-1, 3).tolist()]
+            xyz = np.asarray(d["points"], np.float64).reshape(-1, 3).tolist()
+            fields["points"] = [_point(x, y, z) for x, y, z in xyz]
         if "colors" in d:
-            fields["colors"] = [colours[c] for c in map(tuple, np.asarray(d["colors"], np.float64).reshape(-1, 4).tolist())]
+            rgba_rows = np.asarray(d["colors"], np.float64).reshape(-1, 4).tolist()
+            fields["colors"] = [colours[c] for c in map(tuple, rgba_rows)]
         for name, value in fields.items():
             setattr(m, slot + name, value)
         out.append(m)
