@@ -210,7 +210,7 @@ def _train(config: TrainConfig, info: D.DistInfo, resume, stop_after) -> dict:
             batches = epoch_batches(len(dataset), config.data.batch_size, run.seed, epoch, info)[:iters_per_epoch]
             loader = make_loader(dataset, batches[start:], config, epoch, info)
             net.train()
-            replaced, tick, tick_iter = 0, time.perf_counter(), iteration
+            replaced, bad_steps, tick, tick_iter = 0, 0, time.perf_counter(), iteration
             bar = tqdm(total=len(batches), initial=start, desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
                        disable=not (info.is_main and run.progress), dynamic_ncols=True)
             b = start
@@ -224,12 +224,13 @@ def _train(config: TrainConfig, info: D.DistInfo, resume, stop_after) -> dict:
                     losses = training_losses(outputs, batch, codec, config.loss)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(losses["total"]).backward()
-                    grad_norm = torch.zeros(())
-                    if config.optim.grad_clip:
-                        scaler.unscale_(optimizer)
-                        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                    scaler.unscale_(optimizer)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip or math.inf)
                     lr = max(g["lr"] for g in optimizer.param_groups)
-                    scaler.step(optimizer)
+                    if torch.isfinite(grad_norm) or use_amp:  # the AMP scaler skips non-finite steps itself
+                        scaler.step(optimizer)
+                    else:  # gradients are already averaged, so every process skips the same step
+                        bad_steps += 1
                     scaler.update()
                     scheduler.step()
                     iteration += 1
@@ -263,6 +264,8 @@ def _train(config: TrainConfig, info: D.DistInfo, resume, stop_after) -> dict:
             finally:
                 bar.close()
                 del loader
+            if info.is_main and bad_steps:
+                log.warning("epoch %d: %d steps skipped (non-finite gradients)", epoch + 1, bad_steps)
             skipped = replaced + sum(dataset.skipped.values())
             if info.is_main and skipped:
                 log.warning("epoch %d: %d samples replaced (unreadable images: %s)", epoch + 1, replaced,
