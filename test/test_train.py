@@ -226,6 +226,24 @@ def test_ddp_gradients_equal_single_process(tmp_path):
             torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_torchrun_two_processes_train_validate_save(tmp_path):
+    """The whole DDP path (gloo): collectives at logging, saving (RNG states of both ranks) and
+    validation on rank 0 only (a collective called by one rank alone would hang here)."""
+    out = tmp_path / "run"
+    cmd = _cli(tmp_path / "data", out, "schedule.epochs=2", "run.max_iters_per_epoch=1", "run.val_every=2",
+               "run.num_threads=1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+           *cmd[1:]]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("last.pt", "best.pt", "best.state.pt"):
+        assert (out / name).is_file(), name
+    state = torch.load(out / "last.state.pt", weights_only=False)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["position"]["best_epoch"] == 2
+    assert [int(r["iteration"]) for r in read_log(out / "train_log.csv")] == [1, 2]
+    load_checkpoint(out / "best.pt")
+
+
 # ---------------------------------------------------------------- the command line
 
 def test_cli_tiny_cpu_end_to_end(tmp_path):

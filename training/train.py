@@ -137,6 +137,16 @@ def validate(config: TrainConfig, ckpt: Path, epoch: int) -> dict:
                           out_dir=str(Path(config.run.out_dir) / "val" / f"epoch_{epoch:03d}"))
 
 
+def _validate_and_log(config: TrainConfig, ckpt: Path, epoch: int, writer, iteration: int) -> float:
+    """Validate ``ckpt``, log the metrics (TensorBoard + log) and return its Ex-AP."""
+    metrics = validate(config, ckpt, epoch)
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    for k, v in numbers.items():
+        writer.add_scalar(f"val/{k}", v, iteration)
+    log.info("epoch %d validation: %s", epoch, ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()))
+    return _ex_ap(metrics)
+
+
 def train(config: TrainConfig, resume=None, stop_after: int | None = None) -> dict:
     """Run (or continue) the training described by ``config``.
 
@@ -274,19 +284,17 @@ def _train(config: TrainConfig, info: D.DistInfo, resume, stop_after) -> dict:
                 break
             position.update(epoch=epoch + 1, batch=0)
             last = checkpoint("last.pt")
-            if info.is_main and run.val_every and ((epoch + 1) % run.val_every == 0 or epoch + 1 == s.epochs):
-                metrics = validate(config, last, epoch + 1)
-                score = _ex_ap(metrics)
-                for k, v in metrics.items():
-                    if isinstance(v, (int, float)):
-                        writer.add_scalar(f"val/{k}", v, iteration)
-                log.info("epoch %d validation: %s", epoch + 1,
-                         ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
+            if run.val_every and ((epoch + 1) % run.val_every == 0 or epoch + 1 == s.epochs):
+                score = None
+                if info.is_main:  # the other processes wait for rank 0's score
+                    score = _validate_and_log(config, last, epoch + 1, writer, iteration)
+                score = D.broadcast_object(score, info)
                 if position["best_metric"] is None or score > position["best_metric"]:
                     position.update(best_metric=score, best_epoch=epoch + 1)
                     checkpoint("last.pt")  # the best metric is part of the training state
-                    shutil.copyfile(last, out / "best.pt")
-                    shutil.copyfile(state_path(last), state_path(out / "best.pt"))
+                    if info.is_main:
+                        shutil.copyfile(last, out / "best.pt")
+                        shutil.copyfile(state_path(last), state_path(out / "best.pt"))
             D.barrier(info)
     if interrupted:
         checkpoint("last.pt")
