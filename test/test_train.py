@@ -105,6 +105,28 @@ def test_resume_needs_state_file(synthetic, tmp_path):
         train(config, resume=str(tmp_path / "run" / "last.pt"))
 
 
+def test_init_weights_loads_matching_tensors(synthetic, tmp_path):
+    from training.state import init_weights
+    config = small_config(synthetic, tmp_path / "run", max_iters_per_epoch=1)
+    config.schedule.epochs = 1
+    train(config)
+    trained = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["state_dict"]
+    other = tiny_vit()
+    other.num_keypoints = 5  # another head: its final layers keep their initialisation
+    model = build_model(other)
+    loaded, fresh = init_weights(model, tmp_path / "run" / "last.pt")
+    assert "head.final_layer.weight" in fresh and loaded == len(model.state_dict()) - len(fresh) > 0
+    torch.testing.assert_close(model.state_dict()["backbone.pos_embed"], trained["backbone.pos_embed"])
+    with pytest.raises(InputError, match="not found"):
+        init_weights(model, tmp_path / "none.pt")
+    # and through the config: the run starts from those weights
+    config.run.out_dir, config.run.init_weights = str(tmp_path / "again"), str(tmp_path / "run" / "last.pt")
+    config.optim.lr = 1e-12
+    train(config)
+    again = torch.load(tmp_path / "again" / "last.pt", weights_only=True)["state_dict"]
+    torch.testing.assert_close(again["backbone.pos_embed"], trained["backbone.pos_embed"], rtol=1e-5, atol=1e-6)
+
+
 def test_epoch_batches_split_the_global_batch():
     single = epoch_batches(50, 6, seed=3, epoch=2, info=D.DistInfo())
     ranks = [epoch_batches(50, 3, seed=3, epoch=2, info=D.DistInfo(rank=r, world_size=2)) for r in range(2)]

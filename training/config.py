@@ -79,6 +79,9 @@ class RunConfig:
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     max_iters_per_epoch: int | None = None  # cut epochs short (smoke runs)
     progress: bool = True  # tqdm progress bars
+    # Initial weights: a probpose checkpoint (our format; official files via `probpose convert`);
+    # tensors whose name and shape match the model are loaded, the rest keep their init.
+    init_weights: str | None = None
 
 
 @dataclass
@@ -93,7 +96,7 @@ class TrainConfig:
 
 #: Fields holding file-system paths (resolved against the YAML file's folder).
 PATH_KEYS = frozenset({"data.train_ann", "data.train_images", "data.val_ann", "data.val_images",
-                       "data.val_detections", "run.out_dir"})
+                       "data.val_detections", "run.out_dir", "run.init_weights"})
 
 
 # ---------------------------------------------------------------- dataclass <-> plain dict

@@ -51,6 +51,28 @@ def save_state(path, model, config, codec, optimizer, scheduler, scaler, positio
     return path
 
 
+def init_weights(model, path) -> tuple[int, list[str]]:
+    """Load the tensors of checkpoint ``path`` whose name and shape match ``model``.
+
+    Returns ``(loaded, skipped)``: the number of tensors loaded and the model keys left at
+    their initialisation. A file that is not our checkpoint format raises InputError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"run.init_weights: {path} not found")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise InputError(f"run.init_weights: {path} is not a probpose checkpoint (convert official files with "
+                         "`probpose convert`)")
+    own = model.state_dict()
+    source = payload["state_dict"]
+    matched = {k: v for k, v in source.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not matched:
+        raise InputError(f"run.init_weights: no tensor of {path} matches the model (names and shapes)")
+    model.load_state_dict(matched, strict=False)
+    return len(matched), sorted(k for k in own if k not in matched)
+
+
 def load_state(ckpt, model, optimizer, scheduler, scaler, info: D.DistInfo) -> dict:
     """Restore a run from ``ckpt`` (and its state file); returns the position dict."""
     ckpt = Path(ckpt)

@@ -35,7 +35,7 @@ from . import distributed as D
 from .config import TrainConfig, load_config, save_config
 from .data import build_train_set, epoch_batches, make_loader, prepare_synthetic
 from .optim import build_optimizer, build_scheduler
-from .state import load_state, save_state, state_path
+from .state import init_weights, load_state, save_state, state_path
 
 log = logging.getLogger("training")
 INTERRUPTED = 130
@@ -180,7 +180,13 @@ def _train(config: TrainConfig, info: D.DistInfo, resume, stop_after) -> dict:
     batches_per_epoch = len(epoch_batches(len(dataset), config.data.batch_size, run.seed, 0, info))
     iters_per_epoch = min(batches_per_epoch, run.max_iters_per_epoch or batches_per_epoch)
 
-    model = build_model(config.model).to(info.device)
+    model = build_model(config.model)
+    if run.init_weights:
+        loaded, fresh = init_weights(model, run.init_weights)
+        if info.is_main:
+            log.info("initial weights: %d tensors from %s%s", loaded, run.init_weights,
+                     f"; {len(fresh)} keep their initialisation ({', '.join(fresh[:4])}...)" if fresh else "")
+    model = model.to(info.device)
     vit_depth = config.model.depth if config.model.backbone == "vit" else None
     optimizer = build_optimizer(model, scaled_lr(config, info.world_size), config.optim.weight_decay,
                                 config.optim.layer_decay, config.optim.betas, vit_depth)
