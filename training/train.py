@@ -50,7 +50,8 @@ def scaled_lr(config: TrainConfig, world_size: int) -> float:
 
 
 class StopFlag:
-    """First SIGINT asks the loop to stop after the current step; a second one aborts at once."""
+    """First SIGINT asks the loop to stop after the current step; a second one aborts at once
+    (KeyboardInterrupt, no checkpoint)."""
 
     def __init__(self):
         self.requested = False
@@ -275,8 +276,6 @@ def _train(config: TrainConfig, info: D.DistInfo, resume, stop_after) -> dict:
                 if not stop.requested:  # DataLoader workers die on Ctrl-C too
                     raise
                 interrupted = True
-            except KeyboardInterrupt:
-                interrupted = True
             finally:
                 bar.close()
                 del loader
@@ -331,6 +330,10 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the second Ctrl-C: no checkpoint
+        print("aborted (second Ctrl-C): last.pt is the one of the last finished epoch or interruption",
+              file=sys.stderr)
+        return INTERRUPTED
     return INTERRUPTED if result["interrupted"] else 0
 
 
