@@ -50,6 +50,7 @@ demo: venv
 
 bench: venv ros
 	$(VENV)/bin/probpose bench
+	$(VENV)/bin/probpose bench --data
 	. install/setup.sh && $(PY) -m probpose_ros.bench_node
 
 clean:

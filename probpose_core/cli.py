@@ -67,7 +67,7 @@ def _cmd_predict(args) -> None:
     from .pipeline import predict_images
 
     predict_images(args.images, args.out, model=args.model, ann=args.ann, runtime=args.runtime,
-                   detector=args.detector)
+                   detector=args.detector, detections=args.detections)
 
 
 def _cmd_bench(args) -> None:
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="our checkpoint (.pt) or an exported .onnx")
     p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
     p.add_argument("--detector", help="person detector without --ann: a YOLOv8/YOLO11/YOLOX ONNX file")
+    p.add_argument("--detections", help="with --ann: a COCO results file of person boxes and scores to use "
+                                        "instead of the annotation's boxes")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("bench", help="timings (medians): decode / loss / calibration, or a model's runtimes with --model")

@@ -448,3 +448,23 @@ def test_heatmap_model_through_torch_onnx_export_and_ort(tmp_path):
         np.testing.assert_allclose(ko[:, :2], kt[:, :2], atol=0.05)  # image px
         np.testing.assert_allclose(ko[:, 2], kt[:, 2], atol=1e-3)  # presence: the map maximum
         assert ((kt[:, 2] >= 0) & (kt[:, 2] <= 1)).all()
+
+
+def test_predict_cli_with_a_detections_file(tiny_model, tmp_path):
+    """`probpose predict --ann --detections`: one result per kept detection, on its image."""
+    from probpose_core.cli import main
+    from probpose_core.models.checkpoints import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.pt", tiny_model, tiny_model.config)
+    gt = json.loads((FIXTURE / "annotations.json").read_text())
+    people = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    dets = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.8} for a in people[1:]]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    out = tmp_path / "pred.json"
+    code = main(["predict", "--images", str(FIXTURE / "images"), "--ann", str(FIXTURE / "annotations.json"),
+                 "--detections", str(tmp_path / "dets.json"), "--out", str(out), "--model", str(ckpt),
+                 "--runtime", "torch"])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert len(results) == len(dets) == len(people) - 1
+    assert sorted(r["image_id"] for r in results) == sorted(d["image_id"] for d in dets)
