@@ -172,8 +172,6 @@ def replay(node, publisher, frames_factory, args) -> int:
         for frame, stamp_ns, period in frames_factory():
             any_frame = True
             msg = make_message(frame, args.compressed, args.encoding)
-            if stamp_ns is None or args.stamp == "now":
-                msg.header.stamp = node.get_clock().now().to_msg()
             if stamp_ns is None:
                 msg.header.frame_id = args.frame_id
             gap = 1.0 / args.rate if args.rate > 0 else period
@@ -184,6 +182,8 @@ def replay(node, publisher, frames_factory, args) -> int:
                     time.sleep(delay)
                 else:
                     next_time = time.perf_counter()  # late: do not burst to catch up
+            if stamp_ns is None or args.stamp == "now":  # stamped when published, after the pacing sleep
+                msg.header.stamp = node.get_clock().now().to_msg()
             publisher.publish(msg)
             count += 1
             if args.max_frames and count >= args.max_frames:

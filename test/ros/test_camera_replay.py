@@ -34,6 +34,25 @@ def test_video_as_raw_images(domain, probe, tmp_path):
     assert last[120, 40 + 8 * 11, 0] > 150 and first[120, 40 + 8 * 11, 0] < 60  # the (orange) disc moved
 
 
+def test_stamps_are_the_publishing_time_not_the_read_time(domain, probe, tmp_path):
+    """Paced replay stamps a frame when it is published (after the pacing sleep): at 1 Hz a
+    stamp taken before the sleep would be ~1 s older than the frame's arrival."""
+    import time
+
+    from sensor_msgs.msg import Image
+
+    probe.subscribe(Image, "/camera/image_raw", 10)
+    probe.wait_for(lambda: True)
+    done = _replay(domain, write_video(tmp_path / "clip.avi", frames=3), "--rate", "1")
+    assert done.returncode == 0, done.stderr
+    assert probe.wait_for(lambda: len(probe.messages("/camera/image_raw")) >= 3)
+    wall_minus_perf = time.time() - time.perf_counter()
+    with probe.lock:
+        arrivals = list(probe.received["/camera/image_raw"])
+    delays = [perf + wall_minus_perf - stamp_ns(m.header) * 1e-9 for m, perf in arrivals]
+    assert max(delays) < 0.5, delays
+
+
 def test_folder_as_compressed_images_with_loop(domain, probe, tmp_path):
     import cv2
     from sensor_msgs.msg import CompressedImage
