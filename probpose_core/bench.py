@@ -73,7 +73,7 @@ def run_bench(repeats: int = 50, persons: int = 8, batch: int = 64, out=print) -
     import torch
 
     from .calibration import fit_temperature
-    from .regions import covariance_ellipse, credible_polygons
+    from .regions import covariance_ellipse, keypoint_regions
     from .codec import ProbMapCodec
     from .losses import oks_quality_loss, presence_loss, prob_map_loss, visibility_loss
     from .sparsemax import sparsemax_maps
@@ -100,9 +100,9 @@ def run_bench(repeats: int = 50, persons: int = 8, batch: int = 64, out=print) -
     for method in ("exact", "topk", "bisect"):
         add(f"sparsemax {method} (batch {persons})",
             median_ms(lambda: sparsemax_maps(z, method=method), repeats), persons)
+    present = np.ones(prob_maps.shape[:2], dtype=bool)  # what the pipeline calls for present keypoints
     add(f"credible polygons q=0.9, 17 kpts (batch {persons})",
-        median_ms(lambda: [credible_polygons(prob_maps[i, k], 0.9, center[i], scale[i])
-                           for i in range(persons) for k in range(NUM_KEYPOINTS)], repeats), persons)
+        median_ms(lambda: keypoint_regions(prob_maps, present, center, scale, (0.9,)), repeats), persons)
     add(f"covariance ellipses (batch {persons})",
         median_ms(lambda: covariance_ellipse(prob_maps, center, scale), repeats), persons)
 
