@@ -80,8 +80,12 @@ def test_installed_node_with_the_arguments_launch_ros_generates(tiny_model, tmp_
         topics = dict(probe.node.get_topic_names_and_types())
         assert topics["/robot1/humans/keypoints"] == ["probpose_msgs/msg/HumanArray"]
         assert "/robot1/humans/markers" in topics and "/robot1/humans/image_annotated" in topics
+        # the endpoint can be discovered before its node's name (then "_NODE_NAME_UNKNOWN_"): wait for both
+        def subscribers():
+            return [(s.node_name, s.node_namespace) for s in probe.node.get_subscriptions_info_by_topic("/camera/image_raw")]
+
+        assert probe.wait_for(lambda: subscribers() == [("probpose", "/robot1")]), subscribers()
         subs = probe.node.get_subscriptions_info_by_topic("/camera/image_raw")
-        assert [(s.node_name, s.node_namespace) for s in subs] == [("probpose", "/robot1")]
         assert subs[0].qos_profile.reliability.name == "BEST_EFFORT"  # (depth is not shared by discovery)
     finally:
         probe.close()
