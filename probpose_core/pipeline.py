@@ -62,12 +62,6 @@ HEATMAP_KEY = "heatmaps"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _normalisation() -> tuple[np.ndarray, np.ndarray]:
-    """The model's RGB mean and 1/std (0-255 scale) as float32 (3,) arrays."""
-    mean = np.asarray(geometry.NORMALIZE_MEAN, dtype=np.float32).reshape(3)
-    return mean, np.float32(1.0) / np.asarray(geometry.NORMALIZE_STD, dtype=np.float32).reshape(3)
-
-
 def check_frame(frame) -> np.ndarray:
     """The frame as an (H, W, 3) uint8 array, or InputError saying what is wrong with it."""
     if not isinstance(frame, np.ndarray):
@@ -149,7 +143,6 @@ class Pipeline:
         self.invalid_boxes = invalid_boxes
         self.last_skipped: list[int] = []
         self.skipped_total = 0
-        self._mean, self._inv_std = _normalisation()
         meta = getattr(runner, "meta", None) or {}
         # A converted ViTPose model has no presence branch (it outputs 0.5): judge presence by
         # the map instead, i.e. the expected OKS of the decoded point (codec.decode's confidence).
@@ -169,11 +162,7 @@ class Pipeline:
         patches = np.empty((len(boxes), h, w, 3), dtype=np.uint8)
         for i in range(len(boxes)):
             patches[i] = geometry.warp_crop(frame, center[i], scale[i], size=(w, h))
-        images = np.empty((len(boxes), 3, h, w), dtype=np.float32)
-        for c in range(3):  # channel by channel straight into (N, 3, H, W): ~9x faster than one broadcast
-            np.subtract(patches[..., c], self._mean[c], out=images[:, c], dtype=np.float32)
-            images[:, c] *= self._inv_std[c]
-        return images, center, scale
+        return geometry.normalise(patches), center, scale
 
     # -- network ----------------------------------------------------------------------
     def _run_chunks(self, images) -> dict:

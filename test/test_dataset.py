@@ -155,14 +155,13 @@ def test_no_readable_image_at_all(synth, tmp_path):
 def test_unaugmented_crop_is_the_inference_crop(synth):
     """Training and inference see the same pixels: without augmentation the sample's image is
     bit-identical to the pipeline's crop of the same box."""
-    from probpose_core.data.dataset import read_rgb
-    from probpose_core.pipeline import Pipeline
+    from probpose_core.pipeline import Pipeline, read_image
 
     root, instances = synth
     ds = TopDownDataset(instances, root / "images", augment=None)
     pipe = Pipeline(runner=object())
     for i in (0, len(ds) - 1):
-        frame = read_rgb(root / "images" / instances[i].file_name)
+        frame = read_image(root / "images" / instances[i].file_name)
         images, center, scale = pipe.crops(frame, [instances[i].bbox])
         s = ds[i]
         np.testing.assert_array_equal(s["image"], images[0])

@@ -1,9 +1,10 @@
 """TopDownDataset: one augmented 192x256 crop and its ProbPose targets per instance.
 
-A sample is built as: read the image (cv2, RGB) -> :func:`transforms.sample_view` (crop
-augmentation, half-body, flip, scale/shift/rotation of the activation window) ->
-:func:`transforms.warp_image` (one UDP affine incl. flip and rotation) -> colour jitter ->
-normalise -> :meth:`ProbMapCodec.encode` of the keypoints in the window-aligned frame.
+A sample is built as: read the image (:func:`pipeline.read_image`, RGB) ->
+:func:`transforms.sample_view` (crop augmentation, half-body, flip, scale/shift/rotation of the
+activation window) -> :func:`transforms.warp_image` (one UDP affine incl. flip and rotation) ->
+colour jitter -> :func:`geometry.normalise` -> :meth:`ProbMapCodec.encode` of the keypoints in
+the window-aligned frame.
 
 Determinism: sample ``i`` draws from ``np.random.default_rng([seed, epoch, i])`` only, so
 the same (seed, epoch, index) gives the same sample in any worker and in any order;
@@ -18,36 +19,17 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from .. import geometry
 from ..codec import ProbMapCodec
 from ..errors import InputError
+from ..pipeline import read_image
 from .transforms import AugmentConfig, aligned_keypoints, colour_jitter, sample_view, warp_image
 
 log = logging.getLogger(__name__)
 SKIP_UNREADABLE = "unreadable image"
-
-
-def read_rgb(path) -> np.ndarray | None:
-    """The image at ``path`` as (H, W, 3) uint8 RGB, or None when it cannot be read."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-_MEAN = np.asarray(geometry.NORMALIZE_MEAN, dtype=np.float32)[:, None, None]
-_INV_STD = (np.float32(1.0) / np.asarray(geometry.NORMALIZE_STD, dtype=np.float32))[:, None, None]
-
-
-def normalise(crop: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 ``(rgb - mean) * (1 / std)``, the same float32
-    arithmetic as the inference pipeline (geometry.NORMALIZE_MEAN / NORMALIZE_STD)."""
-    chw = np.ascontiguousarray(crop.transpose(2, 0, 1)).astype(np.float32)
-    chw -= _MEAN
-    chw *= _INV_STD
-    return chw
 
 
 class TopDownDataset(torch.utils.data.Dataset):
@@ -89,12 +71,13 @@ class TopDownDataset(torch.utils.data.Dataset):
         name = self.instances[index].file_name
         if name in self._bad_files:
             return None
-        image = read_rgb(self.images_dir / name)
-        if image is None:
+        try:
+            return read_image(self.images_dir / name)
+        except InputError as exc:
             self._bad_files.add(name)
             self.skipped[SKIP_UNREADABLE] += 1
-            log.warning("skipping unreadable image %s (instance %d)", self.images_dir / name, index)
-        return image
+            log.warning("skipping unreadable image (instance %d): %s", index, exc)
+            return None
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.instances)
@@ -120,7 +103,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         keypoints = aligned_keypoints(view)
         flags = view.keypoints[:, 2].astype(np.int64)
         targets = self.codec.encode(keypoints[None], flags[None], [inst.area], view.center[None], view.scale[None])
-        out = {"image": normalise(crop)}
+        out = {"image": geometry.normalise(crop[None])[0]}
         out.update({k: v[0] for k, v in targets.items()})
         if self.heatmap_sigma is not None:
             from ..codec import gaussian_heatmaps
