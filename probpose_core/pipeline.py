@@ -298,7 +298,7 @@ def read_image(path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _make_runner(model, runtime: str):
+def as_runner(model, runtime: str = "ort"):
     """A Runner from a path (.pt / .onnx, via runtime.make_runner), a Runner, or a torch module."""
     if isinstance(model, (str, Path)):
         from .runtime import make_runner
@@ -379,7 +379,7 @@ def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", 
 
         detector = OnnxYoloDetector(detector)
     jobs = list(_image_jobs(images_dir, ann, detections))
-    runner = _make_runner(model, runtime)
+    runner = as_runner(model, runtime)
     kw = dict(pipeline_kw or {})
     meta = getattr(runner, "meta", None) or {}
     if "presence_threshold" in meta:

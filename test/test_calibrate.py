@@ -23,7 +23,7 @@ from probpose_core.models import build_model, cnn_config
 from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
 from probpose_core.codec import ProbMapCodec
 from training.calibrate import coverage_at, fit_map_temperature, main
-from training.evaluate import LogitsRunner, gt_outputs
+from training.evaluate import gt_outputs, logits_runner
 
 T_TRUE = 0.5
 
@@ -38,7 +38,7 @@ def calibrated_at_t_true(tmp_path_factory):
     with torch.no_grad():  # structured maps instead of near-uniform ones (init std 0.001)
         model.head.final_layer.weight.mul_(3000.0)
     instances, _ = load_instances(root / "annotations.json", images_dir=root / "images")
-    logits = gt_outputs(LogitsRunner(model), instances, root / "images", logits=True)["map_logits"]
+    logits = gt_outputs(logits_runner(model), instances, root / "images", logits=True)["map_logits"]
     p = temperature_maps(logits, T_TRUE)
     n, k, h, w = p.shape
     rng = np.random.default_rng(0)

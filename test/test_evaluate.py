@@ -23,7 +23,7 @@ from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.models import build_model, cnn_config
 from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
 from probpose_core.pipeline import Pipeline, read_image
-from training.evaluate import LogitsRunner, evaluate_model, gt_outputs, keypoint_metrics, main
+from training.evaluate import evaluate_model, gt_outputs, keypoint_metrics, logits_runner, main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -160,7 +160,7 @@ def test_gt_outputs_targets_and_logits(dataset, checkpoint):
     model, meta = load_checkpoint(checkpoint)
     instances, _ = load_instances(ann, images_dir=images)
     instances = instances[::2] + instances[1::2]  # images interleaved: rows must still follow this order
-    out = gt_outputs(LogitsRunner(model), instances, images, logits=True)
+    out = gt_outputs(logits_runner(model), instances, images, logits=True)
     n = len(instances)
     assert out["map_logits"].shape == (n, NUM_KEYPOINTS, 64, 48) and out["presence"].shape == (n, NUM_KEYPOINTS)
     codec = ProbMapCodec()

@@ -34,7 +34,7 @@ from probpose_core.calibration import (Q_GRID, calibration_error, coverage_curve
                                        fit_temperature, plot_coverage_curve, temperature_maps)
 from probpose_core.errors import InputError
 
-from .evaluate import LogitsRunner, evaluate_model, gt_outputs, model_codec, run_command
+from .evaluate import evaluate_model, gt_outputs, logits_runner, model_codec, run_command
 
 DEFAULT_MAX_INSTANCES = 1000  # logits of 1000 instances: ~210 MB float32
 _CHUNK = 256  # instances per chunk when turning logits into maps
@@ -59,7 +59,7 @@ def fit_map_temperature(model, instances, images, codec, progress: bool = True) 
 
     ``before`` uses the model's current head temperature (the checkpoint as delivered).
     """
-    outputs = gt_outputs(LogitsRunner(model), instances, images, codec, flip_test=False, logits=True,
+    outputs = gt_outputs(logits_runner(model), instances, images, codec, flip_test=False, logits=True,
                          progress=progress)
     logits, gt_xy, weights = outputs["map_logits"], outputs["keypoints_map"], outputs["map_weights"]
     before_t = float(model.head.temperature)

@@ -50,49 +50,24 @@ from probpose_core.evaluation.instances import prepare
 from probpose_core.evaluation.threshold import search_presence_threshold
 from probpose_core.geometry import PADDING
 from probpose_core.jsonio import dump_json
-from probpose_core.pipeline import HEATMAP_KEY, Pipeline, predict_images, read_heatmaps, read_image
+from probpose_core.pipeline import HEATMAP_KEY, Pipeline, as_runner, predict_images, read_heatmaps, read_image
+from probpose_core.runtime.torch_runner import TorchRunner
 
 GT_BATCH = 32  # crops per forward pass over the GT instances
 
 
 # ------------------------------------------------------------------------------ the model
 
-class LogitsRunner:
-    """A torch PoseModel behind the Runner protocol that also returns ``map_logits`` (N, K, H, W)."""
-
-    name = "torch-logits"
-
-    def __init__(self, model, max_batch: int = GT_BATCH):
-        self.model = model
-        self.input_size = tuple(int(v) for v in model.config.input_size)
-        self.max_batch = int(max_batch)
-        self.meta = {}
-
-    def run(self, images: np.ndarray) -> dict:
-        import torch
-
-        param = next(self.model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.ascontiguousarray(images)).to(device), return_logits=True)
-        return {k: v.float().cpu().numpy() for k, v in out.items()}
+def logits_runner(model):
+    """A TorchRunner over the in-memory ``model`` that also returns ``map_logits`` (N, K, H, W)."""
+    return TorchRunner(model, max_batch=GT_BATCH, return_logits=True)
 
 
 def make_model_runner(model, runtime: str = "torch"):
-    """``(runner, meta)`` for a checkpoint / ONNX path or an in-memory torch PoseModel.
-
-    meta: the checkpoint meta or ONNX sidecar ({} for an in-memory model).
-    """
-    if isinstance(model, (str, Path)):
-        from probpose_core.runtime import make_runner
-
-        runner = make_runner(model, runtime=runtime)
-        return runner, dict(getattr(runner, "meta", None) or {})
-    if hasattr(model, "run"):
-        return model, dict(getattr(model, "meta", None) or {})
-    from probpose_core.runtime.torch_runner import TorchRunner
-
-    return TorchRunner(model), {}
+    """``(runner, meta)`` for a checkpoint / ONNX path, a Runner or an in-memory torch PoseModel
+    (:func:`pipeline.as_runner`); meta: the checkpoint meta or ONNX sidecar ({} for a module)."""
+    runner = as_runner(model, runtime)
+    return runner, dict(getattr(runner, "meta", None) or {})
 
 
 def model_codec(meta: dict) -> ProbMapCodec:
@@ -134,8 +109,9 @@ def gt_outputs(runner, instances, images_dir, codec: ProbMapCodec = ProbMapCodec
     """Run the model over GT ``instances`` (data.instances.Instance, with keypoints) and collect
     its outputs next to the codec's targets: the one pass shared by evaluation and calibration.
 
-    runner: a Runner (``logits=True`` needs a :class:`LogitsRunner`). Crops are the pipeline's
-    (:meth:`Pipeline.crops`), the flip test its :meth:`Pipeline.infer`. Returns numpy arrays
+    runner: a Runner (``logits=True`` needs one that returns ``map_logits``:
+    :func:`logits_runner`). Crops are the pipeline's (:meth:`Pipeline.crops`), the flip test
+    its :meth:`Pipeline.infer`. Returns numpy arrays
     over the N instances, in their order: ``presence``, ``presence_target``, ``keypoint_weights``,
     ``map_weights`` (N, K); ``keypoints_map`` (N, K, 2) GT in heatmap pixels; ``level_lo``,
     ``level_hi`` (N, K) credible interval of the GT pixel in each probability map (NaN off the

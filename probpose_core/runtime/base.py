@@ -21,6 +21,8 @@ OUTPUT_NAMES: tuple[str, ...] = ("prob_maps", "presence", "visibility", "oks_qua
 WIDE_OUTPUT = "wide_prob_maps"
 #: The map output of a heatmap-baseline model (map_kind "heatmap"), in place of "prob_maps".
 HEATMAP_OUTPUT = "heatmaps"
+#: the map logits before the temperature, returned only when asked (calibration)
+LOGITS_OUTPUT = "map_logits"
 INPUT_NAME = "images"
 DEFAULT_MAX_BATCH = 16
 
@@ -83,7 +85,7 @@ def check_outputs(outputs: dict, n: int, where: str) -> dict:
     missing = [k for k in required if k not in outputs]
     if missing:
         raise InputError(f"{where} has no output(s) {missing}; got {sorted(outputs)}")
-    names = required + ((WIDE_OUTPUT,) if WIDE_OUTPUT in outputs else ())
+    names = required + tuple(k for k in (WIDE_OUTPUT, LOGITS_OUTPUT) if k in outputs)
     result = {k: np.asarray(outputs[k], dtype=np.float32) for k in names}
     bad = {k: v.shape for k, v in result.items() if len(v) != n}
     if bad:
