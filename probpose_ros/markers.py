@@ -40,11 +40,10 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from probpose_core.keypoints import SKELETON
-from probpose_core.overlay import presence_colors
+from probpose_core.overlay import BOX_RGB, presence_colors
 
 from .messages import layout_known, fast_xy, header_data, order_humans, plain_header, regions_at, shallow_copy
 
-BOX_RGB = (80, 160, 255)  # the overlay's box colour
 TEXT_RGB = (255, 255, 255)
 IDENTITY = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # a Pose as plain data: position, orientation (x, y, z, w)
 
