@@ -3,8 +3,10 @@
 :class:`PoseStats` is plain Python (no ROS): the node calls ``frame_received`` for every image,
 ``frame_dropped`` when a newer image replaces one not yet processed, ``bad_frame(kind)`` for an
 image that could not be converted and ``frame_published(latency)`` after publishing.
-Rates and latencies cover the last ``window`` seconds; drop and bad-frame counts are kept both
-in total and for the window.
+Rates and latencies cover the last ``window`` seconds (events at times in ``(now - window, now]``);
+drop and bad-frame counts are kept both in total and for the window. The recording methods and
+``snapshot`` may be called from different threads (subscription, worker and timer callbacks):
+one lock guards all state, and a snapshot is computed from copies taken under it.
 
 :func:`to_status` turns a snapshot into a ``diagnostic_msgs/DiagnosticStatus``: level WARN
 while frames were dropped (processing slower than the camera) or bad frames arrived within the
@@ -13,6 +15,7 @@ window, OK otherwise. Values (strings, as ROS diagnostics carry them): ``input_r
 ``frames_published``, ``dropped_frames``, ``dropped_frames_recent``, ``bad_frames``,
 ``bad_frames_recent`` and ``bad_frames.<kind>`` per kind seen.
 """
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -36,8 +39,8 @@ class StatsSnapshot:
 
 
 class PoseStats:
-    """Counters and sliding windows of the node's events; thread-safe enough for one writer per
-    event kind (deque appends are atomic), ``clock`` returns seconds (monotonic)."""
+    """Counters and sliding windows of the node's events; thread-safe (one lock), ``clock``
+    returns seconds (monotonic)."""
 
     def __init__(self, window: float = 5.0, clock=time.monotonic):
         if window <= 0:
@@ -45,6 +48,7 @@ class PoseStats:
         self.window = float(window)
         self.clock = clock
         self.start = clock()
+        self._lock = threading.Lock()
         self._received = deque()   # times
         self._published = deque()  # (time, latency)
         self._dropped = deque()    # times
@@ -55,48 +59,57 @@ class PoseStats:
         self.bad_by_kind = Counter()
 
     def frame_received(self) -> None:
-        self.frames_received += 1
-        self._received.append(self.clock())
+        with self._lock:
+            self.frames_received += 1
+            self._received.append(self.clock())
 
     def frame_published(self, latency: float) -> None:
         """One output published ``latency`` seconds after its image was received."""
-        self.frames_published += 1
-        self._published.append((self.clock(), float(latency)))
+        with self._lock:
+            self.frames_published += 1
+            self._published.append((self.clock(), float(latency)))
 
     def frame_dropped(self, count: int = 1) -> None:
-        self.dropped += count
-        now = self.clock()
-        self._dropped.extend([now] * count)
+        with self._lock:
+            self.dropped += count
+            self._dropped.extend([self.clock()] * count)
 
     def bad_frame(self, kind: str) -> None:
-        self.bad_by_kind[kind] += 1
-        self._bad.append(self.clock())
+        with self._lock:
+            self.bad_by_kind[kind] += 1
+            self._bad.append(self.clock())
 
     def _trim(self, now: float) -> None:
+        """Drop events at or before ``now - window`` (caller holds the lock)."""
         limit = now - self.window
         for events in (self._received, self._dropped, self._bad):
-            while events and events[0] < limit:
+            while events and events[0] <= limit:
                 events.popleft()
-        while self._published and self._published[0][0] < limit:
+        while self._published and self._published[0][0] <= limit:
             self._published.popleft()
 
     def snapshot(self) -> StatsSnapshot:
         """Rates over the window (or the time since start when shorter), latency median/max."""
-        now = self.clock()
-        self._trim(now)
+        with self._lock:
+            now = self.clock()
+            self._trim(now)
+            latencies = [lat for _, lat in self._published]
+            received, dropped_recent, bad_recent = len(self._received), len(self._dropped), len(self._bad)
+            counts = (self.frames_received, self.frames_published, self.dropped)
+            bad_by_kind = dict(self.bad_by_kind)
+        latencies.sort()
         span = max(min(self.window, now - self.start), 1e-9)
-        latencies = sorted(lat for _, lat in self._published)
         n = len(latencies)
         if n:
             median = latencies[n // 2] if n % 2 else 0.5 * (latencies[n // 2 - 1] + latencies[n // 2])
         else:
             median = float("nan")
         return StatsSnapshot(
-            input_rate=len(self._received) / span, output_rate=n / span,
+            input_rate=received / span, output_rate=n / span,
             latency_median=median, latency_max=latencies[-1] if n else float("nan"),
-            frames_received=self.frames_received, frames_published=self.frames_published,
-            dropped=self.dropped, dropped_recent=len(self._dropped),
-            bad=sum(self.bad_by_kind.values()), bad_recent=len(self._bad), bad_by_kind=dict(self.bad_by_kind))
+            frames_received=counts[0], frames_published=counts[1], dropped=counts[2],
+            dropped_recent=dropped_recent, bad=sum(bad_by_kind.values()), bad_recent=bad_recent,
+            bad_by_kind=bad_by_kind)
 
 
 def level_and_message(snap: StatsSnapshot) -> tuple[int, str]:

@@ -1,5 +1,7 @@
 """probpose_ros.diagnostics: the stats object on a fake clock and its DiagnosticStatus."""
 import math
+import sys
+import threading
 
 import pytest
 from builtin_interfaces.msg import Time
@@ -12,6 +14,8 @@ from probpose_ros.diagnostics import PoseStats, level_and_message, to_array, to_
 
 
 class FakeClock:
+    """Seconds as set by the test; :func:`run` sets exact tick times (start + i / rate)."""
+
     def __init__(self):
         self.now = 100.0
 
@@ -24,10 +28,13 @@ def values(status):
 
 
 def run(stats, clock, seconds, in_hz, latencies):
-    """Feed ``seconds`` of input at ``in_hz``, publishing every frame with the next latency."""
+    """Feed ``seconds`` of input at ``in_hz``, publishing every frame with the next latency.
+    Frame i arrives at exactly ``t0 + i / in_hz`` (no accumulated rounding), so counts in a
+    window are exact."""
     lat = iter(latencies)
-    for _ in range(round(seconds * in_hz)):
-        clock.now += 1.0 / in_hz
+    t0 = clock.now
+    for i in range(1, round(seconds * in_hz) + 1):
+        clock.now = t0 + i / in_hz
         stats.frame_received()
         stats.frame_published(next(lat))
 
@@ -37,16 +44,15 @@ def test_rates_latency_and_ok():
     stats = PoseStats(window=2.0, clock=clock)
     run(stats, clock, 3.0, 10, [0.010, 0.030, 0.020] * 10)
     snap = stats.snapshot()
-    assert snap.input_rate == pytest.approx(10.0, abs=0.6)
-    assert snap.output_rate == pytest.approx(10.0, abs=0.6)
-    assert snap.latency_median == pytest.approx(0.020)
-    assert snap.latency_max == pytest.approx(0.030)
+    # The window (101.0, 103.0] holds frames 11..30: 20 frames in 2 s.
+    assert snap.input_rate == 10.0 and snap.output_rate == 10.0
+    assert snap.latency_median == 0.020 and snap.latency_max == 0.030
     assert (snap.frames_received, snap.frames_published, snap.dropped, snap.bad) == (30, 30, 0, 0)
     status = deserialize_message(serialize_message(to_status(snap, hardware_id="cam0")), DiagnosticStatus)
     assert status.level == DiagnosticStatus.OK and status.hardware_id == "cam0"
     v = values(status)
-    assert float(v["latency_median_ms"]) == pytest.approx(20.0) and float(v["latency_max_ms"]) == pytest.approx(30.0)
-    assert float(v["input_rate_hz"]) == pytest.approx(10.0, abs=0.6)
+    assert v["latency_median_ms"] == "20.000" and v["latency_max_ms"] == "30.000"
+    assert v["input_rate_hz"] == "10.000" and v["output_rate_hz"] == "10.000"
     assert v["dropped_frames"] == "0" and v["bad_frames"] == "0" and v["frames_published"] == "30"
 
 
@@ -54,7 +60,7 @@ def test_rates_before_a_full_window_use_the_elapsed_time():
     clock = FakeClock()
     stats = PoseStats(window=10.0, clock=clock)
     run(stats, clock, 1.0, 20, [0.01] * 20)
-    assert stats.snapshot().input_rate == pytest.approx(20.0)
+    assert stats.snapshot().input_rate == 20.0  # 20 frames in the 1.0 s since start
 
 
 def test_drops_warn_then_recover():
@@ -69,7 +75,7 @@ def test_drops_warn_then_recover():
     clock.now += 5.0  # the window passes without drops
     run(stats, clock, 1.0, 10, [0.01] * 10)
     snap = stats.snapshot()
-    assert level_and_message(snap)[0] == 0
+    assert level_and_message(snap) == (0, "ok: 10.0 Hz out of 10.0 Hz in")
     v = values(to_status(snap))
     assert v["dropped_frames"] == "3" and v["dropped_frames_recent"] == "0"
 
@@ -112,4 +118,50 @@ def test_median_and_max_match_the_definition(latencies):
     s = sorted(latencies)
     n = len(s)
     assert snap.latency_max == max(latencies)
-    assert snap.latency_median == pytest.approx(s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2)
+    assert snap.latency_median == (s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2]))
+
+
+def test_snapshots_while_other_threads_record():
+    """The timer thread snapshots while the subscription and worker threads record: no
+    'mutated during iteration' error, and every event is counted once."""
+    stats = PoseStats(window=1e6)  # nothing leaves the window: snapshots iterate long deques
+    per_thread, errors = 20000, []
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+
+    def record(i):
+        try:
+            for j in range(per_thread):
+                stats.frame_received()
+                stats.frame_published(0.001 * (j % 7))
+                stats.bad_frame(f"kind{i}_{j % 50}")  # new keys while snapshots copy the counts
+                if j % 10 == 0:
+                    stats.frame_dropped(2)
+        except Exception as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(i,)) for i in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        snapshots = 0
+        while any(t.is_alive() for t in threads):
+            try:
+                snap = stats.snapshot()
+            except RuntimeError as exc:
+                errors.append(exc)
+                break
+            snapshots += 1
+            assert snap.frames_published <= snap.frames_received  # counts taken at one instant
+            assert snap.bad == sum(snap.bad_by_kind.values())
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert not errors, f"{len(errors)} errors, first: {errors[0]!r}"
+    assert snapshots > 0
+    snap = stats.snapshot()
+    n = 3 * per_thread
+    assert (snap.frames_received, snap.frames_published, snap.bad, snap.dropped) == (n, n, n, n // 10 * 2)
+    assert (snap.dropped_recent, snap.bad_recent) == (n // 10 * 2, n)
+    assert len(snap.bad_by_kind) == 150 and all(v == 3 * per_thread // 150 for v in snap.bad_by_kind.values())
