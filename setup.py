@@ -18,6 +18,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/models", glob("models/*")),
+        (f"share/{PACKAGE}/demo", glob("demo/*.mp4") + ["demo/NOTICE"]),
     ],
     install_requires=["numpy", "opencv-python-headless", "matplotlib", "tqdm", "PyYAML"],
     zip_safe=True,

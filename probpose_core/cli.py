@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="COCO-results JSON (keypoints as x, y, presence)")
     p.add_argument("--model", required=True, help="our checkpoint (.pt) or an exported .onnx")
     p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
-    p.add_argument("--detector", help="person detector without --ann: a YOLOv8/YOLO11/YOLOX ONNX file")
+    p.add_argument("--detector", default="nanodet",
+                   help="person detector without --ann: nanodet (shipped, default), hog, full_frame, or a "
+                        "YOLOv8/YOLO11/YOLOX ONNX file")
     p.add_argument("--detections", help="with --ann: a COCO results file of person boxes and scores to use "
                                         "instead of the annotation's boxes")
     p.set_defaults(func=_cmd_predict)

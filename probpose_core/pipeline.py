@@ -357,8 +357,8 @@ def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", 
 
     With ``ann`` (a COCO keypoints file) every non-crowd annotation's box is used with score 1
     (the paper's protocol: one prediction per GT instance, image ids from the annotation) and
-    invalid boxes are skipped with a count. Without ``ann`` the ``detector`` (a Detector or
-    the path of a YOLO-style ONNX) finds the people; image ids are the file stems (as ints
+    invalid boxes are skipped with a count. Without ``ann`` the ``detector`` (a Detector, or a
+    ``detection.make_detector`` spec; None: the shipped NanoDet) finds the people; image ids are the file stems (as ints
     when numeric) and every result carries its ``file_name``. With ``ann`` and ``detections``
     (a COCO results-format file of person boxes with scores, read by
     ``data.instances.load_instances``) the detections' boxes and scores are used instead of
@@ -371,13 +371,10 @@ def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", 
         raise InputError(f"images folder not found: {images_dir}")
     if detections is not None and ann is None:
         raise InputError("a detections file needs the annotation file (--ann) that lists its images")
-    if ann is None and detector is None:
-        raise InputError("no person detector is configured: pass --ann GT.json to use the annotation's boxes "
-                         "or --detector YOLO.onnx (a person detector)")
-    if isinstance(detector, (str, Path)):
-        from .detection.onnx_yolo import OnnxYoloDetector
+    if ann is None and (detector is None or isinstance(detector, (str, Path))):
+        from .detection import make_detector
 
-        detector = OnnxYoloDetector(detector)
+        detector = make_detector(str(detector or ""))
     jobs = list(_image_jobs(images_dir, ann, detections))
     runner = as_runner(model, runtime)
     kw = dict(pipeline_kw or {})

@@ -80,7 +80,7 @@ def measure(model: Path, people: int, visualise: bool, frames: int) -> dict:
     from probpose_ros.image_conversion import rgb_to_fields
     from probpose_ros.pose_node import Timings, _node_class
 
-    rclpy.init(args=["bench", "--ros-args", "-p", f"model:={model}", "-r", "image:=/bench/none"])
+    rclpy.init(args=["bench", "--ros-args", "-p", f"model:={model}", "-p", "detector:=full_frame", "-r", "image:=/bench/none"])
     node = _node_class()()
     try:
         cdr_used = node.cdr_humans and node.cdr_markers

@@ -38,11 +38,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from probpose_core.detection import make_detector
 from probpose_core.errors import InputError
 from probpose_ros.image_conversion import BadFrame, compressed_to_rgb, msg_to_rgb
 
 NODE_NAME = "probpose"
-DETECTORS = ("full_frame", "hog")  # or the path of a YOLO-style ONNX
 
 
 class Param(NamedTuple):
@@ -59,8 +59,9 @@ PARAMETERS = (
                                "instead of sensor_msgs/Image."),
     Param("model", "", "Pose model: our .pt checkpoint or an exported .onnx (with its sidecar). Required."),
     Param("runtime", "ort", "Inference runtime: ort (ONNX Runtime, CUDA first when available), torch, or trt."),
-    Param("detector", "full_frame", "Person detector: full_frame (one box = the whole image, for cameras "
-                                    "framing one person), hog (OpenCV HOG, weak), or the path of a YOLO-style ONNX."),
+    Param("detector", "nanodet", "Person detector: nanodet (the shipped NanoDet, default), full_frame (one box = "
+                                 "the whole image, for cameras framing one person), hog (OpenCV HOG, weak), or "
+                                 "the path of a YOLO-style ONNX."),
     Param("max_people", 10, "At most this many people per frame (highest detector score first)."),
     Param("presence_threshold", -1.0, "Keypoints with presence below this are treated as absent (no "
                                       "skeleton lines, no credible region). Negative: the model's calibrated "
@@ -115,33 +116,6 @@ class LatestFrame:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
-
-
-class FullFrameDetector:
-    """A Detector that returns the whole image as one person box (score 1)."""
-
-    name = "full_frame"
-
-    def detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        h, w = frame.shape[:2]
-        return np.array([[0.0, 0.0, float(w), float(h)]]), np.ones(1)
-
-
-def make_detector(spec: str):
-    """``full_frame`` | ``hog`` | path of a YOLO-style ONNX -> a Detector (InputError otherwise)."""
-    if spec == "full_frame":
-        return FullFrameDetector()
-    if spec == "hog":
-        from probpose_core.detection.hog import HogDetector
-
-        return HogDetector()
-    if spec.lower().endswith(".onnx"):
-        if not Path(spec).is_file():
-            raise InputError(f"detector model not found: {spec}")
-        from probpose_core.detection.onnx_yolo import OnnxYoloDetector
-
-        return OnnxYoloDetector(spec)
-    raise InputError(f"unknown detector {spec!r}: use full_frame, hog, or the path of a YOLO-style .onnx")
 
 
 def top_people(boxes, scores, max_people: int) -> tuple[np.ndarray, np.ndarray]:

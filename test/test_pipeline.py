@@ -227,9 +227,9 @@ def test_predict_with_gt_boxes_then_eval_extended(tiny_model, tmp_path, capsys):
     assert all(np.isfinite(v) for v in scores.values() if isinstance(v, float))
 
 
-def test_predict_without_ann_or_detector_is_a_clear_error(tmp_path):
-    with pytest.raises(InputError, match="--ann"):
-        predict_images(FIXTURE / "images", tmp_path / "p.json", DotRunner())
+def test_predict_bad_detector_or_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="unknown detector 'yolo'"):
+        predict_images(FIXTURE / "images", tmp_path / "p.json", DotRunner(), detector="yolo")
     with pytest.raises(InputError, match="images folder not found"):
         predict_images(tmp_path / "nope", tmp_path / "p.json", DotRunner(), ann=FIXTURE / "annotations.json")
 

