@@ -8,14 +8,19 @@ is ``s * (g - sum_S g / |S|)``.
 
 Three variants with the same result:
 
-- ``sparsemax``: exact, full sort, analytic backward (``torch.autograd.Function``). For
-  training and torch inference. Exports to ONNX as TopK(k = n) + CumSum, which TensorRT 8.6
-  rejects for maps of 64x48 = 3072 pixels (TopK k <= 1024; k <= 3840 in TRT 10).
-- ``sparsemax_topk``: sorts only the ``k`` largest entries (TopK k = 128 by default). Exact
-  (within float rounding) whenever the support has at most ``k`` entries. Beyond that it is the
-  sparsemax of the ``k`` largest entries alone (all others set to 0): still non-negative and
-  summing to 1, but more peaked than the exact result. Entries tied with the k-th largest value
-  are kept as well and the result is renormalised to sum to 1.
+- ``sparsemax``: exact, sorts only as far as the support needs (a data-dependent loop),
+  analytic backward (``torch.autograd.Function``). For training and torch inference; not for
+  tracing (the loop's bound would be frozen at the traced example).
+- ``sparsemax_topk``: the same computation written for export: TopK(k) + CumSum over the ``k``
+  largest entries. With ``k=None`` (the default) ``k`` is the whole map (H*W), so the result is
+  the exact sparsemax for every support size; that is ONNX export's default (ONNX Runtime and
+  TensorRT 10 accept TopK k <= 3840, i.e. maps up to 64x60). An explicit smaller ``k`` (e.g.
+  128 for TensorRT 8.6 / JetPack 5, whose TopK takes k <= 1024) is exact (within float
+  rounding) only while the support has fewer than ``k`` entries; beyond that it is the sparsemax
+  of the ``k`` largest entries alone (all others set to 0): still non-negative and summing to 1,
+  but more peaked than the exact result. Entries tied with the k-th largest value are kept as
+  well and the result is renormalised to sum to 1. A support of ``k`` or more entries in the
+  result is therefore the run-time sign of a possibly truncated map (``runtime.base.support_check``).
 - ``sparsemax_bisect``: no sort at all; bisection on ``tau`` for ``n_iter`` steps followed by
   two exact support-based refinements (Michelot steps, each one a closed-form ``tau`` for the
   current support guess). It has no support bound: the bisection bracket shrinks to 2^-n_iter
@@ -28,7 +33,6 @@ traces them; autograd through them gives the same support-based gradient as the 
 """
 import torch
 
-DEFAULT_TOPK = 128
 # First top-k tried by the exact sparsemax before widening (see _SparsemaxFunction.forward).
 _FIRST_K = 128
 DEFAULT_BISECT_ITERS = 30
@@ -82,8 +86,9 @@ def sparsemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return _over_last(_SparsemaxFunction.apply, x, dim)
 
 
-def _topk_last(x: torch.Tensor, k: int) -> torch.Tensor:
-    k = min(k, x.shape[-1])
+def _topk_last(x: torch.Tensor, k: int | None) -> torch.Tensor:
+    n = int(x.shape[-1])  # a Python int: traced as a constant (TensorRT wants TopK's k constant)
+    k = n if k is None else min(k, n)
     z = x - x.amax(dim=-1, keepdim=True)
     top, _ = torch.topk(z, k, dim=-1)  # sorted descending
     cumsum = top.cumsum(dim=-1)
@@ -97,14 +102,15 @@ def _topk_last(x: torch.Tensor, k: int) -> torch.Tensor:
     return p / p.sum(dim=-1, keepdim=True)
 
 
-def sparsemax_topk(x: torch.Tensor, k: int = DEFAULT_TOPK, dim: int = -1) -> torch.Tensor:
-    """Export-safe sparsemax using TopK(k) instead of a full sort (see module docstring).
+def sparsemax_topk(x: torch.Tensor, k: int | None = None, dim: int = -1) -> torch.Tensor:
+    """Export-safe sparsemax: TopK(k) + CumSum instead of a data-dependent sort (module docstring).
 
-    Equal to ``sparsemax`` within 1e-6 when the support has at most ``k`` entries; with a larger
+    ``k=None``: all entries, equal to ``sparsemax`` within float rounding for every input.
+    A smaller ``k`` is equal to it while the support has fewer than ``k`` entries; with a larger
     support it returns the sparsemax of the ``k`` largest entries (a valid distribution whose
     support is those ``k`` entries). ``k`` <= 1024 keeps TensorRT 8.6 happy.
     """
-    return _over_last(_topk_last, x, dim, int(k))
+    return _over_last(_topk_last, x, dim, None if k is None else int(k))
 
 
 def _bisect_last(x: torch.Tensor, n_iter: int) -> torch.Tensor:
@@ -133,14 +139,20 @@ def sparsemax_bisect(x: torch.Tensor, dim: int = -1, n_iter: int = DEFAULT_BISEC
 _METHODS = {"exact": sparsemax, "topk": sparsemax_topk, "bisect": sparsemax_bisect}
 
 
-def sparsemax_maps(logits: torch.Tensor, temperature: float = 1.0, method: str = "exact") -> torch.Tensor:
+def sparsemax_maps(logits: torch.Tensor, temperature: float = 1.0, method: str = "exact",
+                   topk: int | None = None) -> torch.Tensor:
     """Probability maps from logits: sparsemax over each map's pixels.
 
     logits: (N, K, H, W). Returns prob_maps (N, K, H, W), each map non-negative and summing
-    to 1. ``method`` picks the variant: "exact" (default), "topk" or "bisect" (for export).
+    to 1. ``method`` picks the variant: "exact" (default), "topk" or "bisect" (for export);
+    ``topk`` is the top-k variant's ``k`` (None: all H*W pixels, exact).
     """
     if method not in _METHODS:
         raise ValueError(f"unknown sparsemax method {method!r}; choose from {sorted(_METHODS)}")
+    if topk is not None and method != "topk":
+        raise ValueError(f"topk={topk} applies to method 'topk' only, not {method!r}")
     n, k, h, w = logits.shape
     flat = logits.reshape(n, k, h * w) / temperature
-    return _METHODS[method](flat, dim=-1).reshape(n, k, h, w)
+    fn = _METHODS[method] if topk is None else (lambda z, dim: sparsemax_topk(z, topk, dim))
+    return fn(flat, dim=-1).reshape(n, k, h, w)
+

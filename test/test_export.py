@@ -3,6 +3,7 @@ the sidecar, the dynamic batch axis, int8, the TensorRT constraint check and `pr
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,6 +17,7 @@ from probpose_core.models.checkpoints import save_checkpoint
 from probpose_core.models.pose_model import build_model, cnn_config, vit_config
 from probpose_core.runtime.base import file_sha256, sidecar_path
 from probpose_core.runtime.export import (
+    TRT8_MAX_TOPK,
     check_tensorrt_constraints,
     export_model,
     export_onnx,
@@ -27,6 +29,7 @@ from probpose_core.runtime.ort_runner import OrtRunner
 from probpose_core.runtime.torch_runner import TorchRunner
 
 TINY_VIT = dict(embed_dim=64, depth=2, num_heads=2, head_channels=32, aux_channels=32)
+FIXTURE = Path(__file__).resolve().parents[1] / "demo" / "fixture"
 
 
 def peaked_model(config, target_std: float = 1.0, seed: int = 0):
@@ -65,7 +68,6 @@ def test_parity_with_torch_on_every_output_and_decoded_keypoints(config, tmp_pat
     path = export_onnx(model, tmp_path / "m.onnx")
     images = sample_images(5, config.input_size, seed=1)  # batch 5: not the traced example batch of 2
     report = parity_report(TorchRunner(model), OrtRunner(path), images)
-    assert report["max_support"] <= 128  # precondition: the top-k export is exact for these maps
     expected = {"prob_maps", "presence", "visibility", "oks_quality"} | (
         {"wide_prob_maps"} if config.double_heatmap else set())
     assert set(report["max_abs_diff"]) == expected
@@ -81,17 +83,38 @@ def test_parity_report_detects_a_different_model(tiny, tmp_path):
     assert report["keypoints_max_px_diff"] > 1.0
 
 
-def test_topk_export_differs_from_exact_only_beyond_k(tmp_path):
-    # a flat untrained model: supports of thousands of pixels, where top-k (k=128) must differ,
-    # while the bisection export has no support bound and stays exact
+def test_default_export_is_exact_for_wide_maps_and_small_k_is_counted(tmp_path):
+    # a flat untrained model: supports of thousands of pixels. The default export (TopK over all
+    # pixels) and the bisection export stay exact; the explicit small-k export (TensorRT 8.6)
+    # differs there, and its runner counts every map whose support reached k.
     torch.manual_seed(0)
     model = build_model(vit_config("t", **TINY_VIT)).eval()
     images = sample_images(2, model.config.input_size)
-    topk = parity_report(TorchRunner(model), OrtRunner(export_onnx(model, tmp_path / "k.onnx")), images)
-    assert topk["max_support"] > 128 and topk["max_abs_diff"]["prob_maps"] > 1e-4
+    default = OrtRunner(export_onnx(model, tmp_path / "d.onnx"))
+    exact = parity_report(TorchRunner(model), default, images)
+    assert exact["max_support"] > 1000 and exact["max_abs_diff"]["prob_maps"] <= 1e-5, exact
+    assert exact["keypoints_max_px_diff"] <= 0.01, exact
+    assert default.support_check.k is None and default.support_check.truncated_maps == 0
     bisect = parity_report(TorchRunner(model),
                            OrtRunner(export_onnx(model, tmp_path / "b.onnx", sparsemax_method="bisect")), images)
     assert bisect["max_abs_diff"]["prob_maps"] <= 1e-5
+    small = OrtRunner(export_onnx(model, tmp_path / "k.onnx", sparsemax_topk=128))
+    assert small.meta["sparsemax"] == {**small.meta["sparsemax"], "method": "topk", "k": 128, "exact": False}
+    assert small.meta["exporter"]["sparsemax_topk"] == 128
+    topk = parity_report(TorchRunner(model), small, images)
+    assert topk["max_abs_diff"]["prob_maps"] > 1e-4
+    assert small.support_check.maps_checked == small.support_check.truncated_maps == 2 * 17  # every map
+    assert check_tensorrt_constraints(tmp_path / "k.onnx", max_topk=TRT8_MAX_TOPK) == []
+
+
+def test_small_k_export_is_exact_and_uncounted_while_supports_are_below_k(tiny, tmp_path):
+    model, _ = tiny
+    runner = OrtRunner(export_onnx(model, tmp_path / "k.onnx", sparsemax_topk=128))
+    report = parity_report(TorchRunner(model), runner, sample_images(3, model.config.input_size, seed=2))
+    assert report["max_support"] < 128 and report["max_abs_diff"]["prob_maps"] <= 1e-5
+    assert runner.support_check.maps_checked == 3 * 17 and runner.support_check.truncated_maps == 0
+    with pytest.raises(InputError, match="sparsemax_topk"):
+        export_onnx(model, tmp_path / "x.onnx", sparsemax_method="bisect", sparsemax_topk=128)
 
 
 def test_sidecar_describes_the_model(tiny):
@@ -105,7 +128,9 @@ def test_sidecar_describes_the_model(tiny):
     np.testing.assert_array_equal(meta["keypoints"]["sigmas"], keypoints.SIGMAS)
     assert meta["keypoints"]["flip_index"] == list(keypoints.FLIP_INDEX)
     assert meta["output_names"] == ["prob_maps", "presence", "visibility", "oks_quality"]
-    assert meta["sparsemax"]["method"] == "topk" and meta["sparsemax"]["k"] == 128
+    assert meta["sparsemax"]["method"] == "topk" and meta["sparsemax"]["k"] == 64 * 48  # all pixels
+    assert meta["sparsemax"]["exact"] is True
+    assert meta["exporter"]["sparsemax_topk"] is None and meta["exporter"]["exporter_version"] >= 2
     assert meta["temperature"] == 1.0 and meta["presence_threshold"] == 0.45
     assert meta["model_temperature"] == model.config.temperature
     assert meta["opset"] == 17 and meta["dynamic_batch"] is True
@@ -132,7 +157,9 @@ def test_export_refuses_a_batch_example_of_one(tiny, tmp_path):
 
 
 def test_tensorrt_check_passes_the_export(tiny):
-    assert check_tensorrt_constraints(tiny[1]) == []
+    assert check_tensorrt_constraints(tiny[1]) == []  # TensorRT 10: TopK k = 3072 <= 3840
+    problems = check_tensorrt_constraints(tiny[1], max_topk=TRT8_MAX_TOPK)  # TensorRT 8.6: needs sparsemax_topk
+    assert problems and all("k = 3072 > 1024" in p for p in problems)
 
 
 def _save(graph, path, opset=17):
@@ -147,9 +174,9 @@ def test_tensorrt_check_flags_a_large_topk(tmp_path):
     k = helper.make_tensor("k", TensorProto.INT64, [1], [3072])
     node = helper.make_node("TopK", ["x", "k"], ["values", "indices"], name="full_sort")
     path = _save(helper.make_graph([node], "g", [x], [values], initializer=[k]), tmp_path / "topk.onnx")
-    problems = check_tensorrt_constraints(path)
+    problems = check_tensorrt_constraints(path, max_topk=TRT8_MAX_TOPK)
     assert len(problems) == 1 and "k = 3072 > 1024" in problems[0] and "full_sort" in problems[0]
-    assert check_tensorrt_constraints(path, max_topk=3840) == []  # TensorRT 10's limit
+    assert check_tensorrt_constraints(path) == []  # the default: TensorRT 10's limit, 3840
 
 
 def test_tensorrt_check_flags_dynamic_spatial_axes_old_opset_and_nonzero(tmp_path):
@@ -202,3 +229,35 @@ def test_export_model_bad_checkpoint_is_an_input_error(tmp_path):
     with pytest.raises(InputError):
         export_model(bad, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def _keypoints(results):
+    return np.array([np.reshape(r["keypoints"], (-1, 3)) for r in results])
+
+
+def test_default_export_equals_torch_for_untrained_wide_maps_through_predict(tmp_path, monkeypatch):
+    """Random-weight ProbPose-s (official shape; untrained maps spread over most of the 64x48
+    pixels): `probpose predict --runtime ort` (auto-export with the defaults) equals
+    `--runtime torch` on the fixture images within 0.01 px."""
+    from probpose_core.cli import main
+
+    torch.manual_seed(0)
+    config = vit_config("s")
+    model = build_model(config).eval()
+    ckpt = save_checkpoint(tmp_path / "probpose_s.pt", model, config)
+    monkeypatch.setenv("PROBPOSE_CACHE", str(tmp_path / "cache"))
+    args = ["predict", "--images", str(FIXTURE / "images"), "--ann", str(FIXTURE / "annotations.json"),
+            "--model", str(ckpt)]
+    assert main(args + ["--out", str(tmp_path / "torch.json"), "--runtime", "torch"]) == 0
+    assert main(args + ["--out", str(tmp_path / "ort.json"), "--runtime", "ort"]) == 0
+    by_torch = json.loads((tmp_path / "torch.json").read_text())
+    by_ort = json.loads((tmp_path / "ort.json").read_text())
+    assert len(by_torch) == len(by_ort) > 0
+    assert [r["image_id"] for r in by_torch] == [r["image_id"] for r in by_ort]
+    kt, ko = _keypoints(by_torch), _keypoints(by_ort)
+    np.testing.assert_allclose(ko[..., :2], kt[..., :2], atol=0.01, rtol=0)  # image pixels
+    np.testing.assert_allclose(ko[..., 2], kt[..., 2], atol=1e-4, rtol=0)  # presence
+    # precondition: these maps are wider than a top-k (k = 128) export could represent
+    images = sample_images(2, config.input_size)
+    maps = TorchRunner(model).run(images)["prob_maps"]
+    assert ((maps > 0).sum(axis=(2, 3)) > 128).all()

@@ -12,7 +12,8 @@ from probpose_core.errors import InputError
 from probpose_core.models.checkpoints import save_checkpoint
 from probpose_core.models.pose_model import vit_config
 from probpose_core.runtime import Runner, make_runner
-from probpose_core.runtime.base import run_in_chunks, sidecar_path, validate_images
+from probpose_core.runtime import export
+from probpose_core.runtime.base import SupportCheck, run_in_chunks, sidecar_path, topk_bound, validate_images
 from probpose_core.runtime.export import export_onnx, sample_images
 from probpose_core.runtime.ort_runner import OrtRunner, default_providers
 from probpose_core.runtime.torch_runner import TorchRunner
@@ -162,6 +163,35 @@ def test_make_runner_from_checkpoint_and_onnx(tiny, tmp_path):
     images = sample_images(3, SIZE, seed=4)
     np.testing.assert_allclose(ort_runner.run(images)["prob_maps"], torch_runner.run(images)["prob_maps"], atol=1e-4)
     assert isinstance(make_runner(onnx_path), OrtRunner)
+
+
+def test_auto_export_cache_is_keyed_by_exporter_version_and_options(tiny, tmp_path, monkeypatch):
+    _, _, ckpt = tiny
+    first = make_runner(ckpt, runtime="ort", cache_dir=tmp_path)
+    assert first.meta["exporter"]["exporter_version"] == export.EXPORTER_VERSION
+    assert first.meta["sparsemax"]["exact"] is True
+    monkeypatch.setattr(export, "EXPORTER_VERSION", 999, raising=False)  # a changed exporter, same checkpoint
+    second = make_runner(ckpt, runtime="ort", cache_dir=tmp_path)
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2  # exported again, not the old file reused
+    assert second.meta["exporter"]["exporter_version"] == 999
+
+
+@pytest.mark.parametrize("sparsemax, k", [
+    ({"method": "topk", "k": 128}, 128),  # an explicit small-k export, or an older default export
+    ({"method": "topk", "k": 3072, "exact": True}, None),  # all 64x48 pixels: exact
+    ({"method": "bisect", "k": None}, None),
+    (None, None),  # a heatmap-baseline model: no Sparsemax
+])
+def test_support_check_bound_from_the_sidecar(sparsemax, k):
+    meta = {"sparsemax": sparsemax, "heatmap_size": [48, 64]}
+    assert topk_bound(meta) == k
+    check = SupportCheck(meta)
+    maps = np.zeros((2, 17, 64, 48), np.float32)
+    maps[0, 3].reshape(-1)[:200] = 1 / 200  # support 200 >= 128
+    maps[1, 5].reshape(-1)[:128] = 1 / 128  # exactly k: possibly truncated
+    maps[1, 6].reshape(-1)[:127] = 1 / 127  # below k: exact
+    assert check({"prob_maps": maps, "wide_prob_maps": maps[:, :2]}) is not None
+    assert (check.maps_checked, check.truncated_maps) == ((2 * 17 + 2 * 2, 2) if k else (0, 0))
 
 
 @pytest.mark.parametrize("path, runtime, message", [

@@ -141,12 +141,12 @@ def test_sparsemax_maps_checks_method():
 
 
 class _Head(torch.nn.Module):
-    def __init__(self, method):
+    def __init__(self, method, topk=None):
         super().__init__()
-        self.method = method
+        self.method, self.topk = method, topk
 
     def forward(self, logits):
-        return sparsemax_maps(logits, temperature=0.5, method=self.method)
+        return sparsemax_maps(logits, temperature=0.5, method=self.method, topk=self.topk)
 
 
 @pytest.mark.parametrize("method", ["topk", "bisect"])
@@ -160,26 +160,33 @@ def test_export_variants_trace_without_sort_and_generalise_over_batch(method):
     torch.testing.assert_close(traced(other), sparsemax_maps(other, 0.5), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("method", ["topk", "bisect"])
-def test_onnx_export_opset17(method):
+@pytest.mark.parametrize("method, topk, expected_k", [
+    ("topk", None, 64 * 48),  # the default: every pixel (TensorRT 10 takes k <= 3840)
+    ("topk", 128, 128),  # the explicit small-k variant (TensorRT 8.6: k <= 1024)
+    ("bisect", None, None),  # no TopK at all
+])
+def test_onnx_export_opset17(method, topk, expected_k):
     onnx = pytest.importorskip("onnx")
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Head(method), _maps(2, 3.0, 8), buf, dynamo=False, opset_version=17,
+        torch.onnx.export(_Head(method, topk), _maps(2, 3.0, 8), buf, dynamo=False, opset_version=17,
                           input_names=["logits"], output_names=["prob_maps"],
                           dynamic_axes={"logits": {0: "batch"}, "prob_maps": {0: "batch"}})
     model = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(model)
     ops = {node.op_type for node in model.graph.node}
     assert not ops & {"Loop", "If", "NonZero", "Unique"}
+    ks = []
     for node in model.graph.node:
-        if node.op_type == "TopK":  # the k input must be a small constant (TensorRT 8.6: <= 1024)
+        if node.op_type == "TopK":  # the k input must be a constant
             k_init = [i for i in model.graph.initializer if i.name == node.input[1]]
             k_const = [n for n in model.graph.node if n.op_type == "Constant" and node.input[1] in n.output]
             values = [onnx.numpy_helper.to_array(i) for i in k_init] + [
                 onnx.numpy_helper.to_array(n.attribute[0].t) for n in k_const]
-            assert values and int(np.max(values)) <= 1024
+            assert values
+            ks.append(int(np.max(values)))
+    assert ks == ([] if expected_k is None else [expected_k])
 
 
 def _simplex_projection_numpy(z: np.ndarray) -> np.ndarray:
@@ -194,8 +201,12 @@ def _simplex_projection_numpy(z: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("scale", [1e-5, 1e-3, 0.02, 1.0, 50.0])
 def test_exact_is_exact_for_any_support_size(scale):
-    # supports from 1 pixel up to the whole 64x48 map: the top-k fast path must widen as needed
+    # supports from 1 pixel up to the whole 64x48 map: the top-k fast path must widen as needed,
+    # and the export variant's default (TopK over all pixels) is exact as well
     z = np.random.default_rng(3).standard_normal((40, 64 * 48)) * scale
-    got = sparsemax(torch.from_numpy(z)).numpy()
-    np.testing.assert_allclose(got, _simplex_projection_numpy(z), atol=1e-12)
-    assert np.allclose(got.sum(-1), 1)
+    expected = _simplex_projection_numpy(z)
+    np.testing.assert_allclose(sparsemax(torch.from_numpy(z)).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(sparsemax_topk(torch.from_numpy(z)).numpy(), expected, atol=1e-12)
+    z32 = torch.from_numpy(z.astype(np.float32))
+    torch.testing.assert_close(sparsemax_topk(z32), sparsemax(z32), atol=1e-6, rtol=0)
+    assert np.allclose(expected.sum(-1), 1)

@@ -70,6 +70,21 @@ def test_batches_above_the_profile_max_are_split_not_dropped(trt, onnx_path, tmp
     np.testing.assert_allclose(out["presence"], OrtRunner(onnx_path).run(images)["presence"], atol=1e-6)
 
 
+def test_small_k_export_counts_possibly_truncated_maps(trt, onnx_path, tmp_path):
+    import torch
+
+    from probpose_core.models.pose_model import build_model
+
+    assert TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers()).support_check.k is None  # exact export
+    torch.manual_seed(0)
+    flat = build_model(vit_config("t", **TINY_VIT)).eval()  # untrained: supports of thousands of pixels
+    small_k = export_onnx(flat, tmp_path / "k128.onnx", sparsemax_topk=128)  # the TensorRT 8.6 variant
+    runner = TrtRunner(small_k, tmp_path, buffers=trt.FakeBuffers())
+    runner.run(sample_images(3, (192, 256)))
+    assert runner.support_check.k == 128
+    assert runner.support_check.maps_checked == runner.support_check.truncated_maps == 3 * 17
+
+
 def test_engine_is_cached_and_rebuilt_only_when_the_key_changes(trt, onnx_path, tmp_path):
     first = TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers())
     second = TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers())

@@ -4,15 +4,18 @@
 
 - ``runtime="torch"``: our ``.pt`` checkpoint -> :class:`TorchRunner` (an ``.onnx`` is refused).
 - ``runtime="ort"``: an ``.onnx`` (with its sidecar) -> :class:`OrtRunner`. A ``.pt`` checkpoint
-  is exported first (``export_onnx``, top-k sparsemax) into ``cache_dir`` (default
-  ``$PROBPOSE_CACHE`` or ``~/.cache/probpose``) under the checkpoint file's SHA-256, once: later
-  calls with the same checkpoint reuse that ONNX.
+  is exported first (``export_onnx`` with its defaults: exact Sparsemax) into ``cache_dir``
+  (default ``$PROBPOSE_CACHE`` or ``~/.cache/probpose``) under a key of the checkpoint file's
+  SHA-256 and the exporter's version and options (``export.export_options``), once: later calls
+  with the same checkpoint and exporter reuse that ONNX; a changed exporter exports again.
 - ``runtime="trt"``: like ``ort``, then :class:`TrtRunner` with its engine cache in the same
   folder (untested on real TensorRT; see trt_runner.py).
 
 Runners carry ``meta``: the checkpoint meta (torch) or the ONNX sidecar (ort / trt), where
 the calibration temperature and presence threshold live.
 """
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -41,13 +44,15 @@ def default_cache_dir() -> Path:
 
 
 def onnx_for_checkpoint(checkpoint_path, cache_dir=None) -> Path:
-    """The ONNX export of a ``.pt`` checkpoint, made once and cached under the file's SHA-256."""
+    """The ONNX export of a ``.pt`` checkpoint, made once and cached under a key of the file's
+    SHA-256 and the exporter's version and default options."""
     from ..models.checkpoints import load_checkpoint
-    from .export import export_onnx
+    from .export import export_onnx, export_options
 
     checkpoint_path = Path(checkpoint_path)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
-    target = folder / f"{checkpoint_path.stem}-{file_sha256(checkpoint_path)[:16]}.onnx"
+    key = json.dumps({"checkpoint_sha256": file_sha256(checkpoint_path), "export": export_options()}, sort_keys=True)
+    target = folder / f"{checkpoint_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if target.exists() and sidecar_path(target).exists():
         return target
     model, meta = load_checkpoint(checkpoint_path)

@@ -93,6 +93,46 @@ def check_outputs(outputs: dict, n: int, where: str) -> dict:
     return result
 
 
+def topk_bound(meta: dict | None) -> int | None:
+    """The ``k`` of a top-k Sparsemax export that can truncate a map (k < H*W), else None.
+
+    ``meta`` is the export sidecar; sidecars of older exports (top-k 128 by default) say
+    ``{"method": "topk", "k": 128}`` and are bounded as well."""
+    sparse = (meta or {}).get("sparsemax") or {}
+    k = sparse.get("k")
+    if sparse.get("method") != "topk" or not k:
+        return None
+    size = meta.get("heatmap_size")
+    return None if size and int(k) >= int(np.prod(size)) else int(k)
+
+
+class SupportCheck:
+    """Counts the maps a small-k top-k export may have truncated (support size reached ``k``).
+
+    ``k`` from :func:`topk_bound` of the runner's sidecar; with ``k`` None (exact exports)
+    nothing is checked. ``maps_checked`` and ``truncated_maps`` only grow (plain ints, read
+    from any thread, e.g. by the node's diagnostics); ORT and TRT runners carry one as
+    ``support_check`` and pass every batch's outputs through it.
+    """
+
+    def __init__(self, meta: dict | None):
+        self.k = topk_bound(meta)
+        self.maps_checked = 0
+        self.truncated_maps = 0
+
+    def __call__(self, outputs: dict) -> dict:
+        """Count ``outputs``' prob_maps (and wide_prob_maps); returns ``outputs`` unchanged."""
+        if self.k is None:
+            return outputs
+        for key in (OUTPUT_NAMES[0], WIDE_OUTPUT):
+            if key in outputs:
+                maps = outputs[key]
+                support = np.count_nonzero(maps.reshape(*maps.shape[:2], -1), axis=-1)
+                self.maps_checked += support.size
+                self.truncated_maps += int(np.count_nonzero(support >= self.k))
+        return outputs
+
+
 def sidecar_path(onnx_path) -> Path:
     """The metadata file written next to an ONNX model: ``model.onnx`` -> ``model.json``."""
     return Path(onnx_path).with_suffix(".json")

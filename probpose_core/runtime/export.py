@@ -5,12 +5,15 @@
   ``images`` and outputs ``prob_maps``, ``presence``, ``visibility``, ``oks_quality`` (plus
   ``wide_prob_maps`` for the double-heatmap variant; a heatmap-baseline model, ``map_kind
   "heatmap"``, has ``heatmaps`` in place of ``prob_maps`` and no Sparsemax). Sparsemax is exported as the
-  ``"topk"`` variant (TopK k = 128): identical to the exact sparsemax while a map's support
-  has at most 128 pixels (a trained model's maps have far fewer), and TensorRT-safe
-  (TopK k <= 1024 on TensorRT 8.6).
+  ``"topk"`` variant over all H*W pixels (TopK k = H*W + CumSum): equal to the exact sparsemax
+  for every support size; ONNX Runtime and TensorRT 10 (TopK k <= 3840) run it. For TensorRT
+  8.6 / JetPack 5 (TopK k <= 1024) ``sparsemax_topk=k`` exports a top-k variant that is exact
+  only while a map's support has fewer than k pixels; its sidecar records k and the ORT / TRT
+  runners count the maps whose support reached k (``runtime.base.SupportCheck``).
 - The sidecar ``model.json`` says everything a runtime needs to feed the model: input size,
   mean/std on the 0-255 scale, RGB channel order, keypoint names / sigmas / flip index,
-  calibration temperature, presence threshold, model hash, output names, sparsemax variant.
+  calibration temperature, presence threshold, model hash, output names, sparsemax variant,
+  exporter version and options (:func:`export_options`, also the auto-export cache's key).
 - :func:`parity_report` compares torch (exact sparsemax) with ONNX Runtime on every output and
   on the keypoints decoded from both; :func:`export_model` (``probpose export``) writes it into
   the sidecar and prints it, as well as for the optional ORT dynamic-int8 model.
@@ -31,11 +34,15 @@ from .. import keypoints
 from ..codec import ProbMapCodec
 from ..errors import InputError
 from ..jsonio import dump_json, load_json
-from ..sparsemax import DEFAULT_TOPK
-from .base import INPUT_NAME, file_sha256, load_onnx, sidecar_path
+from ..sparsemax import sparsemax_maps
+from .base import INPUT_NAME, WIDE_OUTPUT, file_sha256, load_onnx, sidecar_path
 
 SIDECAR_FORMAT = "probpose-onnx/1"
-TRT_MAX_TOPK = 1024  # TensorRT 8.6 (JetPack 5); TensorRT 10 allows 3840
+#: Bumped whenever the exported graph changes for the same checkpoint and options (2: the
+#: default Sparsemax is exact for every support, TopK over all pixels instead of k = 128).
+EXPORTER_VERSION = 2
+TRT_MAX_TOPK = 3840  # TensorRT 10
+TRT8_MAX_TOPK = 1024  # TensorRT 8.6 (JetPack 5)
 MIN_OPSET = 17
 # Ops whose output shape depends on data (TensorRT handles them poorly or not at all).
 _DATA_DEPENDENT_OPS = {"NonZero", "Unique", "Loop", "If"}
@@ -52,16 +59,37 @@ def _with_sparsemax(model: torch.nn.Module, method: str) -> torch.nn.Module:
 
 
 class _NamedOutputs(torch.nn.Module):
-    """The model's output dict as a tuple in ``names`` order (what the tracer can export)."""
+    """The model's output dict as a tuple in ``names`` order (what the tracer can export).
 
-    def __init__(self, model: torch.nn.Module, names):
+    With ``topk`` the probability maps are made from the map logits by the top-k Sparsemax of
+    that ``k`` (the model's own maps are then unused and pruned from the graph)."""
+
+    def __init__(self, model: torch.nn.Module, names, topk: int | None = None):
         super().__init__()
         self.model = model
         self.names = tuple(names)
+        self.topk = topk
 
     def forward(self, images):
-        out = self.model(images)
+        if self.topk is None:
+            out = self.model(images)
+        else:
+            out = self.model(images, return_logits=True)
+            for maps, logits in (("prob_maps", "map_logits"), (WIDE_OUTPUT, "wide_map_logits")):
+                if logits in out:
+                    out[maps] = sparsemax_maps(out[logits], self.model.config.temperature, "topk",
+                                               self.topk).clamp(0, 1)
         return tuple(out[k] for k in self.names)
+
+
+def export_options(sparsemax_method: str = "topk", sparsemax_topk: int | None = None,
+                   opset: int = MIN_OPSET) -> dict:
+    """What decides the exported graph besides the weights: exporter version, torch version,
+    opset, Sparsemax variant and its k (None: all pixels). Written into the sidecar; the
+    auto-export cache (``runtime.onnx_for_checkpoint``) keys its files by it."""
+    return {"exporter_version": EXPORTER_VERSION, "torch": torch.__version__, "opset": int(opset),
+            "sparsemax_method": sparsemax_method,
+            "sparsemax_topk": None if sparsemax_topk is None else int(sparsemax_topk)}
 
 
 def _jsonable(value):
@@ -78,7 +106,20 @@ def _jsonable(value):
     return value
 
 
-def _sidecar(model, names, sparsemax_method: str, opset: int, meta: dict | None) -> dict:
+def _sparsemax_entry(config, options: dict) -> dict | None:
+    """The sidecar's ``sparsemax``: method and, for top-k, the k it sorts (H*W when exact)."""
+    if getattr(config, "map_kind", "probmap") == "heatmap":
+        return None  # raw heatmaps, no Sparsemax
+    method, pixels = options["sparsemax_method"], int(np.prod(config.heatmap_size))
+    if method != "topk":
+        return {"method": method, "k": None, "exact": True}
+    k = min(options["sparsemax_topk"] or pixels, pixels)
+    return {"method": method, "k": k, "exact": k == pixels,
+            "note": "top-k equals the exact sparsemax while a map's support has fewer than k pixels; "
+                    "k = H*W is exact for every map"}
+
+
+def _sidecar(model, names, options: dict, meta: dict | None) -> dict:
     from ..models.checkpoints import codec_settings, weights_hash
     from ..models.pose_model import NORMALIZE_MEAN, NORMALIZE_STD
 
@@ -99,10 +140,9 @@ def _sidecar(model, names, sparsemax_method: str, opset: int, meta: dict | None)
         "heatmap_size": list(config.heatmap_size),
         "output_names": list(names),
         "dynamic_batch": True,
-        "opset": opset,
-        "sparsemax": None if getattr(config, "map_kind", "probmap") == "heatmap" else  # raw heatmaps
-        {"method": sparsemax_method, "k": DEFAULT_TOPK if sparsemax_method == "topk" else None,
-         "note": "topk equals the exact sparsemax while a map's support has <= k pixels"},
+        "opset": options["opset"],
+        "sparsemax": _sparsemax_entry(config, options),
+        "exporter": options,
         "keypoints": kp,
         "model_temperature": getattr(config, "temperature", None),
         "temperature": float(meta.get("temperature", 1.0)),
@@ -114,9 +154,11 @@ def _sidecar(model, names, sparsemax_method: str, opset: int, meta: dict | None)
 
 
 def export_onnx(model: torch.nn.Module, path, *, batch_example: int = 2, sparsemax_method: str = "topk",
-                opset: int = MIN_OPSET, meta: dict | None = None) -> Path:
+                sparsemax_topk: int | None = None, opset: int = MIN_OPSET, meta: dict | None = None) -> Path:
     """Export ``model`` to ``path`` (+ sidecar ``path.with_suffix(".json")``); returns ``path``.
 
+    ``sparsemax_method`` "topk" (default; with ``sparsemax_topk=None`` over all pixels, exact) or
+    "bisect"; ``sparsemax_topk=k`` (k <= 1024 for TensorRT 8.6) is the explicit small-k variant.
     ``meta`` is the checkpoint's metadata (temperature, presence threshold, keypoints, codec,
     model hash; see ``models.checkpoints.load_checkpoint``); without it the defaults are written.
     """
@@ -124,20 +166,26 @@ def export_onnx(model: torch.nn.Module, path, *, batch_example: int = 2, sparsem
 
     if batch_example < 2:
         raise InputError("batch_example must be >= 2 so that the batch axis is traced as dynamic")
+    if sparsemax_topk is not None and (sparsemax_method != "topk" or int(sparsemax_topk) < 1):
+        raise InputError(f"sparsemax_topk must be a positive k with sparsemax_method 'topk', got {sparsemax_topk} "
+                         f"with {sparsemax_method!r}")
+    options = export_options(sparsemax_method, sparsemax_topk, opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     traced = _with_sparsemax(model, sparsemax_method)
     w, h = traced.config.input_size
     example = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_example, 3, h, w), np.float32))
     names = tuple(traced.output_names)
+    pixels = int(np.prod(traced.config.heatmap_size))
+    topk = sparsemax_topk if sparsemax_topk is not None and sparsemax_topk < pixels else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_NamedOutputs(traced, names), (example,), str(path), dynamo=False,
+        torch.onnx.export(_NamedOutputs(traced, names, topk), (example,), str(path), dynamo=False,
                           opset_version=opset, input_names=[INPUT_NAME], output_names=list(names),
                           dynamic_axes={k: {0: "batch"} for k in (INPUT_NAME,) + names},
                           do_constant_folding=True)
     onnx.checker.check_model(str(path))
-    sidecar = _sidecar(traced, names, sparsemax_method, opset, meta)
+    sidecar = _sidecar(traced, names, options, meta)
     sidecar["onnx_sha256"] = file_sha256(path)
     dump_json(sidecar, sidecar_path(path))
     return path
@@ -157,7 +205,7 @@ def parity_report(reference, candidate, images: np.ndarray, codec: ProbMapCodec 
 
     Keypoints are decoded (expected-OKS) from both runners' maps on one shared window (the crop
     itself in input pixels), so the pixel difference is in crop pixels. Also reports the
-    largest map support of the reference (the topk export is exact while it is <= k).
+    largest map support of the reference (a small-k top-k export is exact while it is < k).
     """
     codec = codec or ProbMapCodec()
     ref, got = reference.run(images), candidate.run(images)
@@ -287,11 +335,13 @@ def _format_parity(label: str, report: dict) -> str:
             f"(crop pixels, {report['images']} images)")
 
 
-def export_model(checkpoint_path, onnx_path, int8: bool = False, *, log=print) -> dict:
+def export_model(checkpoint_path, onnx_path, int8: bool = False, *, sparsemax_topk: int | None = None,
+                 log=print) -> dict:
     """``probpose export``: checkpoint -> ONNX + sidecar (+ ``.int8.onnx``), parity and checks.
 
     Parity (torch with the exact sparsemax vs ONNX Runtime) and the TensorRT check are written
-    into the sidecar(s) and printed through ``log``. Returns a summary dict.
+    into the sidecar(s) and printed through ``log``. ``sparsemax_topk``: the explicit small-k
+    Sparsemax for TensorRT 8.6 (see :func:`export_onnx`). Returns a summary dict.
     """
     from ..models.checkpoints import codec_from_settings, load_checkpoint
     from .ort_runner import OrtRunner
@@ -299,7 +349,7 @@ def export_model(checkpoint_path, onnx_path, int8: bool = False, *, log=print) -
 
     model, meta = load_checkpoint(checkpoint_path)
     onnx_path = Path(onnx_path)
-    export_onnx(model, onnx_path, meta=meta)
+    export_onnx(model, onnx_path, sparsemax_topk=sparsemax_topk, meta=meta)
     codec = codec_from_settings(meta["codec"])
     reference = TorchRunner(model)
     images = sample_images(4, model.config.input_size)
@@ -310,11 +360,15 @@ def export_model(checkpoint_path, onnx_path, int8: bool = False, *, log=print) -
     dump_json(sidecar, sidecar_path(onnx_path))
     log(f"wrote {onnx_path} and {sidecar_path(onnx_path)}")
     log(_format_parity("fp32", summary["parity"]))
-    support, k = summary["parity"]["max_support"], (sidecar["sparsemax"] or {}).get("k")
-    if k and support > k:
-        log(f"warning: a map's support has {support} pixels > top-k {k}: the export differs from the exact "
-            f"sparsemax on such maps (expected only for untrained models)")
+    support, sparse = summary["parity"]["max_support"], sidecar["sparsemax"] or {}
+    k = sparse.get("k")
+    if k and not sparse.get("exact") and support >= k:
+        log(f"warning: a map's support has {support} pixels >= top-k {k}: the export may differ from the exact "
+            f"sparsemax on such maps (untrained models; a trained model's occluded or absent keypoints)")
     log("TensorRT check: " + ("ok" if not summary["tensorrt_problems"] else "; ".join(summary["tensorrt_problems"])))
+    if k and k > TRT8_MAX_TOPK:
+        log(f"note: TopK k = {k} needs TensorRT 10; TensorRT 8.6 / JetPack 5 takes k <= {TRT8_MAX_TOPK} "
+            f"(export with sparsemax_topk, e.g. 128: exact only while a map's support is below k)")
     if int8:
         int8_path = quantize_int8(onnx_path, onnx_path.with_suffix(".int8.onnx"))
         summary["int8"] = {"onnx": str(int8_path),

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import InputError
 from .base import (
     DEFAULT_MAX_BATCH,
+    SupportCheck,
     check_outputs,
     load_sidecar,
     onnx_input_size,
@@ -33,7 +34,9 @@ class OrtRunner:
     providers in priority order (None = :func:`default_providers`); max_batch: largest batch
     per call (None = the model's static batch, or 16 for a dynamic batch axis). A model with a
     static batch b gets smaller chunks zero-padded to b and the padding cut off again.
-    ``meta`` is the export sidecar (temperature, presence threshold, ...), {} without one.
+    ``meta`` is the export sidecar (temperature, presence threshold, ...), {} without one;
+    ``support_check`` (:class:`base.SupportCheck`) counts maps a small-k top-k export may have
+    truncated.
     """
 
     name = "ort"
@@ -60,13 +63,15 @@ class OrtRunner:
             self.max_batch = DEFAULT_MAX_BATCH if max_batch is None else int(max_batch)
         self.providers = self.session.get_providers()
         self.meta = load_sidecar(onnx_path) or {}
+        self.support_check = SupportCheck(self.meta)
 
     def _run_batch(self, images: np.ndarray) -> dict:
         n = len(images)
         if self.static_batch and n < self.static_batch:
             images = np.concatenate([images, np.zeros((self.static_batch - n,) + images.shape[1:], np.float32)])
         values = self.session.run(self.output_names, {self.input_name: images})
-        return check_outputs({k: v[:n] for k, v in zip(self.output_names, values)}, n, "the ONNX model")
+        return self.support_check(check_outputs({k: v[:n] for k, v in zip(self.output_names, values)}, n,
+                                                "the ONNX model"))
 
     def run(self, images: np.ndarray) -> dict:
         """images: (N, 3, H, W) float32 -> the model's named outputs as numpy arrays."""

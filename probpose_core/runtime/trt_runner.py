@@ -27,6 +27,7 @@ from ..errors import InputError
 from .base import (
     INPUT_NAME,
     RuntimeUnavailableError,
+    SupportCheck,
     check_outputs,
     file_sha256,
     load_sidecar,
@@ -132,7 +133,8 @@ class TrtRunner:
     fp16: build with FP16 kernels allowed; profile: batch (min, opt, max) — ``max_batch`` is the
     profile's max and larger inputs are split; buffers: a device-buffer provider (default
     :class:`TorchCudaBuffers`). Attributes: ``engine_path``, ``cache_key`` (dict), ``built``
-    (True when this instance built the engine rather than loading it from the cache).
+    (True when this instance built the engine rather than loading it from the cache),
+    ``support_check`` (maps a small-k top-k export may have truncated, :class:`base.SupportCheck`).
     """
 
     name = "trt"
@@ -180,6 +182,7 @@ class TrtRunner:
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self.context = self.engine.create_execution_context()
         self.meta = load_sidecar(onnx_path) or {}
+        self.support_check = SupportCheck(self.meta)
 
     def _run_batch(self, images: np.ndarray) -> dict:
         n = len(images)
@@ -196,7 +199,8 @@ class TrtRunner:
             raise RuntimeError("TensorRT execute_async_v3 failed")
         self.buffers.synchronize()
         del device_in
-        return check_outputs({k: self.buffers.download(v) for k, v in device_out.items()}, n, "the TensorRT engine")
+        return self.support_check(check_outputs({k: self.buffers.download(v) for k, v in device_out.items()}, n,
+                                                "the TensorRT engine"))
 
     def run(self, images: np.ndarray) -> dict:
         """images: (N, 3, H, W) float32 -> the model's named outputs as numpy arrays."""
