@@ -14,7 +14,7 @@ from probpose_core.detection import (Detector, HogDetector, OnnxYoloDetector, Pr
                                      finish_detections, letterbox, letterbox_params, nms)
 from probpose_core.detection.onnx_yolo import yolox_grid
 from probpose_core.errors import InputError
-from yolo_graphs import constant_output_graph, v8_output, yolox_output, yolox_raw_boxes
+from yolo_graphs import constant_output_graph, end2end_output, v8_output, yolox_output, yolox_raw_boxes
 
 nms_module = importlib.import_module("probpose_core.detection.nms")  # the package's `nms` is the function
 FRAME_W, FRAME_H = 320, 240
@@ -156,10 +156,12 @@ def _check(detector, expected, frame=None):
 def test_yolov8_layout(tmp_path):
     cxcywh, cls, expected = _scene(offset_y=80, pad_rows=(0, 60))
     path = constant_output_graph(tmp_path / "v8.onnx", v8_output(cxcywh, cls, 200), (1, 3, INPUT, INPUT))
-    detector = OnnxYoloDetector(path)
+    detector = OnnxYoloDetector(path)  # (1, 4+C, N) is only ever YOLOv8/11: auto is safe
     assert isinstance(detector, Detector)
-    assert detector.layout == "v8" and detector.num_classes == 80 and detector.input_size == (INPUT, INPUT)
+    assert detector.layout == "yolov8" and detector.num_classes == 80 and detector.input_size == (INPUT, INPUT)
+    assert detector.preprocessing == Preprocessing("rgb", 1 / 255, True)
     _check(detector, expected)
+    assert OnnxYoloDetector(path, layout="yolo11").layout == "yolov8"
 
 
 def test_yolox_decoded_layout(tmp_path):
@@ -170,9 +172,54 @@ def test_yolox_decoded_layout(tmp_path):
     expected = [expected[0], expected[2], expected[3], expected[1], expected[4]]  # 0.9, 0.5, 0.4, 0.36, 0.3
     path = constant_output_graph(tmp_path / "yolox.onnx", yolox_output(cxcywh, cls, objectness, 200),
                                  (1, 3, INPUT, INPUT))
-    detector = OnnxYoloDetector(path)
+    detector = OnnxYoloDetector(path, layout="yolox")
     assert detector.layout == "yolox" and detector.preprocessing == Preprocessing("bgr", 1.0, False)
     _check(detector, expected)
+
+
+def test_yolov5_layout_uses_ultralytics_preprocessing(tmp_path):
+    # YOLOv5 (1, N, 5+C) has YOLOX's output layout but Ultralytics' input: RGB / 255, centred
+    cxcywh, cls, expected = _scene(offset_y=80, pad_rows=(0, 60))
+    objectness = np.ones(9)
+    objectness[2] = 0.6  # score = objectness * class score: 0.36
+    expected[1] = (expected[1][0], 0.36)
+    expected = [expected[0], expected[2], expected[3], expected[1], expected[4]]
+    path = constant_output_graph(tmp_path / "v5.onnx", yolox_output(cxcywh, cls, objectness, 200),
+                                 (1, 3, INPUT, INPUT))
+    detector = OnnxYoloDetector(path, layout="yolov5")
+    assert detector.layout == "yolov5" and detector.num_classes == 80
+    assert detector.preprocessing == Preprocessing("rgb", 1 / 255, True)
+    _check(detector, expected)
+
+
+def test_end2end_layout_keeps_people_only(tmp_path):
+    # NMS-free (1, 300, 6) exports (YOLOv10 / YOLO26): x0, y0, x1, y1, score, class id
+    def to_input(x0, y0, x1, y1):
+        return [2 * x0, 2 * y0 + 80, 2 * x1, 2 * y1 + 80]
+
+    boxes = [to_input(50, 40, 110, 160), to_input(150, 100, 190, 200), to_input(200, 50, 260, 200),
+             to_input(10, 10, 40, 60), to_input(52, 42, 112, 162)]
+    scores = [0.8, 0.9, 0.6, 0.1, 0.5]
+    classes = [0, 2, 0, 0, 0]  # a person, a car (never a person), a person, a weak person, an overlapping person
+    path = constant_output_graph(tmp_path / "e2e.onnx", end2end_output(boxes, scores, classes),
+                                 (1, 3, INPUT, INPUT))
+    detector = OnnxYoloDetector(path, layout="end2end")
+    assert detector.layout == "end2end" and detector.preprocessing == Preprocessing("rgb", 1 / 255, True)
+    # no NMS of ours: the model's own selection is final (overlapping people stay)
+    _check(detector, [([50, 40, 60, 120], 0.8), ([200, 50, 60, 150], 0.6), ([52, 42, 60, 120], 0.5)])
+    with pytest.raises(InputError, match="end2end"):
+        OnnxYoloDetector(constant_output_graph(tmp_path / "e2e7.onnx", np.zeros((1, 300, 7)), (1, 3, 64, 64)),
+                         layout="end2end")
+
+
+@pytest.mark.parametrize("shape", [(1, 300, 6), (1, 8400, 85), (1, 100, 7)])
+def test_row_layouts_are_ambiguous_without_an_explicit_layout(tmp_path, shape):
+    path = constant_output_graph(tmp_path / "rows.onnx", np.zeros(shape), (1, 3, 64, 64))
+    with pytest.raises(InputError, match="ambiguous") as err:
+        OnnxYoloDetector(path)
+    assert all(name in str(err.value) for name in ("'yolov5'", "'yolox'", "'end2end'", "'yolov8'"))
+    with pytest.raises(InputError, match="unknown layout 'v9'.*'yolov8', 'yolov5', 'yolox', 'end2end'"):
+        OnnxYoloDetector(path, layout="v9")
 
 
 def test_yolox_raw_grid(tmp_path):
@@ -186,7 +233,7 @@ def test_yolox_raw_grid(tmp_path):
     rows[0, anchors, 5] = [0.9, 0.7, 0.5]
     path = constant_output_graph(tmp_path / "raw.onnx", rows, (1, 3, 64, 64))
     frame = np.zeros((64, 64, 3), np.uint8)
-    detector = OnnxYoloDetector(path, yolox_raw=True, iou_threshold=0.9)
+    detector = OnnxYoloDetector(path, layout="yolox", yolox_raw=True, iou_threshold=0.9)
     xywh = np.concatenate([true_boxes[:, :2] - true_boxes[:, 2:] / 2, true_boxes[:, 2:]], axis=1)
     _check(detector, list(zip(xywh.tolist(), [0.9, 0.7, 0.5])), frame)
     with pytest.raises(InputError, match="YOLOX"):
@@ -199,7 +246,7 @@ def test_real_v8_shape_and_person_only_model(tmp_path):
     path = constant_output_graph(tmp_path / "coco.onnx", v8_output(np.zeros((0, 4)), np.zeros((0, 80)), 8400),
                                  (1, 3, 640, 640))
     detector = OnnxYoloDetector(path)
-    assert (detector.layout, detector.num_classes) == ("v8", 80)
+    assert (detector.layout, detector.num_classes) == ("yolov8", 80)
     assert detector.detect(_frame())[0].shape == (0, 4)
     one = v8_output(np.array([[320, 320, 100, 200]]), np.array([[0.8]]), 50)
     detector = OnnxYoloDetector(constant_output_graph(tmp_path / "person.onnx", one, (1, 3, 640, 640)))
@@ -234,11 +281,12 @@ def test_preprocessing(tmp_path):
 
 # ----------------------------------------------------------------------------- errors
 
-@pytest.mark.parametrize("shape", [(1, 84), (2, 84, 100), (1, 4, 100), (1, 100, 5), (1, 84, 84)])
-def test_unexpected_output_shape_names_it(tmp_path, shape):
+@pytest.mark.parametrize("shape, layout", [((1, 84), "auto"), ((2, 84, 100), "auto"), ((1, 4, 100), "auto"),
+                                           ((1, 100, 5), "yolox"), ((1, 100, 5), "yolov5"), ((1, 84, 84), "auto")])
+def test_unexpected_output_shape_names_it(tmp_path, shape, layout):
     path = constant_output_graph(tmp_path / "bad.onnx", np.zeros(shape), (1, 3, 64, 64))
     with pytest.raises(InputError, match=r"shape \[" + ", ".join(str(d) for d in shape)):
-        OnnxYoloDetector(path)
+        OnnxYoloDetector(path, layout=layout)
 
 
 def test_bad_models(tmp_path):

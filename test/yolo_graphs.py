@@ -50,6 +50,18 @@ def yolox_output(boxes_cxcywh, class_scores, objectness, num_anchors: int, rng=N
     return _fill(boxes_cxcywh, class_scores, num_anchors, objectness, rng)[None]
 
 
+def end2end_output(boxes_xyxy, scores, class_ids, num_rows: int = 300) -> np.ndarray:
+    """NMS-free end-to-end output (YOLOv10 / YOLO26 exports) ``(1, num_rows, 6)``: rows of
+    ``x0, y0, x1, y1`` (input pixels), score, class id; the rows after the given ones are
+    zero (score 0), as such exports pad their fixed number of rows."""
+    rows = np.zeros((num_rows, 6))
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    rows[:len(boxes), :4] = boxes
+    rows[:len(boxes), 4] = scores
+    rows[:len(boxes), 5] = class_ids
+    return rows.astype(np.float32)[None]
+
+
 def yolox_raw_boxes(boxes_cxcywh, cells, strides) -> np.ndarray:
     """Invert YOLOX's grid decoding: input-pixel ``cx, cy, w, h (M, 4)`` at anchor ``cells
     (M, 2)`` with ``strides (M, 1)`` -> the raw regression values the network would emit."""
