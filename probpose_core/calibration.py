@@ -19,9 +19,13 @@ contains the true keypoint in a fraction ``q`` of cases.
 
 Presence (a per-keypoint probability): reliability curve, expected calibration error, Brier score.
 
+Model outputs next to the codec's targets on GT instances (:func:`gt_outputs`): the one pass
+behind evaluation, calibration and the demo's plots.
+
 Credible regions (mask, polygons, covariance ellipse) live in :mod:`probpose_core.regions`.
 Maps are (..., H, W) in heatmap pixels (x right, y down, pixel centres at integers, UDP).
 """
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -270,6 +274,82 @@ def brier_score(prob, outcome) -> float:
     """Mean squared difference between probabilities and 0/1 outcomes (NaN without data)."""
     p, o = _prob_outcome(prob, outcome)
     return float(np.mean((p - o) ** 2)) if p.size else float("nan")
+
+
+# ------------------------------------------------------------------------------ model outputs on GT instances
+
+GT_BATCH = 32  # crops per forward pass over the GT instances
+
+
+def _batches(instances, images_dir: Path, pipe, progress: bool):
+    """Crops of the instances, image by image, gathered into batches of about GT_BATCH: yields
+    ``(images (B, 3, H, W), center (B, 2), scale (B, 2), rows (B,))``, ``rows`` indexing ``instances``."""
+    from tqdm import tqdm
+
+    from .pipeline import read_image
+
+    by_image: dict = {}
+    for row, inst in enumerate(instances):
+        by_image.setdefault(inst.file_name, []).append(row)
+    parts: list = []
+    size = 0
+    for file_name, rows in tqdm(by_image.items(), desc="gt instances", unit="img", disable=not progress,
+                                file=sys.stderr):
+        frame = read_image(images_dir / file_name)
+        images, center, scale = pipe.crops(frame, np.stack([instances[r].bbox for r in rows]))
+        parts.append((images, center, scale, np.asarray(rows)))
+        size += len(rows)
+        if size >= GT_BATCH:
+            yield tuple(np.concatenate(column) for column in zip(*parts))
+            parts, size = [], 0
+    if parts:
+        yield tuple(np.concatenate(column) for column in zip(*parts))
+
+
+def gt_outputs(runner, instances, images_dir, codec=None, flip_test: bool = False,
+               logits: bool = False, progress: bool = False) -> dict:
+    """Run the model over GT ``instances`` (data.instances.Instance, with keypoints) and collect
+    its outputs next to the codec's targets: the one pass shared by evaluation and calibration.
+
+    Used by ``training.evaluate``, ``training.calibrate`` and ``probpose demo``. runner: a
+    Runner (``logits=True`` needs one that returns ``map_logits``:
+    ``training.evaluate.logits_runner``); codec: the model's ProbMapCodec (None: the default
+    one). Crops are the pipeline's (:meth:`Pipeline.crops`), the flip test its
+    :meth:`Pipeline.infer`. Returns numpy arrays over the N instances, in their order:
+    ``presence``, ``presence_target``, ``keypoint_weights``, ``map_weights`` (N, K);
+    ``keypoints_map`` (N, K, 2) GT in heatmap pixels; ``level_lo``, ``level_hi`` (N, K) credible
+    interval of the GT pixel in each probability map (NaN off the map); ``map_logits``
+    (N, K, H, W) float32 only with ``logits``.
+    """
+    from .codec import ProbMapCodec
+    from .pipeline import HEATMAP_KEY, Pipeline, read_heatmaps
+
+    codec = ProbMapCodec() if codec is None else codec
+    images_dir = Path(images_dir)
+    if not instances:
+        raise InputError("no GT instance with annotated keypoints to evaluate calibration on")
+    pipe = Pipeline(runner, codec=codec, flip_test=flip_test, credible_levels=())
+    keys = ("presence", "presence_target", "keypoint_weights", "map_weights", "keypoints_map", "level_lo", "level_hi")
+    collected: dict = {k: [] for k in keys + ("rows",) + (("map_logits",) if logits else ())}
+    for images, center, scale, rows in _batches(instances, images_dir, pipe, progress):
+        out = pipe.infer(images)
+        kpts = np.stack([instances[r].keypoints for r in rows])
+        area = np.array([instances[r].area for r in rows])
+        targets = codec.encode(kpts[..., :2], kpts[..., 2].astype(np.int64), area, center, scale)
+        if HEATMAP_KEY in out:  # presence and distribution as the pipeline reads a heatmap model
+            _, presence, _, maps = read_heatmaps(codec, out[HEATMAP_KEY], center, scale)
+        else:
+            presence, maps = out["presence"], out["prob_maps"]
+        lo, hi = credible_interval(maps, targets["keypoints_map"])
+        values = {"presence": np.asarray(presence, dtype=np.float64), "presence_target": targets["presence"],
+                  "keypoint_weights": targets["keypoint_weights"], "map_weights": targets["map_weights"],
+                  "keypoints_map": targets["keypoints_map"], "level_lo": lo, "level_hi": hi, "rows": rows}
+        if logits:
+            values["map_logits"] = np.asarray(out["map_logits"], dtype=np.float32)
+        for k, v in values.items():
+            collected[k].append(v)
+    order = np.argsort(np.concatenate(collected.pop("rows")))  # back to the order of ``instances``
+    return {k: np.concatenate(v)[order] for k, v in collected.items()}
 
 
 # ------------------------------------------------------------------------------ plots
