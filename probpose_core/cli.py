@@ -88,7 +88,9 @@ def _cmd_bench(args) -> None:
 def _cmd_demo(args) -> None:
     from .demo import run_demo
 
-    run_demo(args.out, fixture=args.fixture)
+    coco = {} if args.coco is None else {"coco": args.coco}  # None: run_demo's default (../shared/data/coco_train)
+    run_demo(args.out, model=args.model, video=args.video, max_frames=args.max_frames, detector=args.detector,
+             runtime=args.runtime, **coco)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,9 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(--repeats epochs each, at most 5)")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("demo", help="run the core on the shipped fixture, write plots and tables")
+    p = sub.add_parser("demo", help="detector + pose model on the shipped clip: annotated MP4, contact sheet, "
+                                    "per-frame JSON, timing table, calibration plots")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    p.add_argument("--fixture", help="COCO fixture folder with annotations.json and images/ (default: demo/fixture)")
+    p.add_argument("--model", default="", help="our checkpoint (.pt) or an exported .onnx (default: the shipped model)")
+    p.add_argument("--video", help="a clip OpenCV can read (default: the shipped demo/people.mp4)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (default: the whole clip)")
+    p.add_argument("--detector", default="nanodet",
+                   help="person detector: nanodet (shipped, default), hog, full_frame, or a YOLO-style ONNX file")
+    p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
+    p.add_argument("--coco", help="labelled COCO folder (gt.json or annotations.json + images/) for the calibration "
+                                  "plots; skipped with a note when absent or '' (default: ../shared/data/coco_train "
+                                  "next to the repository)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

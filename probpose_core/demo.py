@@ -1,172 +1,270 @@
-"""`probpose demo` / `make demo`: the core run end to end on the shipped fixture.
+"""`probpose demo` / `make demo`: the real pipeline on the shipped clip ``demo/people.mp4``.
 
-There is no trained network yet, so the maps are SIMULATED network output: for each
-instance of the CropCOCO-style fixture a noisy "oracle" puts a smooth logit peak near each
-keypoint inside the activation window (position error and spread drawn at random; no peak
-for keypoints outside the window) and a presence probability that leans towards the truth.
-Everything downstream is the real code: Sparsemax, temperature calibration, the three
-decoders, Ex-OKS / COCO evaluation with the presence-threshold search, credible regions and
-the overlay. Writes tables (JSON + Markdown), calibration plots and annotated images.
+Every frame of the clip goes through the shipped person detector (``make_detector("nanodet")``
+by default) and :class:`pipeline.Pipeline` (crops, ONNX Runtime, expected-OKS decode,
+presence, 50 % credible regions) with the shipped pose model
+(:func:`shipped.default_pose_model`) or ``--model`` (a .pt checkpoint or an .onnx). Written
+under the output folder:
+
+- ``annotated.mp4``: every frame with boxes, keypoints coloured by presence, the skeleton
+  between present keypoints and credible-region outlines (:func:`overlay.draw_pose`, as the
+  ROS node draws); mp4v, the clip's size and frame rate;
+- ``contact_sheet.png``: :data:`SHEET_FRAMES` evenly spaced annotated frames, downscaled, in a grid;
+- ``frames.json``: ``[{"frame": i, "humans": [...]}, ...]``, each human as
+  :func:`results.humans_to_json` writes it (keypoints, presence, regions);
+- ``timing.md`` / ``timing.json`` (also printed): frames, people, end-to-end FPS and the median
+  ms per frame of each stage in :data:`STAGES` (model loading is not counted; the first frame is);
+- with a labelled COCO folder (``--coco``, default ``../shared/data/coco_train`` next to the
+  repository; skipped with a note when absent): ``map_calibration.png`` (coverage of the
+  credible regions on the GT boxes of the set and of its CropCOCO twin),
+  ``presence_reliability.png`` (presence vs "inside the activation window" on the twin) and
+  ``calibration.json``, from :func:`calibration.gt_outputs`; the twin is written to
+  ``cropcoco/``.
 """
+import json
+import sys
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from . import geometry
 from .errors import InputError
 from .jsonio import dump_json
-from .keypoints import NUM_KEYPOINTS
 
-FIXTURE = Path(__file__).resolve().parents[1] / "demo" / "fixture"
-DECODERS = ("expected_oks", "udp", "argmax")
-
-
-def simulate_network(prob_targets: dict, rng: np.random.Generator, size=geometry.HEATMAP_SIZE):
-    """Simulated map logits (N, K, H, W) and presence (N, K) from codec targets.
-
-    Inside the window: a quadratic logit peak at the GT (map px) plus an error drawn from the
-    peak's own spread (so a calibrated temperature exists), with a few two-peaked maps (a
-    confusion with the flipped side); outside: noise only. Presence: sigmoid(+-2.2 + noise).
-    """
-    gt = prob_targets["keypoints_map"]
-    present = prob_targets["presence"] > 0
-    n, k = present.shape
-    w, h = size
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    spread = rng.uniform(1.0, 3.0, size=(n, k))
-    centre = gt + rng.normal(size=gt.shape) * spread[..., None] * 0.7
-    d2 = (xs - centre[..., 0, None, None]) ** 2 + (ys - centre[..., 1, None, None]) ** 2
-    logits = -d2 / (2 * spread[..., None, None] ** 2) * 0.25
-    second = rng.uniform(size=(n, k)) < 0.1  # a few confusions: a weaker second peak elsewhere
-    other = rng.uniform([0, 0], [w - 1, h - 1], size=(n, k, 2))
-    d2b = (xs - other[..., 0, None, None]) ** 2 + (ys - other[..., 1, None, None]) ** 2
-    logits = np.where(second[..., None, None], np.maximum(logits, -d2b / 8.0 * 0.25 - 0.3), logits)
-    noise = 0.02 * rng.standard_normal((n, k, h, w))
-    logits = np.where(present[..., None, None], logits + noise, noise - 1.0)
-    presence = 1 / (1 + np.exp(-(np.where(present, 2.2, -2.2) + rng.normal(scale=1.2, size=(n, k)))))
-    return logits.astype(np.float32), presence
+ROOT = Path(__file__).resolve().parents[1]
+CLIP = "people.mp4"
+#: the labelled set for the calibration plots (absent on a fresh machine: the plots are skipped)
+DEFAULT_COCO = ROOT.parent / "shared" / "data" / "coco_train"
+STAGES = ("decode video", "detector", "pose (pipeline)", "drawing", "encode video")
+SHEET_FRAMES = 8
+SHEET_COLUMNS = 4
+SHEET_TILE_WIDTH = 480
+CREDIBLE_LEVEL = 0.5
 
 
-def _instances(gt: dict):
-    anns = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
-    kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
-    boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-    area = np.array([a["area"] for a in anns], dtype=np.float64)
-    return anns, kpts, boxes, area
+def demo_clip() -> Path:
+    """The shipped clip: ``demo/people.mp4`` of a source checkout, else the installed share folder."""
+    for folder in (ROOT / "demo", Path(sys.prefix) / "share" / "probpose_ros" / "demo"):
+        if (folder / CLIP).is_file():
+            return folder / CLIP
+    raise InputError(f"the demo clip {CLIP} was not found in {ROOT / 'demo'} or the installed share folder "
+                     "(pass --video FILE)")
 
 
-def _predictions(anns, keypoints, presence, visibility, score) -> list:
-    preds = []
-    for i, ann in enumerate(anns):
-        trip = np.concatenate([keypoints[i], presence[i][:, None]], axis=1)
-        preds.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": trip.reshape(-1).round(3).tolist(),
-                      "visibilities": visibility[i].round(4).tolist(), "score": float(score[i])})
-    return preds
+def resolve_model(model=None) -> Path:
+    """``model`` as a path, or the shipped pose model when None / empty."""
+    if model:
+        return Path(model)
+    from .shipped import default_pose_model
+
+    try:
+        return default_pose_model()
+    except InputError as exc:
+        raise InputError(f"no shipped pose model ({exc}); pass --model PATH (.pt checkpoint or .onnx)") from None
 
 
-def _draw_images(gt, images_dir, anns, keypoints, presence, prob_maps, center, scale, threshold, out_dir):
-    from .regions import credible_polygons
+def draw_humans(canvas: np.ndarray, humans, threshold: float) -> np.ndarray:
+    """Every human of ``humans`` drawn onto ``canvas (H, W, 3)`` RGB in place (box, ``#i``,
+    keypoints, skeleton, credible regions), with :func:`overlay.draw_pose`."""
     from .overlay import draw_pose
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for entry in gt["images"]:
-        img = cv2.imread(str(images_dir / entry["file_name"]), cv2.IMREAD_COLOR)
-        if img is None:
-            continue
-        zoom = max(1.0, 480 / max(img.shape[:2]))  # draw on an enlarged copy: thin lines stay legible
-        img = cv2.resize(img, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
-        pad = max(img.shape[:2]) // 3  # a margin to show keypoints predicted outside the image
-        canvas = cv2.copyMakeBorder(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), pad, pad, pad, pad,
-                                    cv2.BORDER_CONSTANT, value=(40, 40, 40))
-        cv2.rectangle(canvas, (pad, pad), (pad + img.shape[1] - 1, pad + img.shape[0] - 1), (200, 200, 200), 1)
-        for i, ann in enumerate(anns):
-            if ann["image_id"] != entry["id"]:
-                continue
-            regions = [[poly * zoom + pad for poly in credible_polygons(prob_maps[i, k], 0.5, center[i], scale[i])]
-                       for k in range(NUM_KEYPOINTS)]
-            box = np.asarray(ann["bbox"]) * zoom + [pad, pad, 0, 0]
-            draw_pose(canvas, keypoints[i] * zoom + pad, presence[i], threshold, bbox=box, regions=regions,
-                      label=f"id {ann['id']}")
-        path = out_dir / f"{Path(entry['file_name']).stem}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-        written.append(path)
-    return written
+    for i, human in enumerate(humans):
+        kp = human.keypoint_array()
+        regions = [[poly for polys in k.regions.values() for poly in polys] for k in human.keypoints]
+        draw_pose(canvas, kp[:, :2], kp[:, 2], threshold, bbox=human.bbox, regions=regions, label=f"#{i}")
+    return canvas
 
 
-def run_demo(out_dir, fixture=None, seed: int = 0) -> dict:
-    """Run the demo into ``out_dir`` on ``fixture`` (default: the repo's demo/fixture).
+def contact_sheet(tiles: list, columns: int = SHEET_COLUMNS) -> np.ndarray:
+    """``tiles`` (equal-size (h, w, 3) RGB images) in a grid of ``columns``, dark filler."""
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    sheet = np.full((rows * h, min(columns, len(tiles)) * w, 3), 30, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    return sheet
 
-    Returns the summary that is also written as JSON.
-    """
-    import torch
 
-    from .calibration import (coverage_curve, credible_level, fit_temperature, plot_coverage_curve,
-                              plot_reliability, expected_calibration_error, brier_score)
-    from .codec import ProbMapCodec
-    from .data.coco import load_coco
+def _tile(canvas: np.ndarray, frame: int, people: int) -> np.ndarray:
+    h, w = canvas.shape[:2]
+    tile = cv2.resize(canvas, (SHEET_TILE_WIDTH, round(h * SHEET_TILE_WIDTH / w)), interpolation=cv2.INTER_AREA)
+    text = f"frame {frame}: {people} people"
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
+    cv2.rectangle(tile, (0, 0), (tw + 16, th + 16), (30, 30, 30), -1)
+    cv2.putText(tile, text, (8, th + 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+    return tile
+
+
+def format_timing(timing: dict) -> str:
+    """The timing table (Markdown) of :func:`run_demo`'s ``timing`` dict."""
+    lines = [f"# probpose demo: {timing['video']} ({timing['width']}x{timing['height']})", "",
+             f"model {timing['model']} ({timing['runtime']}), detector {timing['detector']}", "",
+             "| frames | people (total) | people per frame | FPS end to end |", "|---|---|---|---|",
+             f"| {timing['frames']} | {timing['people']} | {timing['people_per_frame']:.2f} | {timing['fps']:.2f} |",
+             "", "| stage | median ms per frame |", "|---|---|"]
+    lines += [f"| {name} | {ms:.1f} |" for name, ms in timing["stages_ms"].items()]
+    lines += [f"| total | {timing['total_ms']:.1f} |", ""]
+    if timing["pose_ms_per_person"] is not None:
+        lines.append(f"pose (pipeline): {timing['pose_ms_per_person']:.1f} ms per person "
+                     "(mean over the frames with people)")
+    return "\n".join(lines) + "\n"
+
+
+def _calibration(runner, coco_dir: Path, out: Path, threshold: float) -> dict | None:
+    """Coverage / presence plots and numbers of the model on a labelled COCO folder (``gt.json``
+    or ``annotations.json`` + ``images/``) and its CropCOCO twin; None (and a note) when absent."""
+    ann = next((coco_dir / n for n in ("gt.json", "annotations.json") if (coco_dir / n).is_file()), None)
+    if ann is None or not (coco_dir / "images").is_dir():
+        print(f"\nnote: no labelled COCO folder at {coco_dir} (gt.json or annotations.json + images/): "
+              "calibration plots skipped (pass --coco DIR)")
+        return None
+    from .calibration import (Q_GRID, brier_score, calibration_error, coverage_curve, expected_calibration_error,
+                              gt_outputs, plot_coverage_curve, plot_reliability)
     from .data.cropcoco import make_cropcoco
-    from .evaluation import evaluate, format_table
-    from .evaluation.areas import area_table, format_area_table
-    from .sparsemax import sparsemax_maps
+    from .data.instances import load_instances
 
-    out, fixture = Path(out_dir), Path(fixture or FIXTURE)
-    if not (fixture / "annotations.json").is_file():
-        raise InputError(f"demo fixture not found: {fixture}/annotations.json (pass --fixture DIR)")
+    twin = out / "cropcoco"
+    make_cropcoco(ann, coco_dir / "images", twin, seed=0, progress=False, verbose=False)
+    sets = {}
+    for label, (path, images) in {coco_dir.name: (ann, coco_dir / "images"),
+                                  "CropCOCO twin": (twin / "annotations.json", twin / "images")}.items():
+        instances, _ = load_instances(path, images_dir=images)
+        if instances:
+            sets[label] = gt_outputs(runner, instances, images)
+    if not sets:
+        print(f"\nnote: {ann} has no person with annotated keypoints: calibration plots skipped")
+        return None
+    numbers, curves = {}, {}
+    for label, o in sets.items():
+        lo, hi, w = o["level_lo"], o["level_hi"], o["map_weights"]
+        annotated = o["keypoint_weights"] > 0
+        p, t = o["presence"][annotated], o["presence_target"][annotated]
+        curves[label] = coverage_curve(lo, w, Q_GRID, hi)
+        c50, c90 = coverage_curve(lo, w, (CREDIBLE_LEVEL, 0.9), hi)
+        numbers[label] = {"instances": len(o["presence"]), "keypoints": int(annotated.sum()),
+                          "coverage_50": float(c50), "coverage_90": float(c90),
+                          "map_calibration_error": float(calibration_error(lo, w, Q_GRID, hi)),
+                          "presence_ece": float(expected_calibration_error(p, t)),
+                          "presence_brier": float(brier_score(p, t)),
+                          "in_out_error": float(np.mean((p >= threshold) != (t > 0.5))) if p.size else float("nan")}
+    plot_coverage_curve(curves, out / "map_calibration.png", title="Credible-region coverage (demo model)")
+    label = "CropCOCO twin" if "CropCOCO twin" in sets else next(iter(sets))
+    o = sets[label]
+    annotated = o["keypoint_weights"] > 0
+    plot_reliability(o["presence"][annotated], o["presence_target"][annotated], out / "presence_reliability.png",
+                     title=f"Presence vs inside the window ({label})")
+    result = {"coco": str(coco_dir), "presence_threshold": threshold, "sets": numbers}
+    dump_json(result, out / "calibration.json")
+    print(f"\n== calibration on {coco_dir} (GT boxes) and its CropCOCO twin ==")
+    print("| set | instances | keypoints | coverage 50 % | coverage 90 % | map cal. error | presence ECE | "
+          "in/out error |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, n in numbers.items():
+        print(f"| {name} | {n['instances']} | {n['keypoints']} | {n['coverage_50']:.3f} | {n['coverage_90']:.3f} | "
+              f"{n['map_calibration_error']:.3f} | {n['presence_ece']:.3f} | {n['in_out_error']:.3f} |")
+    return result
+
+
+def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int | None = None,
+             detector: str = "nanodet", runtime: str = "ort", progress: bool = True) -> dict:
+    """Run the demo into ``out_dir`` (see the module docstring); returns ``{"timing": ...,
+    "calibration": ... or None, "files": [...]}``.
+
+    model: .pt / .onnx path (None: the shipped pose model); video: a clip cv2 can read (None:
+    the shipped one); coco: labelled COCO folder for the calibration plots (None or missing:
+    skipped); max_frames: stop after this many frames; detector: a ``make_detector`` spec.
+    """
+    from tqdm import tqdm
+
+    from .detection import make_detector
+    from .pipeline import Pipeline
+    from .results import humans_to_json
+    from .runtime import make_runner
+
+    if max_frames is not None and int(max_frames) < 1:
+        raise InputError(f"max_frames must be at least 1, got {max_frames}")
+    out = Path(out_dir)
+    video = Path(video) if video else demo_clip()
+    model = resolve_model(model)
+    cap = cv2.VideoCapture(str(video))
+    if not video.is_file() or not cap.isOpened():
+        raise InputError(f"cannot open video {video}")
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    if max_frames is not None:
+        total = min(total or int(max_frames), int(max_frames))
+    fps_in = cap.get(cv2.CAP_PROP_FPS) or 25.0
+
+    runner = make_runner(model, runtime=runtime)
+    threshold = float((getattr(runner, "meta", None) or {}).get("presence_threshold", 0.45))
+    pipe = Pipeline(runner, detector=make_detector(detector), credible_levels=(CREDIBLE_LEVEL,),
+                    presence_threshold=threshold, invalid_boxes="skip")
     out.mkdir(parents=True, exist_ok=True)
-    source = load_coco(fixture / "annotations.json")
-    print("== A-E areas of the fixture ==")
-    print(format_area_table(area_table(source)))
-    print("\n== CropCOCO from the fixture ==")
-    make_cropcoco(fixture / "annotations.json", fixture / "images", out / "cropcoco", seed=seed, progress=False)
-    gt = load_coco(out / "cropcoco" / "annotations.json")
-    anns, kpts, boxes, area = _instances(gt)
-    center, scale = geometry.bbox_to_center_scale(boxes)
-    codec = ProbMapCodec()
-    targets = codec.encode(kpts[..., :2], kpts[..., 2].astype(int), area, center, scale)
+    sheet_at = set(np.linspace(0, (total or 1) - 1, min(SHEET_FRAMES, total or 1)).round().astype(int).tolist())
 
-    rng = np.random.default_rng(seed)
-    logits, presence = simulate_network(targets, rng)
-    weights = targets["map_weights"]
-    print("\n== Map calibration (simulated logits) ==")
-    temperature = fit_temperature(logits, targets["keypoints_map"], weights)
-    curves = {}
-    for label, t in (("T = 1", 1.0), (f"fitted T = {temperature:.2f}", temperature)):
-        maps = sparsemax_maps(torch.from_numpy(logits), temperature=t).numpy()
-        curves[label] = coverage_curve(credible_level(maps, targets["keypoints_map"]), weights)
-    prob_maps = maps  # the calibrated ones
-    plot_coverage_curve(curves, out / "map_calibration.png")
-    annotated = targets["keypoint_weights"] > 0
-    plot_reliability(presence[annotated], targets["presence"][annotated], out / "presence_reliability.png")
-    print(f"temperature {temperature:.3f}; presence ECE {expected_calibration_error(presence[annotated], targets['presence'][annotated]):.3f}, "
-          f"Brier {brier_score(presence[annotated], targets['presence'][annotated]):.3f}")
+    frames, tiles, writer = [], [], None
+    times = {name: [] for name in STAGES}
+    bar = tqdm(total=total, desc="demo", unit="frame", disable=not progress, file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        while max_frames is None or len(frames) < int(max_frames):
+            t0 = time.perf_counter()
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            t1 = time.perf_counter()
+            boxes, scores = pipe.detector.detect(frame)
+            t2 = time.perf_counter()
+            humans = pipe.estimate(frame, boxes, scores, skip_invalid=True)  # what Pipeline.__call__ does
+            t3 = time.perf_counter()
+            canvas = draw_humans(frame, humans, threshold)  # the frame is ours: drawn in place
+            t4 = time.perf_counter()
+            if writer is None:
+                writer = cv2.VideoWriter(str(out / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps_in,
+                                         (canvas.shape[1], canvas.shape[0]))
+                if not writer.isOpened():
+                    raise InputError(f"cannot write {out / 'annotated.mp4'} (OpenCV has no mp4v writer here)")
+            writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+            t5 = time.perf_counter()
+            for name, ms in zip(STAGES, np.diff([t0, t1, t2, t3, t4, t5]) * 1e3):
+                times[name].append(float(ms))
+            i = len(frames)
+            frames.append({"frame": i, "humans": humans_to_json(humans)})
+            if i in sheet_at:
+                tiles.append(_tile(canvas, i, len(humans)))
+            bar.update(1)
+    finally:
+        elapsed = time.perf_counter() - started
+        bar.close()
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if not frames:
+        raise InputError(f"no frame could be read from {video}")
 
-    results, decoded = {}, {}
-    visibility = np.clip(presence + rng.normal(scale=0.1, size=presence.shape), 0, 1)
-    for method in DECODERS:
-        xy, conf = codec.decode(prob_maps, center, scale, area=area, method=method)
-        decoded[method] = xy
-        preds = _predictions(anns, xy, presence, visibility, conf.mean(axis=1))
-        dump_json(preds, out / f"predictions_{method}.json")
-        results[method] = evaluate(gt, preds, extended=True, presence_threshold="best")
-        print(f"\n== decoder {method} ==")
-        print(format_table(results[method]))
-    threshold = results["expected_oks"]["presence_threshold"]
-    images = _draw_images(gt, out / "cropcoco" / "images", anns, decoded["expected_oks"], presence, prob_maps,
-                          center, scale, threshold, out / "annotated")
-
-    keys = ("AP", "Ex-AP", "Ex-AP50", "Ex-AR", "presence_threshold")
-    lines = ["| decoder | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {m} | " + " | ".join(f"{results[m][k]:.3f}" for k in keys) + " |" for m in DECODERS]
-    table = "\n".join(lines)
-    (out / "summary.md").write_text(
-        "# probpose demo (simulated network output on the CropCOCO-style fixture)\n\n" + table
-        + f"\n\nMap temperature fitted: {temperature:.3f}. Plots: map_calibration.png, "
-          "presence_reliability.png; annotated images in annotated/.\n")
-    summary = {"temperature": temperature, "results": results, "annotated_images": [str(p) for p in images]}
-    dump_json(summary, out / "summary.json")
+    # compact (one line): dump_json's indentation puts every polygon vertex on lines of its own
+    (out / "frames.json").write_text(json.dumps(frames, separators=(",", ":"), allow_nan=False) + "\n")
+    cv2.imwrite(str(out / "contact_sheet.png"), cv2.cvtColor(contact_sheet(tiles), cv2.COLOR_RGB2BGR))
+    people = [len(f["humans"]) for f in frames]
+    per_person = [ms / n for ms, n in zip(times["pose (pipeline)"], people) if n]
+    stages_ms = {name: float(np.median(v)) for name, v in times.items()}
+    timing = {"video": video.name, "width": int(canvas.shape[1]), "height": int(canvas.shape[0]),
+              "model": Path(model).name, "runtime": runtime, "detector": detector,
+              "frames": len(frames), "people": int(sum(people)), "people_per_frame": float(np.mean(people)),
+              "fps": len(frames) / elapsed, "stages_ms": stages_ms, "total_ms": float(sum(stages_ms.values())),
+              "pose_ms_per_person": float(np.mean(per_person)) if per_person else None}
+    table = format_timing(timing)
+    (out / "timing.md").write_text(table)
+    dump_json(timing, out / "timing.json")
     print("\n" + table)
-    print(f"\nwrote {out}/summary.md, summary.json, map_calibration.png, presence_reliability.png, "
-          f"{len(images)} annotated images in {out}/annotated/")
-    return summary
+
+    calibration = _calibration(runner, Path(coco), out, threshold) if coco else None
+    if not coco:
+        print("\nnote: no labelled COCO folder given: calibration plots skipped")
+    files = ["annotated.mp4", "contact_sheet.png", "frames.json", "timing.md", "timing.json"]
+    if calibration is not None:
+        files += ["map_calibration.png", "presence_reliability.png", "calibration.json"]
+    print(f"\nwrote {', '.join(files)} to {out}/")
+    return {"timing": timing, "calibration": calibration, "files": [str(out / f) for f in files]}
