@@ -69,3 +69,15 @@ def shipped_file(name: str) -> Path:
     stat = path.stat()
     _verified(path, stat.st_size, stat.st_mtime_ns, expected)
     return path
+
+
+#: the shipped pose model (ONNX) and its export sidecar (same stem, .json)
+POSE_MODEL = "probpose_student.onnx"
+
+
+def default_pose_model() -> Path:
+    """The shipped pose model's ONNX (its sidecar ``.json`` checked too): what an empty
+    ``model`` parameter / ``--model`` means."""
+    sidecar = Path(POSE_MODEL).with_suffix(".json").name
+    shipped_file(sidecar)
+    return shipped_file(POSE_MODEL)
