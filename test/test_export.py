@@ -223,6 +223,35 @@ def test_probpose_export_cli(tmp_path):
     assert int8_meta["onnx_sha256"] == file_sha256(tmp_path / "out" / "m.int8.onnx")
 
 
+# A meta-path finder refusing the dev-only packages (requirements-dev.txt), as if not installed.
+_WITHOUT_DEV_EXTRAS = """
+import importlib.abc, sys
+class _Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("polygraphy", "onnx_graphsurgeon"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: dev extra)")
+sys.meta_path.insert(0, _Absent())
+from probpose_core.cli import main
+code = main(sys.argv[1:])
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("polygraphy", "onnx_graphsurgeon"))
+assert not leaked, leaked
+sys.exit(code)
+"""
+
+
+def test_probpose_export_needs_only_runtime_requirements(tmp_path):
+    """`probpose export` with polygraphy / onnx-graphsurgeon (dev extras) not importable: the
+    export, parity and TensorRT check still run to the end."""
+    config = cnn_config(embed_dim=32, head_channels=16, aux_channels=8)
+    ckpt = save_checkpoint(tmp_path / "m.pt", peaked_model(config), config)
+    out = tmp_path / "m.onnx"
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_DEV_EXTRAS, "export", "--model", str(ckpt),
+                           "--onnx", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TensorRT check: ok" in proc.stdout
+    assert json.loads(sidecar_path(out).read_text())["tensorrt_problems"] == []
+
+
 def test_export_model_bad_checkpoint_is_an_input_error(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

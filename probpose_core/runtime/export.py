@@ -18,7 +18,7 @@
   on the keypoints decoded from both; :func:`export_model` (``probpose export``) writes it into
   the sidecar and prints it, as well as for the optional ORT dynamic-int8 model.
 - :func:`check_tensorrt_constraints` lists what TensorRT would reject (opset, non-batch dynamic
-  shapes, TopK k, data-dependent shapes), using onnx shape inference and onnx-graphsurgeon.
+  shapes, TopK k, data-dependent shapes) with onnx and onnxruntime only (no dev extras).
 """
 import copy
 import dataclasses
@@ -259,11 +259,14 @@ def _dims(value_info) -> list | None:
 
 
 def _static_batch_copy(model, batch: int):
-    """``model`` with every input's first axis fixed to ``batch``, constants folded, shapes inferred."""
+    """``model`` with every input's first axis fixed to ``batch``, constants folded and shapes
+    inferred. Runtime requirements only: ONNX Runtime's basic optimisations (constant folding,
+    Shape of a static tensor to a constant; the saved graph keeps standard ONNX ops) fold the
+    shape arithmetic, then onnx shape inference with data propagation. A graph ONNX Runtime
+    cannot load is inferred unfolded (shape arithmetic beyond onnx's data propagation then
+    counts as data-dependent)."""
     import onnx
     import onnxruntime
-    from polygraphy.backend.onnx import fold_constants
-    from polygraphy.logger import G_LOGGER
 
     fixed = copy.deepcopy(model)
     for value in fixed.graph.input:
@@ -271,14 +274,17 @@ def _static_batch_copy(model, batch: int):
         if len(dims) and not dims[0].HasField("dim_value"):
             dims[0].dim_value = batch
     del fixed.graph.value_info[:]
-    severity, G_LOGGER.module_severity = G_LOGGER.module_severity, G_LOGGER.ERROR
-    onnxruntime.set_default_logger_severity(3)  # folding runs ORT sessions that warn about every Unsqueeze
-    try:
-        folded = fold_constants(fixed, num_passes=None, do_shape_inference=True)
-    finally:
-        G_LOGGER.module_severity = severity
-        onnxruntime.set_default_logger_severity(2)  # onnxruntime's default (warning)
-    return onnx.shape_inference.infer_shapes(folded, data_prop=True)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3  # errors only
+    with tempfile.TemporaryDirectory() as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        try:
+            onnxruntime.InferenceSession(fixed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            fixed = onnx.load(options.optimized_model_filepath)
+        except Exception:  # noqa: BLE001 - a graph ORT cannot load (IR version, invalid): check it unfolded
+            pass
+    return onnx.shape_inference.infer_shapes(fixed, data_prop=True)
 
 
 def check_tensorrt_constraints(onnx_path, max_topk: int = TRT_MAX_TOPK, min_opset: int = MIN_OPSET) -> list[str]:
@@ -286,8 +292,9 @@ def check_tensorrt_constraints(onnx_path, max_topk: int = TRT_MAX_TOPK, min_opse
 
     Checks: default-domain opset >= ``min_opset``; every input/output static except its first
     (batch) axis; with the batch fixed, every intermediate shape static after constant folding
-    and shape inference (polygraphy), i.e. no data-dependent shapes; every TopK has a constant
-    k <= ``max_topk``; no ops with data-dependent output shapes (NonZero, Unique, Loop, If).
+    and shape inference (:func:`_static_batch_copy`), i.e. no data-dependent shapes; every TopK
+    has a constant k <= ``max_topk``; no ops with data-dependent output shapes (NonZero,
+    Unique, Loop, If). Needs only runtime requirements (onnx, onnxruntime).
     """
     import onnx
 
