@@ -34,7 +34,7 @@ central differences on the grid, replicated at the border; confidence = map valu
 Horizontal flip under UDP: mirroring the input about the window centre maps heatmap column
 ``x`` to ``W-1-x`` exactly, so :func:`flip_merge` needs no one-pixel shift.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -284,18 +284,35 @@ def _windows(center, scale, n: int):
 class ProbMapCodec:
     """Settings of the probability-map codec; ``encode``/``decode`` keep no state.
 
-    Sizes are (W, H). ``blur_sigma`` is the DARK blur of ``method="udp"`` in map pixels;
-    ``refine_iters`` the Newton steps of the expected-OKS refinement (2 converge to ~1e-6 px
-    on smooth maps; 1 leaves up to ~0.01 px).
+    A value object: codecs with the same settings compare equal and hash alike (usable as
+    dict keys, in sets, in ``functools.cache``). Sizes are (W, H) tuples of ints; ``sigmas``
+    (one per keypoint) may be given as any 1-D sequence or array and is stored as a tuple of
+    floats, :attr:`sigma_array` gives it as a float64 array. ``blur_sigma`` is the DARK blur of
+    ``method="udp"`` in map pixels; ``refine_iters`` the Newton steps of the expected-OKS
+    refinement (2 converge to ~1e-6 px on smooth maps; 1 leaves up to ~0.01 px).
     """
 
     input_size: tuple = geometry.INPUT_SIZE
     heatmap_size: tuple = geometry.HEATMAP_SIZE
-    sigmas: np.ndarray = field(default_factory=lambda: SIGMAS)
+    sigmas: tuple = tuple(float(s) for s in SIGMAS)
     padding: float = geometry.PADDING
     area_factor: float = AREA_FACTOR
     blur_sigma: float = 2.0
     refine_iters: int = 2
+
+    def __post_init__(self):
+        sigmas = np.asarray(self.sigmas, dtype=np.float64)
+        if sigmas.ndim != 1 or sigmas.size == 0:
+            raise InputError(f"sigmas must be a non-empty 1-D sequence (one per keypoint), got shape {sigmas.shape}")
+        # frozen: normalise the given values in place, so equal settings are equal values
+        object.__setattr__(self, "sigmas", tuple(float(v) for v in sigmas))
+        for name in ("input_size", "heatmap_size"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+
+    @property
+    def sigma_array(self) -> np.ndarray:
+        """The sigmas as a new float64 array (K,)."""
+        return np.array(self.sigmas, dtype=np.float64)
 
     def encode(self, keypoints, visibility, area, center, scale) -> dict:
         """Training targets for N instances.
@@ -330,14 +347,15 @@ class ProbMapCodec:
         kpts_map = np.empty_like(kpts)
         inside = np.empty((n, k), dtype=bool)
         diagonal = np.stack([np.arange(max(w, h))] * 2, axis=-1).astype(np.float64)
+        sigmas = self.sigma_array
         for i in range(n):
             # The window is axis-aligned, so pixel column x sits at image x_img(x) for every row:
             # OKS = exp(-e(dx^2)) * exp(-e(dy^2)) since the exponent is linear in d^2 (separable).
             grid_img = geometry.heatmap_to_image(diagonal, center[i], scale[i], self.heatmap_size)
             dx2 = (grid_img[:w, 0][None, :] - kpts[i, :, 0:1]) ** 2  # (K, W)
             dy2 = (grid_img[:h, 1][None, :] - kpts[i, :, 1:2]) ** 2  # (K, H)
-            ox = keypoint_oks(dx2.T, area[i], self.sigmas).T  # (K, W)
-            oy = keypoint_oks(dy2.T, area[i], self.sigmas).T  # (K, H)
+            ox = keypoint_oks(dx2.T, area[i], sigmas).T  # (K, W)
+            oy = keypoint_oks(dy2.T, area[i], sigmas).T  # (K, H)
             oks_maps[i] = oy[:, :, None] * ox[:, None, :]
             kpts_map[i] = geometry.image_to_heatmap(kpts[i], center[i], scale[i], self.heatmap_size)
             inside[i] = geometry.in_window(kpts[i], geometry.window_xyxy(center[i], scale[i]))
@@ -372,7 +390,7 @@ class ProbMapCodec:
         if method == "expected_oks":
             if area is None:
                 area = window_area(scale, self.padding, self.area_factor)
-            rates = oks_rates(area, pixel_scale(scale, self.heatmap_size), self.sigmas)
+            rates = oks_rates(area, pixel_scale(scale, self.heatmap_size), self.sigma_array)
             points, confidence = decode_expected_oks(maps, rates, self.refine_iters)
         elif method == "argmax":
             points, confidence = _best_pixel(maps)

@@ -332,3 +332,40 @@ def test_gaussian_heatmaps_peak_one_at_integer_keypoints_and_check_inputs():
         gaussian_heatmaps(np.zeros((2, 2)), np.ones((2,)))
     with pytest.raises(InputError, match="sigma"):
         gaussian_heatmaps(np.zeros((1, 1, 2)), np.ones((1, 1)), sigma=0)
+
+
+# -- ProbMapCodec is a value object -------------------------------------------------------------------
+
+_sigma_lists = st.lists(st.floats(0.01, 0.2, allow_nan=False), min_size=1, max_size=17)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sigmas=_sigma_lists, padding=st.floats(1.0, 2.0), refine_iters=st.integers(0, 3),
+       as_array=st.booleans())
+def test_codec_compares_and_hashes_by_value(sigmas, padding, refine_iters, as_array):
+    import pickle
+    from dataclasses import replace
+
+    given_sigmas = np.array(sigmas) if as_array else list(sigmas)
+    a = ProbMapCodec(sigmas=given_sigmas, padding=padding, refine_iters=refine_iters)
+    b = ProbMapCodec(sigmas=tuple(sigmas), padding=padding, refine_iters=refine_iters,
+                     input_size=list(g.INPUT_SIZE), heatmap_size=np.array(g.HEATMAP_SIZE))
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1 and {a: 1}[b] == 1
+    assert pickle.loads(pickle.dumps(a)) == a and replace(a) == a
+    assert isinstance(a.sigmas, tuple) and a.sigmas == tuple(float(s) for s in sigmas)
+    arr = a.sigma_array
+    assert isinstance(arr, np.ndarray) and arr.dtype == np.float64 and np.array_equal(arr, sigmas)
+    arr[0] = 1.0  # a copy: the value (and its hash) cannot change under a dict or set
+    assert a == b and hash(a) == hash(b) and a.sigmas[0] == sigmas[0]
+    other = replace(a, sigmas=[s * 1.5 for s in sigmas])
+    assert other != a and len({a, other}) == 2
+    assert a != replace(a, refine_iters=refine_iters + 1) and a != "codec"
+
+
+def test_default_codec_equals_itself_and_decodes_with_tuple_sigmas():
+    assert ProbMapCodec() == ProbMapCodec(sigmas=SIGMAS) and hash(ProbMapCodec()) == hash(ProbMapCodec(sigmas=SIGMAS))
+    np.testing.assert_array_equal(ProbMapCodec().sigma_array, SIGMAS)
+    with pytest.raises(InputError, match="sigmas"):
+        ProbMapCodec(sigmas=[])
+    with pytest.raises(InputError, match="sigmas"):
+        ProbMapCodec(sigmas=[[0.1, 0.2]])
