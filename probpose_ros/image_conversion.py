@@ -44,7 +44,12 @@ class BadFrame(InputError):
 
 
 def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:
-    """Raw image fields -> (H, W, 3) uint8 RGB (a new array; ``data`` is not modified)."""
+    """Raw image fields -> (H, W, 3) uint8 RGB; ``data`` is never modified.
+
+    rgb8 with unpadded rows needs no conversion: that frame is a read-only view of ``data``
+    (no copy; a caller that draws on it copies first, see ``pose_node.image_canvas``). Every
+    other frame is a new, writable array.
+    """
     if encoding not in ENCODINGS:
         raise BadFrame("unknown_encoding", f"unsupported image encoding {encoding!r}; "
                                            f"supported: {', '.join(sorted(ENCODINGS))}")
@@ -58,9 +63,10 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian
     if step < row_bytes:
         raise BadFrame("truncated", f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)")
     buf = np.frombuffer(memoryview(data), dtype=np.uint8)
-    if buf.size < step * (height - 1) + row_bytes:
+    needed = step * (height - 1) + row_bytes  # the last row's padding may be left out
+    if buf.size < needed:
         raise BadFrame("truncated", f"image data has {buf.size} bytes, {encoding} {width}x{height} with step "
-                                    f"{step} needs {step * height}")
+                                    f"{step} needs {needed}")
     rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1))
     pixels = rows.view(np.dtype(dtype).newbyteorder(">" if is_bigendian else "<")) if itemsize > 1 else rows
     pixels = pixels.reshape(height, width, channels)
@@ -68,7 +74,11 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian
         pixels = (pixels >> 8).astype(np.uint8)
     code = _TO_RGB[encoding]
     if code is None:
-        return np.ascontiguousarray(pixels)
+        frame = np.ascontiguousarray(pixels)  # a copy only when rows are padded
+        if np.may_share_memory(frame, buf):
+            frame = frame.view()
+            frame.flags.writeable = False
+        return frame
     return cv2.cvtColor(np.ascontiguousarray(pixels), code).reshape(height, width, 3)
 
 

@@ -104,3 +104,28 @@ def test_every_listed_encoding_can_be_written_and_read():
     for encoding in ENCODINGS:
         out = msg_to_rgb(_msg(rgb_to_fields(rgb, encoding)))
         assert out.shape == (4, 4, 3) and out.dtype == np.uint8
+
+
+def test_rgb8_is_a_read_only_view_and_every_other_frame_a_new_array():
+    """The docstring's contract: unpadded rgb8 comes back without a copy (the node relies on
+    that: it copies only when it must draw) but read-only, so the message cannot be modified
+    through it; every other case is a new array of the caller's own."""
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    data = bytearray(rgb_to_fields(rgb, "rgb8")["data"])  # a writable buffer, like rclpy's array('B')
+    out = image_to_rgb("rgb8", 2, 3, 9, False, data)
+    np.testing.assert_array_equal(out, rgb)
+    assert np.shares_memory(out, np.frombuffer(data, np.uint8)) and not out.flags.writeable
+    with pytest.raises(ValueError):
+        out[0, 0, 0] = 255
+    assert bytes(data) == rgb.tobytes()
+    for encoding, padding in (("rgb8", 3), ("bgr8", 0), ("mono8", 0), ("16UC1", 0)):
+        fields = rgb_to_fields(rgb, encoding, row_padding=padding)
+        buf = bytearray(fields["data"])
+        out = image_to_rgb(encoding, 2, 3, fields["step"], False, buf)
+        assert not np.shares_memory(out, np.frombuffer(buf, np.uint8)) and out.flags.writeable, encoding
+
+
+def test_truncated_data_states_the_bytes_needed():
+    # rows of 6 bytes padded to a step of 10; the last row needs no padding: 10 + 6 = 16 bytes
+    with pytest.raises(BadFrame, match=r"has 15 bytes, rgb8 2x2 with step 10 needs 16\b"):
+        image_to_rgb("rgb8", 2, 2, 10, False, b"\0" * 15)
