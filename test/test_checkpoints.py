@@ -184,6 +184,20 @@ def test_convert_shape_mismatch_names_the_key(tmp_path):
         convert_checkpoint(path, tmp_path / "out.pt", source="mmpose")
 
 
+def test_infer_config_refuses_a_grid_our_vit_cannot_build_with_an_input_error(monkeypatch):
+    # The token grid of pos_embed must be what our ViT's patch embedding gives for the inferred
+    # input size; a mismatch is a clear InputError (it was an `assert`, gone under python -O).
+    from probpose_core.models import checkpoints
+
+    rows = [(k, s) for k, s in manifest("probpose_s_state_dict.tsv") if not k.startswith("backbone.layers.")
+            or k.startswith("backbone.layers.0.")]
+    state_dict = random_state_dict(rows, seed=4)
+    assert checkpoints.infer_config(state_dict, "ok.pth").input_size == (192, 256)
+    monkeypatch.setattr(checkpoints, "patch_grid", lambda size, *a, **k: (15, 11))  # as another patch setting would
+    with pytest.raises(InputError, match=r"odd\.pth: backbone\.pos_embed holds a 16x12 token grid.*15x11"):
+        checkpoints.infer_config(state_dict, "odd.pth")
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "probpose_core.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)

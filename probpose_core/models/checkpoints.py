@@ -320,7 +320,11 @@ def infer_config(state_dict: dict, where: str) -> PoseModelConfig:
                           head_channels=int(state_dict["head.deconv_layers.0.weight"].shape[1]),
                           aux_channels=0 if aux is None or aux.shape[0] == dim else int(aux.shape[0]),
                           double_heatmap="head.wide_final_layer.weight" in state_dict)
-    assert patch_grid(cfg.input_size) == grid
+    built = patch_grid(cfg.input_size)
+    if tuple(built) != tuple(grid):
+        raise InputError(f"{where}: backbone.pos_embed holds a {grid[0]}x{grid[1]} token grid, but our ViT's patch "
+                         f"embedding gives {built[0]}x{built[1]} for the inferred {input_size[0]}x{input_size[1]} "
+                         f"(W x H) input; this checkpoint's ViT cannot be built")
     return cfg
 
 
