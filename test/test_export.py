@@ -117,6 +117,30 @@ def test_small_k_export_is_exact_and_uncounted_while_supports_are_below_k(tiny, 
         export_onnx(model, tmp_path / "x.onnx", sparsemax_method="bisect", sparsemax_topk=128)
 
 
+class _OneHotRunner:
+    """Maps with all mass on heatmap pixel (x, y) for every keypoint (a stand-in runner)."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def run(self, images):
+        maps = np.zeros((len(images), 17, 64, 48), np.float32)
+        maps[:, :, self.y, self.x] = 1.0
+        scalars = np.full((len(images), 17), 0.5, np.float32)
+        return {"prob_maps": maps, "presence": scalars, "visibility": scalars, "oks_quality": scalars}
+
+
+def test_parity_report_measures_in_crop_pixels():
+    # UDP (geometry.py): the window [c - s/2, c + s/2] maps onto the pixel centres [0, W-1] of any
+    # grid, so the crop itself as a window is center (W-1)/2, scale W-1 and one map pixel is
+    # (192-1)/(48-1) crop pixels in x, (256-1)/(64-1) in y.
+    images = np.zeros((2, 3, 256, 192), np.float32)
+    report = parity_report(_OneHotRunner(20, 30), _OneHotRunner(21, 30), images)
+    assert report["keypoints_max_px_diff"] == pytest.approx(191 / 47, abs=1e-6)
+    report = parity_report(_OneHotRunner(20, 30), _OneHotRunner(20, 31), images)
+    assert report["keypoints_max_px_diff"] == pytest.approx(255 / 63, abs=1e-6)
+
+
 def test_sidecar_describes_the_model(tiny):
     model, path = tiny
     meta = json.loads(sidecar_path(path).read_text())

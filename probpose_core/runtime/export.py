@@ -210,8 +210,10 @@ def parity_report(reference, candidate, images: np.ndarray, codec: ProbMapCodec 
     codec = codec or ProbMapCodec()
     ref, got = reference.run(images), candidate.run(images)
     w, h = codec.input_size
+    # UDP (geometry.py): a window [c - s/2, c + s/2] maps onto the pixel centres [0, W-1], so the
+    # crop itself is the window of center (W-1)/2 and scale W-1 (crop pixel = image pixel)
     center = np.tile([(w - 1) / 2, (h - 1) / 2], (len(images), 1))
-    scale = np.tile([w, h], (len(images), 1)).astype(np.float64)
+    scale = np.tile([w - 1, h - 1], (len(images), 1)).astype(np.float64)
     key, method = ("heatmaps", "udp") if "heatmaps" in ref else ("prob_maps", "expected_oks")  # heatmap baseline
     kp_ref, _ = codec.decode(ref[key], center, scale, method=method)
     kp_got, _ = codec.decode(got[key], center, scale, method=method)
