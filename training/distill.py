@@ -21,9 +21,10 @@ stills of ../shared/reference/ASSETS.md (:data:`HELD_OUT_STILLS`).
 The agreement rule (:func:`agree`): a keypoint is kept where every teacher scores it at least
 ``--min-score`` and every pair of teachers agrees with keypoint OKS ``>= --tau`` (COCO sigma of
 the keypoint, area ``0.53 * w * h`` of the box), at the first teacher's point (``--point mean``:
-the teachers' mean), inside the image. A person is kept with at least ``--min-keypoints`` keypoints (labels + kept teacher
-points); the other keypoints are v=0, kept ones v=2 (teachers cannot tell occluded). The
-thresholds are justified on coco_train with ``--measure-agreement`` (training/README.md).
+the teachers' mean), inside the image. A person is kept with at least ``--min-keypoints``
+keypoints (labels + kept teacher points); the other keypoints are v=0, kept ones v=2 (teachers
+cannot tell occluded). The defaults (min score 0.1, tau 0.1, MoveNet first) were chosen on
+coco_train with ``--measure-agreement`` (training/README.md, "Pseudo-labels").
 
 Output ``OUT/pseudo_labels.json``: COCO keypoints (images relative to ``OUT/images``, one
 ``source`` per annotation: ``teachers`` or ``<ann stem>+teachers``), read by the trainer as
@@ -48,7 +49,7 @@ import numpy as np
 from probpose_core.codec import AREA_FACTOR
 from probpose_core.errors import InputError
 from probpose_core.evaluation.oks import keypoint_oks
-from probpose_core.keypoints import NAMES, NUM_KEYPOINTS, SIGMAS, coco_category
+from probpose_core.keypoints import NAMES, NUM_KEYPOINTS, coco_category
 
 HELD_OUT_VIDEO_FRAMES = {"vtest": 600}  # clip stem -> first reserved frame
 HELD_OUT_STILLS = frozenset({"bus.jpg", "zidane.jpg", "messi5.jpg", "kite.jpg", "person.jpg",
@@ -323,7 +324,8 @@ def assemble(caches: list[tuple[Source, Cache]], teachers: list[str], rule: Rule
     """The COCO keypoints dict of all cached frames under ``rule``, and the counts."""
     images, anns = [], []
     counts = {"frames": 0, "frames_with_people": 0, "people_seen": 0, "people_kept": 0,
-              "keypoints_per_joint": np.zeros(NUM_KEYPOINTS, int), "teacher_keypoints_per_joint": np.zeros(NUM_KEYPOINTS, int)}
+              "keypoints_per_joint": np.zeros(NUM_KEYPOINTS, int),
+              "teacher_keypoints_per_joint": np.zeros(NUM_KEYPOINTS, int)}
     for source, cache in caches:
         for file_name in sorted(cache.frames):
             entry = cache.frames[file_name]
@@ -343,7 +345,8 @@ def assemble(caches: list[tuple[Source, Cache]], teachers: list[str], rule: Rule
                 counts["teacher_keypoints_per_joint"] += from_teachers
                 kept.append({"bbox": [x, y, w, h], "area": round(AREA_FACTOR * w * h, 2),
                              "num_keypoints": int((kp[:, 2] > 0).sum()), "iscrowd": 0, "category_id": 1,
-                             "keypoints": [round(float(v), 2) if i % 3 < 2 else int(v) for i, v in enumerate(kp.ravel())],
+                             "keypoints": [round(float(v), 2) if i % 3 < 2 else int(v)
+                                           for i, v in enumerate(kp.ravel())],
                              "source": "teachers" if labels is None else f"{source.name}+teachers",
                              "det_score": person["score"]})
             if not entry["people"]:
@@ -363,13 +366,14 @@ def assemble(caches: list[tuple[Source, Cache]], teachers: list[str], rule: Rule
 
 def print_counts(counts: dict, file=None) -> None:
     file = file or sys.stdout
+    kept, taught = counts["keypoints_per_joint"], counts["teacher_keypoints_per_joint"]
     print(f"frames {counts['frames']}, with people {counts['frames_with_people']}, people seen "
           f"{counts['people_seen']}, kept {counts['people_kept']}, keypoints kept "
-          f"{int(counts['keypoints_per_joint'].sum())} (from teachers {int(counts['teacher_keypoints_per_joint'].sum())})",
+          f"{int(kept.sum())} (from teachers {int(taught.sum())})",
           file=file)
     print("| joint | kept | from teachers |\n|---|---|---|", file=file)
     for k, name in enumerate(NAMES):
-        print(f"| {name} | {counts['keypoints_per_joint'][k]} | {counts['teacher_keypoints_per_joint'][k]} |", file=file)
+        print(f"| {name} | {kept[k]} | {taught[k]} |", file=file)
 
 
 def distill(sources, out, teachers, detector=None, rule: Rule = Rule(), every: int | None = None,
@@ -448,11 +452,13 @@ def main(argv=None) -> int:
     p.add_argument("--ann", action=_SourceAction, dest="sources", metavar="COCO.json",
                    help="COCO keypoints labels of the --images DIR before it")
     p.add_argument("--every", type=int, default=None, help="video: every N-th frame (default ceil(frames / 300))")
-    p.add_argument("--teachers", default="movenet,blazepose", help="comma-separated: movenet, blazepose, module:factory")
+    p.add_argument("--teachers", default="movenet,blazepose",
+                   help="comma-separated: movenet, blazepose, module:factory (the first gives the kept point)")
     p.add_argument("--onnx-dir", default="out/build_models/teachers", help="teacher ONNX files (tools/build_models.sh)")
     p.add_argument("--detector", default="nanodet", help="make_detector name / .onnx path, or module:factory")
     p.add_argument("--det-threshold", type=float, default=0.5, help="detector score threshold")
-    p.add_argument("--min-box", type=float, default=32.0, help="detector boxes with a longer side below this (px) are ignored")
+    p.add_argument("--min-box", type=float, default=32.0,
+                   help="detector boxes whose longer side is below this (px) are ignored")
     p.add_argument("--tau", type=float, default=Rule.tau, help="keypoint OKS between the teachers to keep a keypoint")
     p.add_argument("--min-score", type=float, default=Rule.min_score, help="minimum score of every teacher")
     p.add_argument("--min-keypoints", type=int, default=Rule.min_keypoints, help="keypoints a person needs to be kept")
@@ -483,7 +489,8 @@ def main(argv=None) -> int:
             return 0
         if not sources:
             p.error("give at least one source: --video PATH, --images DIR [--ann COCO.json]")
-        srcs = [Source("labelled" if ann else kind, Path(path), Path(ann) if ann else None) for kind, path, ann in sources]
+        srcs = [Source("labelled" if ann else kind, Path(path), Path(ann) if ann else None)
+                for kind, path, ann in sources]
         detector = None
         if any(s.kind != "labelled" for s in srcs):
             detector = make_detector_for(args.detector, args.det_threshold, args.threads)
