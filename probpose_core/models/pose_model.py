@@ -1,4 +1,4 @@
-"""PoseModel = backbone (ViT or small CNN) + ProbMap head, built from a PoseModelConfig.
+"""PoseModel = backbone (ViT, small CNN or MobileNetV2) + ProbMap head, built from a PoseModelConfig.
 
 ``PoseModel(config)(images)`` takes normalised RGB crops ``images (N, 3, H, W)`` float32
 (``(rgb_0_255 - NORMALIZE_MEAN) / NORMALIZE_STD``, H x W = input_size[1] x input_size[0]) and
@@ -25,12 +25,13 @@ from torch import nn
 from ..geometry import NORMALIZE_MEAN, NORMALIZE_STD  # noqa: F401  (ImageNet, RGB, 0-255; part of the contract)
 from ..keypoints import NUM_KEYPOINTS
 from .cnn import SmallCNN
+from .mobilenet import MobileNetV2Features
 from .probmap_head import ProbMapHead
 from .vit import VIT_SIZES, VisionTransformer, patch_grid
 
 OUTPUT_NAMES = ("prob_maps", "presence", "visibility", "oks_quality")
 MAP_KINDS = ("probmap", "heatmap")
-BACKBONES = ("vit", "cnn")
+BACKBONES = ("vit", "cnn", "mobilenetv2")
 SPARSEMAX_METHODS = ("exact", "topk", "bisect")
 
 
@@ -38,7 +39,7 @@ SPARSEMAX_METHODS = ("exact", "topk", "bisect")
 class PoseModelConfig:
     """Everything needed to build a PoseModel. Sizes are (W, H). Defaults: ProbPose-s."""
 
-    backbone: str = "vit"  # "vit" | "cnn"
+    backbone: str = "vit"  # "vit" | "cnn" | "mobilenetv2"
     embed_dim: int = 384  # backbone output channels (ViT width)
     depth: int = 12
     num_heads: int = 12
@@ -72,7 +73,7 @@ class PoseModelConfig:
 
     @property
     def feature_grid(self) -> tuple[int, int]:
-        """Backbone feature grid (h, w): the ViT patch grid, or input / 16 for the CNN."""
+        """Backbone feature grid (h, w): the ViT patch grid, or input / 16 for the CNNs (cnn, mobilenetv2)."""
         if self.backbone == "vit":
             return patch_grid(self.input_size, self.patch_size, self.patch_padding)
         return self.input_size[1] // 16, self.input_size[0] // 16
@@ -105,6 +106,16 @@ def cnn_config(**overrides) -> PoseModelConfig:
                               "head_channels": 64, "aux_channels": 32, **overrides})
 
 
+def mobilenet_config(**overrides) -> PoseModelConfig:
+    """The CPU real-time student: ImageNet MobileNetV2 + top-down merge to 128 ch (models/mobilenet.py),
+    96-ch deconvs, 32-ch branches; 0.48 GMACs, 3.0 M params, ~6.2 ms ORT fp32 batch 1 on 2 cores
+    (64-ch deconvs: 0.40 GMACs, ~5.2 ms; 128: 0.58, ~7.0 ms). Temperature 4: the merge and the head
+    train from scratch, where the official 0.5 learns slowly (training/README.md)."""
+    return PoseModelConfig(**{"backbone": "mobilenetv2", "embed_dim": 128, "depth": 0, "num_heads": 0,
+                              "drop_path": 0.0, "head_channels": 96, "aux_channels": 32, "temperature": 4.0,
+                              **overrides})
+
+
 class PoseModel(nn.Module):
     """Backbone + ProbMap head (see the module docstring for inputs and outputs)."""
 
@@ -118,6 +129,8 @@ class PoseModel(nn.Module):
             self.backbone = VisionTransformer(config.embed_dim, config.depth, config.num_heads, config.mlp_ratio,
                                               config.drop_path, config.input_size, config.patch_size,
                                               config.patch_padding)
+        elif config.backbone == "mobilenetv2":
+            self.backbone = MobileNetV2Features(config.embed_dim)
         else:
             self.backbone = SmallCNN(config.embed_dim)
         self.head = ProbMapHead(config.embed_dim, config.num_keypoints, config.head_channels,
