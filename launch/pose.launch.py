@@ -3,7 +3,9 @@
 
 A thin reader of config/params.yaml: the node ``probpose`` (executable ``pose_node``) gets the
 params file, the model path when one is given (it overrides the file's ``model``) and the
-remapping ``image:=<image_topic>``; RViz, optional, opens config/pose.rviz.
+remapping ``image:=<image_topic>``; RViz, optional, opens config/pose.rviz. No argument is
+needed: an empty model means the shipped pose model (models/probpose_student.onnx) and the
+default detector is the shipped NanoDet.
 """
 import os
 
@@ -34,7 +36,8 @@ def generate_launch_description():
         DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "params.yaml"),
                               description="Node parameters (YAML)"),
         DeclareLaunchArgument("model", default_value="",
-                              description="Pose model (.pt or .onnx); empty = the params file's 'model'"),
+                              description="Pose model (.pt or .onnx); empty = the params file's 'model' "
+                                          "(itself empty = the shipped model)"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="Also start RViz with config/pose.rviz"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its topics"),
         OpaqueFunction(function=pose_node),

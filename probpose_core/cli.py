@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--ann", help="COCO annotations: use their boxes (the paper's protocol) instead of the detector")
     p.add_argument("--out", required=True, help="COCO-results JSON (keypoints as x, y, presence)")
-    p.add_argument("--model", required=True, help="our checkpoint (.pt) or an exported .onnx")
+    p.add_argument("--model", default="", help="our checkpoint (.pt) or an exported .onnx (default: the shipped model)")
     p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
     p.add_argument("--detector", default="nanodet",
                    help="person detector without --ann: nanodet (shipped, default), hog, full_frame, or a "

@@ -299,7 +299,12 @@ def read_image(path) -> np.ndarray:
 
 
 def as_runner(model, runtime: str = "ort"):
-    """A Runner from a path (.pt / .onnx, via runtime.make_runner), a Runner, or a torch module."""
+    """A Runner from a path (.pt / .onnx, via runtime.make_runner; empty or None: the shipped
+    model), a Runner, or a torch module."""
+    if model is None or model == "":
+        from .shipped import default_pose_model
+
+        model = default_pose_model()
     if isinstance(model, (str, Path)):
         from .runtime import make_runner
 

@@ -57,7 +57,8 @@ PARAMETERS = (
                                   "compressed: true it must carry sensor_msgs/CompressedImage (.../compressed)."),
     Param("compressed", False, "Subscribe to sensor_msgs/CompressedImage (JPEG/PNG, decoded with OpenCV) "
                                "instead of sensor_msgs/Image."),
-    Param("model", "", "Pose model: our .pt checkpoint or an exported .onnx (with its sidecar). Required."),
+    Param("model", "", "Pose model: our .pt checkpoint or an exported .onnx (with its sidecar); empty = the "
+                       "shipped model (models/probpose_student.onnx)."),
     Param("runtime", "ort", "Inference runtime: ort (ONNX Runtime, CUDA first when available), torch, or trt."),
     Param("detector", "nanodet", "Person detector: nanodet (the shipped NanoDet, default), full_frame (one box = "
                                  "the whole image, for cameras framing one person), hog (OpenCV HOG, weak), or "
@@ -230,8 +231,9 @@ def _node_class():
 
             p = self.params
             if not p["model"]:
-                raise InputError("parameter 'model' is empty: give a .pt checkpoint or an exported .onnx "
-                                 "(-p model:=/path/model.onnx, or the launch argument model:=...)")
+                from probpose_core.shipped import default_pose_model
+
+                p["model"] = str(default_pose_model())
             if int(p["max_people"]) < 1:
                 raise InputError(f"max_people must be at least 1, got {p['max_people']}")
             level = float(p["credible_level"])

