@@ -113,7 +113,9 @@ class Probe:
         except (ExternalShutdownException, Exception):
             pass
 
-    def subscribe(self, msg_type, topic: str, qos=10):
+    def subscribe(self, msg_type, topic: str, qos=1000):
+        """Record every message of ``topic``. The deep reader queue keeps the probe from losing
+        samples while its one executor thread converts large messages (KEEP_LAST drops the oldest)."""
         def record(msg):
             with self.lock:
                 self.received[topic].append((msg, time.perf_counter()))

@@ -129,11 +129,23 @@ def _check_outputs_match(probe, width, height, frame_id="camera"):
         assert msg.model_id.startswith("tiny.onnx:")
     stamps = [stamp_ns(m.header) for m in humans]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-    marker_stamps = {stamp_ns(m.header) for arr in probe.messages("/humans/markers") for m in arr.markers}
-    assert marker_stamps and marker_stamps <= set(stamps)
+    # topics are not ordered against each other: a frame's markers or image can arrive before its
+    # HumanArray, so wait until every stamp they carry has a HumanArray (the node publishes one first)
+    def humans_stamps() -> set:
+        return {stamp_ns(m.header) for m in probe.messages("/humans/keypoints")}
+
+    def marker_stamps() -> set:
+        return {stamp_ns(m.header) for arr in probe.messages("/humans/markers") for m in arr.markers}
+
+    def image_stamps() -> set:
+        return {stamp_ns(m.header) for m in probe.messages("/humans/image_annotated")}
+
+    assert probe.wait_for(lambda: marker_stamps() and marker_stamps() <= humans_stamps()), \
+        (marker_stamps() - humans_stamps())
     assert all(m.header.frame_id == frame_id for arr in probe.messages("/humans/markers") for m in arr.markers)
+    assert probe.wait_for(lambda: image_stamps() and image_stamps() <= humans_stamps()), \
+        (image_stamps() - humans_stamps())
     images = probe.messages("/humans/image_annotated")
-    assert images and {stamp_ns(m.header) for m in images} <= set(stamps)
     assert all((m.encoding, m.width, m.height) == ("rgb8", width, height) for m in images)
 
 

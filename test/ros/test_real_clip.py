@@ -52,9 +52,12 @@ def test_real_clip_default_model_and_detector(domain, probe, tmp_path):
         shipped.default_pose_model()
     except Exception as exc:  # noqa: BLE001  (the shipped model is what this test is about)
         pytest.fail(f"no shipped pose model: {exc}")
+    from diagnostic_msgs.msg import DiagnosticArray
+
     from probpose_msgs.msg import HumanArray
 
     probe.subscribe(HumanArray, "/humans/keypoints")
+    probe.subscribe(DiagnosticArray, "/diagnostics")
     video = write_640x480(tmp_path / "people_640x480.avi")
     node = start_node(domain, tmp_path, "-r", "image:=/camera/image_raw", "-p", "publish_annotated_image:=false",
                       "-p", "publish_markers:=false")
