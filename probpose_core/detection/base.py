@@ -4,6 +4,7 @@ A detector takes one RGB frame and returns the people in it as COCO ``xywh`` box
 pixels (float64) with scores in [0, 1], sorted by score, highest first. The pose pipeline
 crops each box's activation window, so nothing else about the detector matters to it.
 """
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -32,3 +33,24 @@ def check_frame(frame) -> np.ndarray:
         raise InputError(f"frame is empty: shape {frame.shape}")
     return frame
 
+
+
+def detector_session(path, score_threshold: float, iou_threshold: float, threads: int | None = None,
+                     providers=None):
+    """An ONNX Runtime session for a detector model at ``path`` after the checks every ONNX
+    detector shares (file exists, thresholds in [0, 1]); InputError naming the file otherwise.
+    ``threads``: intra-op threads (None: ORT's default); ``providers``: default CPU."""
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise InputError(f"detector model not found: {path}")
+    if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= iou_threshold <= 1.0:
+        raise InputError(f"score_threshold and iou_threshold must lie in [0, 1], "
+                         f"got {score_threshold}, {iou_threshold}")
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own types for unreadable / invalid models
+        raise InputError(f"cannot load detector model {path}: {err}") from err

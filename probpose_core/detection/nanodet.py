@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from probpose_core.detection.base import check_frame
+from probpose_core.detection.base import check_frame, detector_session
 from probpose_core.detection.letterbox import letterbox
 from probpose_core.detection.nms import finish_detections
 from probpose_core.errors import InputError
@@ -57,23 +57,10 @@ class NanoDetDetector:
 
     def __init__(self, onnx_path=None, score_threshold: float = SCORE_THRESHOLD, iou_threshold: float = 0.5,
                  threads: int | None = None, max_detections: int = 100, providers=None):
-        import onnxruntime as ort
-
         from probpose_core.shipped import shipped_file
 
         path = Path(onnx_path) if onnx_path else shipped_file("nanodet.onnx")
-        if not path.is_file():
-            raise InputError(f"detector model not found: {path}")
-        if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= iou_threshold <= 1.0:
-            raise InputError(f"score_threshold and iou_threshold must lie in [0, 1], "
-                             f"got {score_threshold}, {iou_threshold}")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-        try:
-            self._session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
-        except Exception as err:  # ORT raises its own types for unreadable / invalid models
-            raise InputError(f"cannot load detector model {path}: {err}") from err
+        self._session = detector_session(path, score_threshold, iou_threshold, threads, providers)
         self._input = self._session.get_inputs()[0].name
         outputs = {o.name: o.shape for o in self._session.get_outputs()}
         cells = {(INPUT_SIZE // s) ** 2: s for s in STRIDES}

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from probpose_core.detection.base import check_frame
+from probpose_core.detection.base import check_frame, detector_session
 from probpose_core.detection.letterbox import PAD_VALUE, Letterbox, letterbox
 from probpose_core.detection.nms import cxcywh_to_xyxy, finish_detections
 from probpose_core.errors import InputError
@@ -155,22 +155,8 @@ class OnnxYoloDetector:
                  input_size=None, person_class: int = 0, threads: int | None = None, *,
                  layout: str = "auto", preprocessing: Preprocessing | None = None,
                  yolox_raw: bool = False, providers=None, max_detections: int = 300):
-        import onnxruntime as ort
-
         path = Path(onnx_path)
-        if not path.is_file():
-            raise InputError(f"detector model not found: {path}")
-        if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= iou_threshold <= 1.0:
-            raise InputError(f"score_threshold and iou_threshold must lie in [0, 1], "
-                             f"got {score_threshold}, {iou_threshold}")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-        try:
-            self._session = ort.InferenceSession(str(path), options,
-                                                 providers=providers or ["CPUExecutionProvider"])
-        except Exception as err:  # ORT raises its own types for unreadable / invalid models
-            raise InputError(f"cannot load detector model {path}: {err}") from err
+        self._session = detector_session(path, score_threshold, iou_threshold, threads, providers)
         where = f"detector model {path.name}"
         model_input, output = self._session.get_inputs()[0], self._session.get_outputs()[0]
         self.input_size = _input_size(model_input.shape, input_size, where)
