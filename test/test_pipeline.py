@@ -63,7 +63,8 @@ def test_crops_are_the_geometry_warp_normalised():
     assert images.shape == (2, 3, IN_H, IN_W) and images.dtype == np.float32 and images.flags.c_contiguous
     for i in range(2):
         c, s = geometry.bbox_to_center_scale(boxes[i])
-        np.testing.assert_allclose(center[i], c) and np.testing.assert_allclose(scale[i], s)
+        np.testing.assert_allclose(center[i], c)
+        np.testing.assert_allclose(scale[i], s)
         ref = (geometry.warp_crop(frame, c, s).astype(np.float32) - MEAN) / STD
         np.testing.assert_allclose(images[i], ref.transpose(2, 0, 1), atol=1e-5)
     # outside the frame the crop is black, i.e. -mean/std after normalisation

@@ -162,6 +162,7 @@ def mean_oks_on(ckpt: Path, instances, images_dir) -> np.ndarray:
     return (oks * w).sum(1) / w.sum(1)
 
 
+@pytest.mark.slow
 def test_overfit_32_crops_slow(tmp_path):
     """The trainer fits 32 crops: mean OKS > 0.9 on them after 160 iterations (the loss, the
     optimiser groups, the schedule and the checkpoint together). Sparsemax temperature 8 instead
@@ -238,6 +239,7 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str):
         D.cleanup(info)
 
 
+@pytest.mark.slow
 def test_ddp_gradients_equal_single_process(tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     model, images, target, presence = _model_and_batch()
@@ -248,6 +250,7 @@ def test_ddp_gradients_equal_single_process(tmp_path):
             torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_validate_save(tmp_path):
     """The whole DDP path (gloo): collectives at logging, saving (RNG states of both ranks) and
     validation on rank 0 only (a collective called by one rank alone would hang here)."""
@@ -299,6 +302,7 @@ def _cli(data: Path, out: Path, *extra) -> list[str]:
             *[a for kv in sets for a in ("--set", kv)]]
 
 
+@pytest.mark.slow
 def test_cli_ctrl_c_saves_and_resumes(tmp_path):
     out = tmp_path / "run"
     cmd = _cli(tmp_path / "data", out, "schedule.epochs=1000", "run.max_iters_per_epoch=2", "run.val_every=0")
