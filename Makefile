@@ -22,13 +22,15 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 	test -x $(VENV)/bin/probpose || ln -sf ../lib/probpose_ros/probpose $(VENV)/bin/probpose
 	touch $@
 
-# ROS 2 Kilted wheels (requirements-ros.txt) in the same venv, then colcon builds probpose_msgs
-# and probpose_ros into install/ (--symlink-install: Python sources are used in place, never a
-# stale copy). Stamps keep a second `make ros` / `make test` from reinstalling or rebuilding.
+# ROS 2 Kilted wheels (requirements-ros.txt) in the same venv, then colcon builds probpose_msgs,
+# hri_msgs (the REP-155 fallback, only where none is installed) and probpose_ros into install/
+# (--symlink-install: Python sources are used in place, never a stale copy). Stamps keep a
+# second `make ros` / `make test` from reinstalling or rebuilding.
 ROS_STAMP   := $(VENV)/.ros-installed
 ROS_BUILT   := install/.built
 ROS_SOURCES := tools/ros_build.sh tools/ros_underlay.sh tools/fix_ros_cmake.py \
 	probpose_msgs/package.xml probpose_msgs/CMakeLists.txt $(wildcard probpose_msgs/msg/*.msg) \
+	hri_msgs/package.xml hri_msgs/CMakeLists.txt $(wildcard hri_msgs/msg/*.msg) \
 	package.xml setup.py setup.cfg $(wildcard launch/* config/*.yaml config/*.rviz)
 
 ros: $(ROS_BUILT)
