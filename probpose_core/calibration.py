@@ -286,7 +286,7 @@ def _batches(instances, images_dir: Path, pipe, progress: bool):
     ``(images (B, 3, H, W), center (B, 2), scale (B, 2), rows (B,))``, ``rows`` indexing ``instances``."""
     from tqdm import tqdm
 
-    from .pipeline import read_image
+    from .image_io import read_image
 
     by_image: dict = {}
     for row, inst in enumerate(instances):
@@ -313,22 +313,22 @@ def gt_outputs(runner, instances, images_dir, codec=None, flip_test: bool = Fals
 
     Used by ``training.evaluate``, ``training.calibrate`` and ``probpose demo``. runner: a
     Runner (``logits=True`` needs one that returns ``map_logits``:
-    ``training.evaluate.logits_runner``); codec: the model's ProbMapCodec (None: the default
-    one). Crops are the pipeline's (:meth:`Pipeline.crops`), the flip test its
+    ``training.evaluate.logits_runner``); codec: the model's ProbMapCodec (None: the runner's
+    ``spec.ModelSpec``'s). Crops are the pipeline's (:meth:`Pipeline.crops`), the flip test its
     :meth:`Pipeline.infer`. Returns numpy arrays over the N instances, in their order:
     ``presence``, ``presence_target``, ``keypoint_weights``, ``map_weights`` (N, K);
     ``keypoints_map`` (N, K, 2) GT in heatmap pixels; ``level_lo``, ``level_hi`` (N, K) credible
     interval of the GT pixel in each probability map (NaN off the map); ``map_logits``
     (N, K, H, W) float32 only with ``logits``.
     """
-    from .codec import ProbMapCodec
-    from .pipeline import HEATMAP_KEY, Pipeline, read_heatmaps
+    from .pipeline import Pipeline, read_heatmaps
+    from .runtime.base import HEATMAP_OUTPUT
 
-    codec = ProbMapCodec() if codec is None else codec
     images_dir = Path(images_dir)
     if not instances:
         raise InputError("no GT instance with annotated keypoints to evaluate calibration on")
     pipe = Pipeline(runner, codec=codec, flip_test=flip_test, credible_levels=())
+    codec = pipe.codec
     keys = ("presence", "presence_target", "keypoint_weights", "map_weights", "keypoints_map", "level_lo", "level_hi")
     collected: dict = {k: [] for k in keys + ("rows",) + (("map_logits",) if logits else ())}
     for images, center, scale, rows in _batches(instances, images_dir, pipe, progress):
@@ -336,8 +336,8 @@ def gt_outputs(runner, instances, images_dir, codec=None, flip_test: bool = Fals
         kpts = np.stack([instances[r].keypoints for r in rows])
         area = np.array([instances[r].area for r in rows])
         targets = codec.encode(kpts[..., :2], kpts[..., 2].astype(np.int64), area, center, scale)
-        if HEATMAP_KEY in out:  # presence and distribution as the pipeline reads a heatmap model
-            _, presence, _, maps = read_heatmaps(codec, out[HEATMAP_KEY], center, scale)
+        if HEATMAP_OUTPUT in out:  # presence and distribution as the pipeline reads a heatmap model
+            _, presence, _, maps = read_heatmaps(codec, out[HEATMAP_OUTPUT], center, scale)
         else:
             presence, maps = out["presence"], out["prob_maps"]
         lo, hi = credible_interval(maps, targets["keypoints_map"])

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from .errors import InputError
+from .spec import DEFAULT_PRESENCE_THRESHOLD
 
 
 def _threshold(text: str):
@@ -64,10 +65,13 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_predict(args) -> None:
-    from .pipeline import predict_images
+    from .detection import make_detector
+    from .predict import predict_images
 
-    predict_images(args.images, args.out, model=args.model, ann=args.ann, runtime=args.runtime,
-                   detector=args.detector, detections=args.detections)
+    detector = None if args.ann else make_detector(args.detector, layout=args.detector_layout)
+    run = predict_images(args.images, args.out, model=args.model, ann=args.ann, runtime=args.runtime,
+                         detector=detector, detections=args.detections)
+    print(run.summary())
 
 
 def _cmd_bench(args) -> None:
@@ -101,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="COCO keypoints ground truth (v=3: outside the image)")
     p.add_argument("--pred", required=True, help="predictions: keypoints as (x, y, presence), visibilities, score")
     p.add_argument("--extended", action="store_true", help="also compute Ex-OKS / Ex-mAP")
-    p.add_argument("--presence-threshold", type=_threshold, default=0.45,
-                   help="presence >= T counts as present; 'best' searches the best Ex-AP (default 0.45)")
+    p.add_argument("--presence-threshold", type=_threshold, default=DEFAULT_PRESENCE_THRESHOLD,
+                   help=f"presence >= T counts as present; 'best' searches the best Ex-AP "
+                        f"(default {DEFAULT_PRESENCE_THRESHOLD})")
     p.add_argument("--padding", type=float, default=1.25, help="activation-window padding (default 1.25)")
     p.add_argument("--json", help="write the flat results object here")
     p.set_defaults(func=_cmd_eval)
@@ -142,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="nanodet",
                    help="person detector without --ann: nanodet (shipped, default), hog, full_frame, or a "
                         "YOLOv8/YOLO11/YOLOX ONNX file")
+    p.add_argument("--detector-layout", help="output layout of a YOLO-style ONNX detector: yolov8 (also YOLO11), "
+                                             "yolov5, yolox, end2end (default: read from an unambiguous shape)")
     p.add_argument("--detections", help="with --ann: a COCO results file of person boxes and scores to use "
                                         "instead of the annotation's boxes")
     p.set_defaults(func=_cmd_predict)

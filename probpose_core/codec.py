@@ -8,7 +8,7 @@ OKS in map pixels. OKS is isotropic in the image, but the UDP factors
 ``kx = (W-1)/scale_w`` and ``ky = (H-1)/scale_h`` (map pixels per image pixel) differ slightly
 (47/48 vs 63/64 of the 3:4 ratio). Rather than one ``area_map = area * kx * ky``, both axes
 are kept exact: a map offset ``(dx, dy)`` is the image distance ``(dx/kx)^2 + (dy/ky)^2``,
-fed to the one formula in :mod:`evaluation.oks`. Because the OKS kernel is Gaussian it is
+fed to the one formula in :mod:`oks`. Because the OKS kernel is Gaussian it is
 separable, ``exp(-rx dx^2) * exp(-ry dy^2)`` with per-axis rates ``r = oks_exponent(1/k^2)``.
 
 Decoding (``method="expected_oks"``, the default). For a map ``p`` the expected OKS of a
@@ -41,7 +41,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import geometry
 from .errors import InputError
-from .evaluation.oks import keypoint_oks, oks_exponent
+from .oks import keypoint_oks, oks_exponent
 from .keypoints import FLIP_INDEX, SIGMAS
 
 #: exococotools' instance-area estimate when there is no segmentation area: 0.53 * w * h.

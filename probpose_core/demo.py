@@ -197,9 +197,8 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
     fps_in = cap.get(cv2.CAP_PROP_FPS) or 25.0
 
     runner = make_runner(model, runtime=runtime)
-    threshold = float((getattr(runner, "meta", None) or {}).get("presence_threshold", 0.45))
-    pipe = Pipeline(runner, detector=make_detector(detector), credible_levels=(CREDIBLE_LEVEL,),
-                    presence_threshold=threshold, invalid_boxes="skip")
+    pipe = Pipeline(runner, detector=make_detector(detector), credible_levels=(CREDIBLE_LEVEL,), invalid_boxes="skip")
+    threshold = pipe.presence_threshold  # the model's (ModelSpec)
     out.mkdir(parents=True, exist_ok=True)
     sheet_at = set(np.linspace(0, (total or 1) - 1, min(SHEET_FRAMES, total or 1)).round().astype(int).tolist())
 

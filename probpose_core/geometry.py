@@ -19,6 +19,8 @@ INPUT_SIZE = (192, 256)  # model input (W, H)
 HEATMAP_SIZE = (48, 64)  # probability map (W, H)
 ASPECT = INPUT_SIZE[0] / INPUT_SIZE[1]  # W / H = 0.75
 PADDING = 1.25
+#: the double-heatmap variant's wide map covers this many times the activation window (same centre)
+WIDE_FACTOR = 2.0
 # Model input normalisation, RGB on the 0-255 scale (ImageNet): (rgb - mean) / std. Kept here,
 # with the input size, so pre-processing needs no torch (ONNX Runtime / TensorRT deployments).
 NORMALIZE_MEAN = (123.675, 116.28, 103.53)
@@ -67,15 +69,21 @@ def window_xyxy(center, scale) -> np.ndarray:
     return np.concatenate([center - half, center + half], axis=-1)
 
 
+def wide_window(center, scale, factor: float = WIDE_FACTOR) -> tuple[np.ndarray, np.ndarray]:
+    """The double-heatmap variant's wide window: same ``center (..., 2)``, ``scale`` x ``factor``."""
+    return np.asarray(center, dtype=np.float64), np.asarray(scale, dtype=np.float64) * factor
+
+
 def activation_window(bbox, aspect: float = ASPECT, padding: float = PADDING, dtype=np.float64) -> np.ndarray:
     """Activation window (..., 4) as x0, y0, x1, y1 of COCO ``xywh`` boxes (..., 4)."""
     return window_xyxy(*bbox_to_center_scale(bbox, aspect, padding, dtype))
 
 
 def in_window(points, window) -> np.ndarray:
-    """True where ``points (..., 2)`` lie inside (or on the edge of) ``window (4,)`` x0,y0,x1,y1."""
+    """True where ``points (..., 2)`` lie inside (or on the edge of) ``window (4,)`` x0,y0,x1,y1
+    (or windows ``(..., 4)`` that broadcast against the points' leading axes)."""
     p = np.asarray(points, dtype=np.float64)
-    x0, y0, x1, y1 = np.asarray(window, dtype=np.float64)
+    x0, y0, x1, y1 = np.moveaxis(np.asarray(window, dtype=np.float64), -1, 0)
     return (p[..., 0] >= x0) & (p[..., 0] <= x1) & (p[..., 1] >= y0) & (p[..., 1] <= y1)
 
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
-from .evaluation.oks import keypoint_oks
+from .oks import keypoint_oks
 from .keypoints import SIGMAS
 
 #: Weight of the smoothness term in the official ProbPose config (0.95 risk + 0.05 smoothness).
@@ -171,7 +171,7 @@ def decoded_oks(decoded_xy, gt_xy, area, sigmas=SIGMAS):
 
     decoded_xy, gt_xy: (N, K, 2) in the same units as ``area`` (image pixels and the instance
     area, or heatmap pixels and the area mapped into the heatmap); area: (N,) or scalar.
-    Uses :func:`probpose_core.evaluation.oks.keypoint_oks`. Accepts numpy arrays or torch
+    Uses :func:`probpose_core.oks.keypoint_oks`. Accepts numpy arrays or torch
     tensors; a torch input gives a detached torch tensor of its dtype and device (a target).
     """
     is_torch = isinstance(decoded_xy, torch.Tensor)

@@ -5,7 +5,7 @@ COCO: ``OKS_k = exp(-d_k^2 / (2 * area * (2 sigma_k)^2))`` with ``area`` the ins
 """
 import numpy as np
 
-from ..keypoints import SIGMAS
+from .keypoints import SIGMAS
 
 
 def oks_exponent(sq_dist, area, sigmas=SIGMAS):

@@ -1,14 +1,19 @@
 """The top-down pipeline: frame -> detector -> crops -> runner -> decode -> ``Human`` list.
 
+Built from one :class:`spec.ModelSpec` (read from the runner's checkpoint meta or ONNX
+sidecar by :func:`spec.model_spec`): the codec (crop and map size, sigmas, padding), the
+presence threshold and ``heatmap_only`` come from it unless the caller overrides them.
+
 Steps, each reusing the one implementation in the house:
 
-1. crops: every box's activation window (:func:`geometry.bbox_to_center_scale`, 3:4, padding
-   1.25) resampled with :func:`geometry.warp_crop` (UDP, bilinear, black border) and
-   normalised with the model's ``NORMALIZE_MEAN/STD`` (RGB, 0-255) into ONE
-   ``(N, 3, 256, 192)`` float32 batch.
+1. crops: every box's activation window (:func:`geometry.bbox_to_center_scale`, 3:4, the
+   codec's padding) resampled with :func:`geometry.warp_crop` (UDP, bilinear, black border)
+   and normalised (:func:`geometry.normalise`, RGB, 0-255) into ONE ``(N, 3, H, W)`` float32
+   batch of the codec's input size.
 2. the runner sees that batch in chunks of at most ``max_batch`` (the smaller of the
-   pipeline's and the runner's limit): more people are split, never dropped. Optional flip
-   test: the mirrored batch runs too and :func:`codec.flip_merge` averages maps and scores.
+   pipeline's and the runner's limit; :func:`runtime.base.run_in_chunks`): more people are
+   split, never dropped. Optional flip test: the mirrored batch runs too and
+   :func:`codec.flip_merge` averages maps and scores.
 3. :meth:`ProbMapCodec.decode` (expected-OKS by default) with the instance area
    ``area_factor * w * h`` of each box (0.53, as exococotools), the map covariance from
    :func:`regions.covariance_ellipse`, and credible-region outlines from
@@ -16,10 +21,12 @@ Steps, each reusing the one implementation in the house:
    map and level for compact maps), computed only at the configured ``credible_levels`` and
    only for keypoints with ``presence >= presence_threshold`` (the others get
    ``regions == {}``); ``credible_levels=()`` turns them off. Double-heatmap models (a
-   ``wide_prob_maps`` output) are decoded with ``models.probmap_head.decode_double``;
-   covariance and outlines come from the expert map. The maps are taken as calibrated: the
-   calibration temperature is applied by the model before Sparsemax, the pipeline does not
-   touch map values.
+   ``wide_prob_maps`` output) are read by :func:`read_double`: the wide map (2x window)
+   decides, the expert map refines where the wide point falls inside the activation window;
+   covariance and outlines come from the map that gave the point, so a published region
+   always belongs to the published point. The maps are taken as calibrated: the calibration
+   temperature is applied by the model before Sparsemax, the pipeline does not touch map
+   values.
    Heatmap-baseline models (``map_kind="heatmap"``: a ``heatmaps`` output instead of
    ``prob_maps``) are read by :func:`read_heatmaps`: decoded with ``method="udp"`` whatever
    ``decode_method`` says, presence = the map maximum clipped to [0, 1], oks_quality = the
@@ -37,29 +44,24 @@ frame. :meth:`Pipeline.estimate` (boxes given by the caller) raises InputError n
 invalid boxes, unless ``invalid_boxes="skip"``; :meth:`Pipeline.__call__` (boxes from the
 detector) always skips them. Skipped boxes are counted: ``last_skipped`` holds the indices of
 the previous call's skipped boxes and ``skipped_total`` the running count, and a warning is
-logged. The returned humans follow the order of the boxes kept.
+logged. ``max_people`` then keeps the highest-scoring of the VALID boxes (best first), so an
+invalid box never takes a person's place. Otherwise the returned humans follow the order of
+the boxes kept.
 """
 import logging
 import math
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
 from . import geometry
 from .codec import ProbMapCodec, flip_merge
 from .errors import InputError
-from .keypoints import NAMES
 from .regions import covariance_ellipse, keypoint_regions
-from .results import Human, Keypoint, to_coco_results, write_coco_results
+from .results import Human, Keypoint
+from .runtime.base import HEATMAP_OUTPUT, OUTPUT_NAMES, WIDE_OUTPUT, check_outputs, run_in_chunks
+from .spec import ModelSpec, model_spec
 
 log = logging.getLogger(__name__)
-
-OUTPUT_KEYS = ("prob_maps", "presence", "visibility", "oks_quality")
-#: a heatmap-baseline model gives this map output instead of "prob_maps"
-HEATMAP_KEY = "heatmaps"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def check_frame(frame) -> np.ndarray:
@@ -109,44 +111,70 @@ def read_heatmaps(codec: ProbMapCodec, heatmaps, center, scale):
     return points, presence, np.clip(confidence, 0.0, 1.0), prob_maps
 
 
+def read_double(codec: ProbMapCodec, prob_maps, wide_prob_maps, center, scale, area, method: str = "expected_oks"):
+    """Decode the double-heatmap variant: the wide map decides, the expert map refines.
+
+    ``prob_maps (N, K, H, W)`` cover the activation windows ``center``/``scale (N, 2)``,
+    ``wide_prob_maps`` the wide windows (:func:`geometry.wide_window`: same centre,
+    :data:`geometry.WIDE_FACTOR` x the scale). A keypoint whose wide estimate lies inside its
+    activation window takes the expert map's estimate; the others keep the wide one. Returns
+    ``points (N, K, 2)`` image coords, ``confidence (N, K)`` and ``refined (N, K)`` bool, True
+    where the point (and its confidence) came from the expert map.
+    """
+    wide_points, wide_conf = codec.decode(wide_prob_maps, *geometry.wide_window(center, scale), area=area,
+                                          method=method)
+    points, confidence = codec.decode(prob_maps, center, scale, area=area, method=method)
+    refined = geometry.in_window(wide_points, geometry.window_xyxy(center, scale)[:, None, :])
+    return np.where(refined[..., None], points, wide_points), np.where(refined, confidence, wide_conf), refined
+
+
 class Pipeline:
     """Detector + runner + codec -> ``list[Human]`` for one RGB frame.
 
-    runner: a ``Runner`` (``run(images (N, 3, H, W) float32) -> dict``, optional ``max_batch``
-    and ``input_size``); detector: a ``Detector`` (``detect(frame) -> boxes (M, 4) xywh,
-    scores (M,)``) or None; decode_method: a :data:`codec.DECODE_METHODS` name;
-    flip_test: also run the mirrored crops and average; invalid_boxes: "raise" or "skip"
-    for boxes given to :meth:`estimate` (see the module docstring).
+    runner: a ``Runner`` (``run(images (N, 3, H, W) float32) -> dict``, optional ``max_batch``,
+    ``input_size`` and ``meta``); detector: a ``Detector`` (``detect(frame) -> boxes (M, 4)
+    xywh, scores (M,)``) or None; spec: the model's :class:`spec.ModelSpec` (None: read from the
+    runner by :func:`spec.model_spec`); codec / presence_threshold: None takes the spec's, a
+    value overrides it; decode_method: a :data:`codec.DECODE_METHODS` name; flip_test: also
+    run the mirrored crops and average; invalid_boxes: "raise" or "skip" for boxes given to
+    :meth:`estimate`; max_people: at most this many people per frame, the highest box scores
+    among the valid boxes (None: no limit). See the module docstring.
     """
 
-    def __init__(self, runner, detector=None, codec: ProbMapCodec = ProbMapCodec(), credible_levels=(0.5,),
-                 presence_threshold: float = 0.45, max_batch: int = 16, decode_method: str = "expected_oks",
-                 flip_test: bool = False, invalid_boxes: str = "raise"):
+    def __init__(self, runner, detector=None, codec: ProbMapCodec | None = None, credible_levels=(0.5,),
+                 presence_threshold: float | None = None, max_batch: int = 16, decode_method: str = "expected_oks",
+                 flip_test: bool = False, invalid_boxes: str = "raise", *, spec: ModelSpec | None = None,
+                 max_people: int | None = None):
         if int(max_batch) < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
         if invalid_boxes not in ("raise", "skip"):
             raise InputError(f"invalid_boxes must be 'raise' or 'skip', got {invalid_boxes!r}")
+        if max_people is not None and int(max_people) < 1:
+            raise InputError(f"max_people must be at least 1 (or None: no limit), got {max_people}")
         levels = tuple(float(q) for q in credible_levels)
         if not all(0.0 < q <= 1.0 for q in levels):
             raise InputError(f"credible levels must lie in (0, 1], got {levels}")
+        self.spec = model_spec(runner) if spec is None else spec
+        codec = self.spec.codec if codec is None else codec
         runner_size = getattr(runner, "input_size", None)
         if runner_size is not None and tuple(runner_size) != tuple(codec.input_size):
             raise InputError(f"the runner expects input size {tuple(runner_size)} (W, H) but the codec "
                              f"crops {tuple(codec.input_size)}")
         self.runner, self.detector, self.codec = runner, detector, codec
         self.credible_levels = levels
-        self.presence_threshold = float(presence_threshold)
+        self.presence_threshold = self.spec.presence_threshold if presence_threshold is None \
+            else float(presence_threshold)
         runner_batch = getattr(runner, "max_batch", None)
         self.max_batch = min(int(max_batch), int(runner_batch)) if runner_batch else int(max_batch)
         self.decode_method = decode_method
         self.flip_test = bool(flip_test)
         self.invalid_boxes = invalid_boxes
+        self.max_people = None if max_people is None else int(max_people)
         self.last_skipped: list[int] = []
         self.skipped_total = 0
-        meta = getattr(runner, "meta", None) or {}
         # A converted ViTPose model has no presence branch (it outputs 0.5): judge presence by
         # the map instead, i.e. the expected OKS of the decoded point (codec.decode's confidence).
-        self.heatmap_only = bool(meta.get("heatmap_only") or (meta.get("extra") or {}).get("heatmap_only"))
+        self.heatmap_only = self.spec.heatmap_only
 
     # -- pre-processing ---------------------------------------------------------------
     def crops(self, frame, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,20 +193,8 @@ class Pipeline:
         return geometry.normalise(patches), center, scale
 
     # -- network ----------------------------------------------------------------------
-    def _run_chunks(self, images) -> dict:
-        parts: dict[str, list] = {}
-        for start in range(0, len(images), self.max_batch):
-            batch = images[start:start + self.max_batch]
-            out = self.runner.run(batch)
-            for key in (OUTPUT_KEYS[1:] if HEATMAP_KEY in out else OUTPUT_KEYS):
-                if key not in out:
-                    raise InputError(f"the model gave no {key!r} output (outputs: {sorted(out)})")
-            for key, value in out.items():
-                value = np.asarray(value)
-                if value.shape[:1] != (len(batch),):
-                    raise InputError(f"the model's {key!r} output has shape {value.shape} for a batch of {len(batch)}")
-                parts.setdefault(key, []).append(value)
-        return {key: np.concatenate(values) for key, values in parts.items()}
+    def _run_batch(self, images) -> dict:
+        return check_outputs(self.runner.run(images), len(images), "the model")
 
     def infer(self, images) -> dict:
         """Runner outputs for ``images (N, 3, H, W)``, run in chunks of ``max_batch``.
@@ -189,46 +205,58 @@ class Pipeline:
         images = np.asarray(images, dtype=np.float32)
         if len(images) == 0:
             return {}
-        out = self._run_chunks(images)
+        out = run_in_chunks(self._run_batch, images, self.max_batch)
         if self.flip_test:
-            flipped = self._run_chunks(np.ascontiguousarray(images[..., ::-1]))
+            flipped = run_in_chunks(self._run_batch, np.ascontiguousarray(images[..., ::-1]), self.max_batch)
             out = {key: flip_merge(value, flipped[key]) for key, value in out.items()}
         return out
 
     # -- post-processing --------------------------------------------------------------
+    def _spread(self, sources, present):
+        """Covariance ``(N, K, 2, 2)`` and credible-region outlines ``[n][k]`` of every keypoint
+        from the map that gave its point. ``sources``: ``(maps (N, K, H, W), gave (N, K) bool or
+        None for all, center, scale)`` whose ``gave`` masks split the keypoints between them."""
+        cov, regions = None, None
+        for maps, gave, center, scale in sources:
+            gave = np.ones(present.shape, dtype=bool) if gave is None else gave
+            _, part_cov = covariance_ellipse(maps, center, scale)
+            part = keypoint_regions(maps, present & gave, center, scale, self.credible_levels)
+            cov = part_cov if cov is None else np.where(gave[..., None, None], part_cov, cov)
+            regions = part if regions is None else [[mine or theirs for mine, theirs in zip(row, other)]
+                                                    for row, other in zip(regions, part)]
+        return cov, regions
+
     def humans(self, outputs, boxes, box_scores, center, scale) -> list[Human]:
         """``Human`` list from runner ``outputs`` (N leading) for ``boxes (N, 4)`` xywh with
         ``box_scores (N,)`` and their windows ``center``/``scale (N, 2)``."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return []
-        presence, visibility, quality = (np.asarray(outputs[k], dtype=np.float64)
-                                         for k in ("presence", "visibility", "oks_quality"))
+        presence, visibility, quality = (np.asarray(outputs[k], dtype=np.float64) for k in OUTPUT_NAMES[1:])
         area = self.codec.area_factor * boxes[:, 2] * boxes[:, 3]
-        if HEATMAP_KEY in outputs:  # heatmap baseline: UDP decode, presence from the map (read_heatmaps)
-            points, presence, quality, maps = read_heatmaps(self.codec, outputs[HEATMAP_KEY], center, scale)
-        elif "wide_prob_maps" in outputs:  # double-heatmap variant: the wide map decides, the expert refines
-            from .models.probmap_head import decode_double
-
-            maps = np.asarray(outputs["prob_maps"], dtype=np.float32)
-            points, confidence, _ = decode_double(self.codec, maps, outputs["wide_prob_maps"], center, scale,
-                                                  area=area, method=self.decode_method)
+        if HEATMAP_OUTPUT in outputs:  # heatmap baseline: UDP decode, presence from the map (read_heatmaps)
+            points, presence, quality, maps = read_heatmaps(self.codec, outputs[HEATMAP_OUTPUT], center, scale)
+            confidence, sources = presence, [(maps, None, center, scale)]
+        elif WIDE_OUTPUT in outputs:  # double heatmap: each keypoint from the map that gave its point
+            maps, wide = outputs[OUTPUT_NAMES[0]], outputs[WIDE_OUTPUT]
+            points, confidence, refined = read_double(self.codec, maps, wide, center, scale, area, self.decode_method)
+            sources = [(maps, refined, center, scale), (wide, ~refined, *geometry.wide_window(center, scale))]
         else:
-            maps = np.asarray(outputs["prob_maps"], dtype=np.float32)
+            maps = outputs[OUTPUT_NAMES[0]]
             points, confidence = self.codec.decode(maps, center, scale, area=area, method=self.decode_method)
-        if self.heatmap_only and HEATMAP_KEY not in outputs:
+            sources = [(maps, None, center, scale)]
+        if self.heatmap_only and HEATMAP_OUTPUT not in outputs:
             presence = np.asarray(confidence, dtype=np.float64)
-        _, cov = covariance_ellipse(maps, center, scale)
         present = presence >= self.presence_threshold
-        regions = keypoint_regions(maps, present, center, scale, self.credible_levels)
+        cov, regions = self._spread(sources, present)
+        names = self.spec.keypoint_names
         out = []
         for n in range(len(boxes)):
-            keypoints = []
-            for k, name in enumerate(NAMES):
-                keypoints.append(Keypoint(name=name, x=float(points[n, k, 0]), y=float(points[n, k, 1]),
-                                          presence=float(presence[n, k]), visibility=float(visibility[n, k]),
-                                          oks_quality=float(quality[n, k]), covariance=cov[n, k], regions=regions[n][k]))
-            chosen = present[n] if present[n].any() else np.ones(len(NAMES), dtype=bool)
+            keypoints = [Keypoint(name=name, x=float(points[n, k, 0]), y=float(points[n, k, 1]),
+                                  presence=float(presence[n, k]), visibility=float(visibility[n, k]),
+                                  oks_quality=float(quality[n, k]), covariance=cov[n, k], regions=regions[n][k])
+                         for k, name in enumerate(names)]
+            chosen = present[n] if present[n].any() else np.ones(len(names), dtype=bool)
             box_score = float(box_scores[n])
             out.append(Human(bbox=tuple(float(v) for v in boxes[n]), score=box_score * float(quality[n, chosen].mean()),
                              keypoints=keypoints, box_score=box_score))
@@ -247,13 +275,18 @@ class Pipeline:
             self.skipped_total += len(bad)
             log.warning("skipped %d invalid box(es): %s", len(bad), ", ".join(f"#{i} ({problems[i]})" for i in bad))
         keep = np.array([p is None for p in problems], dtype=bool)
-        return boxes[keep], scores[keep]
+        boxes, scores = boxes[keep], scores[keep]
+        if self.max_people is not None:  # the best of the VALID boxes, best first
+            best = np.argsort(-scores, kind="stable")[:self.max_people]
+            boxes, scores = boxes[best], scores[best]
+        return boxes, scores
 
     def estimate(self, frame, boxes, scores=None, *, skip_invalid: bool | None = None) -> list[Human]:
         """Poses of the people in ``boxes (M, 4)`` xywh (``scores (M,)``, default 1) of ``frame``.
 
         All people go through the network in one batch (split only at ``max_batch``).
-        ``skip_invalid`` overrides the pipeline's ``invalid_boxes`` policy for this call.
+        ``skip_invalid`` overrides the pipeline's ``invalid_boxes`` policy for this call; with
+        ``max_people`` only the best-scoring valid boxes are kept (best first).
         """
         frame = check_frame(frame)
         try:
@@ -282,129 +315,3 @@ class Pipeline:
         frame = check_frame(frame)
         boxes, scores = self.detector.detect(frame)
         return self.estimate(frame, boxes, scores, skip_invalid=True)
-
-
-# -- probpose predict -----------------------------------------------------------------
-def read_image(path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB; InputError when missing or unreadable."""
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image not found: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"cannot read image {path} (not an image, or a format OpenCV cannot decode)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def as_runner(model, runtime: str = "ort"):
-    """A Runner from a path (.pt / .onnx, via runtime.make_runner; empty or None: the shipped
-    model), a Runner, or a torch module."""
-    if model is None or model == "":
-        from .shipped import default_pose_model
-
-        model = default_pose_model()
-    if isinstance(model, (str, Path)):
-        from .runtime import make_runner
-
-        return make_runner(model, runtime=runtime)
-    if hasattr(model, "run"):
-        return model
-    from .runtime.torch_runner import TorchRunner
-
-    return TorchRunner(model)
-
-
-def _detection_jobs(images_dir: Path, ann, detections):
-    """Jobs from a detections file (COCO results-format person boxes) over the images of ``ann``."""
-    from .data.instances import load_instances
-
-    instances, skipped = load_instances(ann, detections)
-    if skipped:
-        log.warning("detections: skipped %s", ", ".join(f"{n} ({why})" for why, n in sorted(skipped.items())))
-    by_image: dict = {}
-    for inst in instances:
-        by_image.setdefault(inst.image_id, (inst.file_name, []))[1].append(inst)
-    for image_id, (file_name, found) in by_image.items():
-        yield (image_id, images_dir / file_name, np.stack([i.bbox for i in found]),
-               np.array([i.score for i in found], dtype=np.float64))
-
-
-def _image_jobs(images_dir: Path, ann, detections=None):
-    """(image_id, file path, boxes (M, 4), scores (M,) or None) per image; boxes None = detect."""
-    if ann is not None and detections is not None:
-        yield from _detection_jobs(images_dir, ann, detections)
-        return
-    if ann is not None:
-        from .data.coco import load_coco
-
-        data = load_coco(ann)
-        boxes = {img["id"]: [] for img in data["images"]}
-        for a in data["annotations"]:
-            if not a.get("iscrowd", 0):
-                boxes[a["image_id"]].append(a["bbox"])
-        for img in data["images"]:
-            if "file_name" not in img:
-                raise InputError(f"{ann}: image {img['id']!r} has no 'file_name'")
-            yield img["id"], images_dir / img["file_name"], np.asarray(boxes[img["id"]], np.float64).reshape(-1, 4), None
-        return
-    files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
-    for p in files:
-        yield (int(p.stem) if p.stem.isdigit() else p.stem), p, None, None
-
-
-def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", detector=None,
-                   pipeline_kw: dict | None = None, progress: bool = True, detections=None) -> list[dict]:
-    """Run the pipeline on a folder of images and write COCO keypoint results to ``out_path``.
-
-    With ``ann`` (a COCO keypoints file) every non-crowd annotation's box is used with score 1
-    (the paper's protocol: one prediction per GT instance, image ids from the annotation) and
-    invalid boxes are skipped with a count. Without ``ann`` the ``detector`` (a Detector, or a
-    ``detection.make_detector`` spec; None: the shipped NanoDet) finds the people; image ids are the file stems (as ints
-    when numeric) and every result carries its ``file_name``. With ``ann`` and ``detections``
-    (a COCO results-format file of person boxes with scores, read by
-    ``data.instances.load_instances``) the detections' boxes and scores are used instead of
-    the GT boxes, over the images of ``ann``. ``model``: our checkpoint
-    (.pt), an exported .onnx, a Runner or a torch module; ``runtime``: "ort" | "torch" | "trt".
-    The runner's ``meta`` (if any) supplies the presence threshold. Returns the results.
-    """
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise InputError(f"images folder not found: {images_dir}")
-    if detections is not None and ann is None:
-        raise InputError("a detections file needs the annotation file (--ann) that lists its images")
-    if ann is None and (detector is None or isinstance(detector, (str, Path))):
-        from .detection import make_detector
-
-        detector = make_detector(str(detector or ""))
-    jobs = list(_image_jobs(images_dir, ann, detections))
-    runner = as_runner(model, runtime)
-    kw = dict(pipeline_kw or {})
-    meta = getattr(runner, "meta", None) or {}
-    if "presence_threshold" in meta:
-        kw.setdefault("presence_threshold", float(meta["presence_threshold"]))
-    kw.setdefault("credible_levels", ())  # COCO results carry no regions
-    kw.setdefault("invalid_boxes", "skip")
-    pipe = Pipeline(runner, detector=detector, **kw)
-
-    from tqdm import tqdm
-
-    results, people, started = [], 0, time.perf_counter()
-    for image_id, path, boxes, scores in tqdm(jobs, desc="predict", unit="img", disable=not progress,
-                                              file=sys.stderr):
-        frame = read_image(path)
-        humans = pipe(frame) if boxes is None else pipe.estimate(frame, boxes, scores)
-        people += len(humans)
-        entries = to_coco_results(image_id, humans)
-        if boxes is None:
-            for entry in entries:
-                entry["file_name"] = path.name
-        results.extend(entries)
-    write_coco_results(results, out_path)
-    skipped = f", skipped {pipe.skipped_total} invalid box(es)" if pipe.skipped_total else ""
-    print(f"wrote {len(results)} predictions for {len(jobs)} images to {out_path} "
-          f"({time.perf_counter() - started:.1f} s{skipped})")
-    return results

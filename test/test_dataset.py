@@ -155,7 +155,8 @@ def test_no_readable_image_at_all(synth, tmp_path):
 def test_unaugmented_crop_is_the_inference_crop(synth):
     """Training and inference see the same pixels: without augmentation the sample's image is
     bit-identical to the pipeline's crop of the same box."""
-    from probpose_core.pipeline import Pipeline, read_image
+    from probpose_core.image_io import read_image
+    from probpose_core.pipeline import Pipeline
 
     root, instances = synth
     ds = TopDownDataset(instances, root / "images", augment=None)

@@ -22,7 +22,8 @@ from probpose_core.evaluation import evaluate, load_gt, load_predictions
 from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.models import build_model, cnn_config
 from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
-from probpose_core.pipeline import Pipeline, read_image
+from probpose_core.image_io import read_image
+from probpose_core.pipeline import Pipeline
 from training.evaluate import evaluate_model, gt_outputs, keypoint_metrics, logits_runner, main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

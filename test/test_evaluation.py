@@ -10,7 +10,7 @@ from probpose_core.data.coco import validate_coco
 from probpose_core.errors import InputError
 from probpose_core.evaluation import EX_METRICS, METRICS, evaluate, format_table, validate_predictions
 from probpose_core.evaluation.exoks import ex_oks, reference_window
-from probpose_core.evaluation.oks import instance_oks
+from probpose_core.oks import instance_oks
 from probpose_core.evaluation.threshold import GRID, candidate_thresholds
 from probpose_core.keypoints import SIGMAS
 
@@ -280,7 +280,7 @@ def test_format_table_lists_every_metric(rng):
 def test_oks_formula_works_on_torch_tensors_with_gradients():
     import torch
 
-    from probpose_core.evaluation.oks import keypoint_oks
+    from probpose_core.oks import keypoint_oks
 
     d2 = torch.linspace(0, 50, 17, dtype=torch.float64, requires_grad=True)
     oks = keypoint_oks(d2, 400.0)

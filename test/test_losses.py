@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probpose_core import losses
-from probpose_core.evaluation.oks import keypoint_oks
+from probpose_core.oks import keypoint_oks
 
 
 def _oks_maps(gt_xy, h, w, area=20.0, sigma=0.1):

@@ -1,5 +1,4 @@
-"""pipeline.py: crops, batching, decode to image coordinates, bad input, predict -> eval."""
-import json
+"""pipeline.py: crops, batching, decode to image coordinates, the ModelSpec, max_people, double-heatmap and heatmap models, bad input."""
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from probpose_core.codec import ProbMapCodec
 from probpose_core.errors import InputError
 from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.models.pose_model import NORMALIZE_MEAN, NORMALIZE_STD
-from probpose_core.pipeline import Pipeline, box_problems, predict_images
+from probpose_core.pipeline import Pipeline, box_problems
 
 FIXTURE = Path(__file__).resolve().parents[1] / "demo" / "fixture"
 MEAN, STD = np.array(NORMALIZE_MEAN, np.float32), np.array(NORMALIZE_STD, np.float32)
@@ -198,87 +197,7 @@ def test_detector_path_skips_its_invalid_boxes():
         Pipeline(DotRunner())(frame)
 
 
-# -- with the real (tiny, random) model ------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    import torch
-
-    from probpose_core.models.pose_model import build_model, cnn_config
-
-    torch.manual_seed(0)
-    return build_model(cnn_config()).eval()
-
-
-def test_predict_with_gt_boxes_then_eval_extended(tiny_model, tmp_path, capsys):
-    from probpose_core.cli import main
-    from probpose_core.runtime.torch_runner import TorchRunner
-
-    out = tmp_path / "pred.json"
-    results = predict_images(FIXTURE / "images", out, TorchRunner(tiny_model), ann=FIXTURE / "annotations.json",
-                             progress=False)
-    gt = json.loads((FIXTURE / "annotations.json").read_text())
-    assert len(results) == sum(not a.get("iscrowd", 0) for a in gt["annotations"])
-    assert {r["image_id"] for r in results} <= {img["id"] for img in gt["images"]}
-    assert json.loads(out.read_text()) == results
-    code = main(["eval", "--gt", str(FIXTURE / "annotations.json"), "--pred", str(out), "--extended",
-                 "--json", str(tmp_path / "eval.json")])
-    assert code == 0
-    scores = json.loads((tmp_path / "eval.json").read_text())
-    assert all(np.isfinite(v) for v in scores.values() if isinstance(v, float))
-
-
-def test_predict_bad_detector_or_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(InputError, match="unknown detector 'yolo'"):
-        predict_images(FIXTURE / "images", tmp_path / "p.json", DotRunner(), detector="yolo")
-    with pytest.raises(InputError, match="images folder not found"):
-        predict_images(tmp_path / "nope", tmp_path / "p.json", DotRunner(), ann=FIXTURE / "annotations.json")
-
-
-class OracleRunner:
-    """Stand-in network that knows the answers: for the i-th crop it returns sharp maps peaked
-    at the i-th instance's ground-truth keypoints (codec.encode), and the encoded presence."""
-
-    name, input_size, max_batch = "oracle", geometry.INPUT_SIZE, 4
-
-    def __init__(self, targets):
-        self.targets = list(targets)
-
-    def run(self, images):
-        from probpose_core.codec import ProbMapCodec
-
-        out = {k: [] for k in ("prob_maps", "presence", "visibility", "oks_quality")}
-        for _ in range(len(images)):
-            kpts, bbox = self.targets.pop(0)
-            center, scale = geometry.bbox_to_center_scale(bbox)
-            enc = ProbMapCodec().encode(kpts[None, :, :2], kpts[None, :, 2], [0.53 * bbox[2] * bbox[3]],
-                                        center[None], scale[None])
-            maps = enc["oks_maps"][0].astype(np.float64) ** 16
-            total = maps.sum(axis=(1, 2), keepdims=True)
-            maps = np.where(total > 0, maps / np.where(total > 0, total, 1), 1.0 / maps[0].size)  # far away: flat
-            out["prob_maps"].append(maps)
-            # the codec's presence target (inside the activation window) is what Ex-OKS scores,
-            # given the fixture's pad_to_contain (CropCOCO convention)
-            out["presence"].append(enc["presence"][0])
-            out["visibility"].append(enc["visibility"][0])
-            out["oks_quality"].append(np.full(NUM_KEYPOINTS, 0.9, np.float32))
-        return {k: np.stack(v).astype(np.float32) for k, v in out.items()}
-
-
-def test_predictions_from_perfect_maps_score_near_one(tmp_path):
-    """The whole path (GT boxes -> crops -> decode -> COCO results -> eval) loses no accuracy."""
-    from probpose_core.evaluation import evaluate, load_gt, load_predictions
-
-    gt = json.loads((FIXTURE / "annotations.json").read_text())
-    order = [img["id"] for img in gt["images"]]
-    anns = sorted((a for a in gt["annotations"] if not a.get("iscrowd", 0)), key=lambda a: order.index(a["image_id"]))
-    targets = [(np.array(a["keypoints"], np.float64).reshape(-1, 3), np.array(a["bbox"], np.float64)) for a in anns]
-    out = tmp_path / "pred.json"
-    predict_images(FIXTURE / "images", out, OracleRunner(targets), ann=FIXTURE / "annotations.json", progress=False)
-    gt_data = load_gt(FIXTURE / "annotations.json")
-    results = evaluate(gt_data, load_predictions(out, gt_data), extended=True, presence_threshold=0.45)
-    assert results["Ex-AP"] > 0.95
-
+# -- double-heatmap and heatmap-only models ---------------------------------------------------
 
 def test_double_heatmap_outputs_use_the_wide_map():
     class WideRunner(DotRunner):
@@ -303,32 +222,85 @@ def test_double_heatmap_outputs_use_the_wide_map():
         assert (a.x, a.y) == (b.x, b.y)
 
 
-def test_torch_and_ort_runtimes_give_the_same_keypoints(tmp_path):
-    import torch
+def _blob(hx, hy, sigma=1.5):
+    xs, ys = np.arange(HM_W), np.arange(HM_H)
+    blob = np.exp(-((xs[None, :] - hx) ** 2 + (ys[:, None] - hy) ** 2) / (2 * sigma ** 2))
+    return (blob / blob.sum()).astype(np.float32)
 
-    from probpose_core.models.checkpoints import save_checkpoint
-    from probpose_core.models.pose_model import build_model, cnn_config
-    from probpose_core.runtime.export import export_onnx
 
-    torch.manual_seed(1)
-    tiny_model = build_model(cnn_config()).eval()
-    with torch.no_grad():  # peaked maps, as a trained model gives (a flat map has a flat expected-OKS optimum)
-        tiny_model.head.final_layer.weight.normal_(std=30.0)
-    ckpt = tmp_path / "tiny.pt"
-    save_checkpoint(ckpt, tiny_model, tiny_model.config)
-    # A random model's maps cover most of the 3072 pixels, beyond the default top-k (128) export's
-    # exact range; the bisection export is exact for any support.
-    onnx_path = export_onnx(tiny_model, tmp_path / "tiny.onnx", sparsemax_method="bisect")
-    ann = FIXTURE / "annotations.json"
-    by_torch = predict_images(FIXTURE / "images", tmp_path / "t.json", ckpt, ann=ann, runtime="torch", progress=False)
-    by_ort = predict_images(FIXTURE / "images", tmp_path / "o.json", onnx_path, ann=ann, runtime="ort", progress=False)
-    assert len(by_torch) == len(by_ort) > 0
-    for t, o in zip(by_torch, by_ort):
-        assert t["image_id"] == o["image_id"]
-        kt, ko = np.reshape(t["keypoints"], (-1, 3)), np.reshape(o["keypoints"], (-1, 3))
-        np.testing.assert_allclose(ko[:, :2], kt[:, :2], atol=0.01)  # image px
-        np.testing.assert_allclose(ko[:, 2], kt[:, 2], atol=1e-4)  # presence
-        np.testing.assert_allclose(o["visibilities"], t["visibilities"], atol=1e-4)
+def test_double_heatmap_region_and_covariance_come_from_the_map_that_gave_the_point():
+    """Keypoint 0 lies outside the activation window (the wide map's top-left corner): its
+    published region must surround the published point and its covariance must be the wide
+    map's (the expert map's blob sits at the dot, far away)."""
+    from probpose_core.regions import covariance_ellipse
+
+    class WideRunner(DotRunner):
+        def run(self, images):
+            out = super().run(images)
+            wide = np.repeat(_blob((HM_W - 1) / 2, (HM_H - 1) / 2)[None, None], NUM_KEYPOINTS, axis=1)
+            wide = np.repeat(wide, len(images), axis=0)
+            wide[:, 0] = _blob(3, 4)  # outside the expert window (its corner is at 12, 16)
+            out["wide_prob_maps"] = wide
+            return out
+
+    frame = dot_frame([(130, 110)])
+    box = [100, 60, 60, 100]
+    pipe = Pipeline(WideRunner(), credible_levels=(0.5, 0.9))
+    [h] = pipe.estimate(frame, [box])
+    center, scale = geometry.bbox_to_center_scale(box)
+    kp = h.keypoints[0]
+    x0, y0, x1, y1 = geometry.window_xyxy(center, scale)
+    assert not (x0 <= kp.x <= x1 and y0 <= kp.y <= y1)  # the point came from the wide map
+    for q in (0.5, 0.9):
+        [poly] = kp.regions[q]
+        assert poly[:, 0].min() <= kp.x <= poly[:, 0].max() and poly[:, 1].min() <= kp.y <= poly[:, 1].max()
+    _, wide_cov = covariance_ellipse(_blob(3, 4), center, scale * geometry.WIDE_FACTOR)
+    np.testing.assert_allclose(kp.covariance, wide_cov, rtol=1e-9)
+    # keypoints inside the window keep the expert map's covariance and regions
+    [plain] = Pipeline(DotRunner(), credible_levels=(0.5, 0.9)).estimate(frame, [box])
+    for a, b in zip(h.keypoints[1:], plain.keypoints[1:]):
+        np.testing.assert_allclose(a.covariance, b.covariance, rtol=1e-9)
+        assert a.regions.keys() == b.regions.keys()
+        for q in a.regions:
+            for pa, pb in zip(a.regions[q], b.regions[q]):
+                np.testing.assert_allclose(pa, pb)
+
+
+def test_max_people_counts_valid_boxes_only():
+    """Invalid boxes (NaN, empty, off-frame) with the highest scores come first: max_people must
+    still keep the best VALID people, not be used up by boxes that are then skipped."""
+    frame = dot_frame([(50, 50)], shape=(100, 100))
+    boxes = [[np.nan, 0, 5, 5], [0, 0, 0, 10], [200, 200, 10, 10], [10, 10, 40, 40], [20, 20, 30, 50], [5, 5, 50, 60]]
+    scores = [0.99, 0.98, 0.97, 0.4, 0.7, 0.5]
+    pipe = Pipeline(DotRunner(), invalid_boxes="skip", max_people=2)
+    humans = pipe.estimate(frame, boxes, scores)
+    assert [h.box_score for h in humans] == [0.7, 0.5]  # the best two valid ones, best first
+    assert pipe.last_skipped == [0, 1, 2]
+    detector = type("D", (), {"detect": lambda self, f: (np.array(boxes, np.float64), np.array(scores))})()
+    assert [h.box_score for h in Pipeline(DotRunner(), detector=detector, max_people=2)(frame)] == [0.7, 0.5]
+    assert len(Pipeline(DotRunner(), invalid_boxes="skip").estimate(frame, boxes, scores)) == 3  # None: no limit
+    with pytest.raises(InputError, match="max_people"):
+        Pipeline(DotRunner(), max_people=0)
+
+
+def test_codec_and_threshold_come_from_the_runners_model_spec():
+    """A runner whose metadata (checkpoint meta / ONNX sidecar) says padding 1.5 and threshold
+    0.2: the pipeline crops with that padding and gates regions at that threshold; explicit
+    arguments still override."""
+    from probpose_core.spec import codec_settings
+
+    class MetaRunner(DotRunner):
+        meta = {"codec": codec_settings(ProbMapCodec(padding=1.5)), "presence_threshold": 0.2}
+
+    box, frame = [100, 60, 60, 100], dot_frame([(130, 110)])
+    pipe = Pipeline(MetaRunner(presence=0.3))
+    assert pipe.codec.padding == 1.5 and pipe.presence_threshold == 0.2
+    _, center, scale = pipe.crops(frame, [box])
+    np.testing.assert_allclose(scale[0], geometry.bbox_to_center_scale(box, padding=1.5)[1])
+    [h] = pipe.estimate(frame, [box])
+    assert [bool(kp.regions) for kp in h.keypoints] == [k % 2 == 0 for k in range(NUM_KEYPOINTS)]  # 0.3 >= 0.2
+    override = Pipeline(MetaRunner(presence=0.3), codec=ProbMapCodec(), presence_threshold=0.45)
+    assert override.codec.padding == 1.25 and not any(kp.regions for kp in override.estimate(frame, [box])[0].keypoints)
 
 
 def test_heatmap_only_models_take_presence_from_the_map():
@@ -348,20 +320,6 @@ def test_heatmap_only_models_take_presence_from_the_map():
     _, confidence = ProbMapCodec().decode(maps, center[None], scale[None], area=[0.53 * 60 * 100])
     np.testing.assert_allclose([k.presence for k in h.keypoints], confidence[0], rtol=1e-6)
     assert all(k.presence != 0.5 for k in h.keypoints)
-
-
-def test_pipeline_needs_no_torch_for_onnx_runtime_deployments():
-    import subprocess
-    import sys
-
-    code = ("import sys\n"
-            "from probpose_core.pipeline import Pipeline\n"
-            "from probpose_core.runtime.ort_runner import OrtRunner\n"
-            "from probpose_core.detection.onnx_yolo import OnnxYoloDetector\n"
-            "class R:\n    input_size, max_batch, name = (192, 256), 4, 'r'\n"
-            "Pipeline(R())\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # -- heatmap baseline models (map_kind="heatmap": a raw "heatmaps" output) ------------------------------
@@ -415,57 +373,3 @@ def test_read_heatmaps_makes_a_distribution_of_any_heatmap():
     assert (prob_maps >= 0).all() and np.allclose(prob_maps[1, 3], 1.0 / (HM_H * HM_W))
     np.testing.assert_array_equal(prob_maps[0, 0] > 0, heatmaps[0, 0] > 0)
     assert presence[1, 3] == 0.0 and ((quality >= 0) & (quality <= 1)).all()
-
-
-def test_heatmap_model_through_torch_onnx_export_and_ort(tmp_path):
-    import onnx
-    import torch
-
-    from probpose_core.models.checkpoints import save_checkpoint
-    from probpose_core.models.pose_model import build_model, cnn_config
-    from probpose_core.runtime.export import export_onnx, parity_report
-    from probpose_core.runtime.ort_runner import OrtRunner
-    from probpose_core.runtime.torch_runner import TorchRunner
-
-    torch.manual_seed(2)
-    model = build_model(cnn_config(map_kind="heatmap")).eval()
-    with torch.no_grad():  # peaked heatmaps, as a trained model gives
-        model.head.final_layer.weight.normal_(std=3.0)
-    ckpt = save_checkpoint(tmp_path / "hm.pt", model, model.config)
-    onnx_path = export_onnx(model, tmp_path / "hm.onnx")
-    assert [o.name for o in onnx.load(str(onnx_path)).graph.output] == list(model.output_names)
-    assert model.output_names[0] == "heatmaps"
-    sidecar = json.loads(onnx_path.with_suffix(".json").read_text())
-    assert sidecar["output_names"][0] == "heatmaps" and sidecar["sparsemax"] is None
-    images = Pipeline(DotRunner()).crops(dot_frame([(100, 100)]), [[60, 40, 80, 120], [10, 10, 50, 90]])[0]
-    report = parity_report(TorchRunner(model), OrtRunner(onnx_path), images)
-    assert report["max_abs_diff"]["heatmaps"] < 1e-3 and report["keypoints_max_px_diff"] < 0.05
-    ann = FIXTURE / "annotations.json"
-    by_torch = predict_images(FIXTURE / "images", tmp_path / "t.json", ckpt, ann=ann, runtime="torch", progress=False)
-    by_ort = predict_images(FIXTURE / "images", tmp_path / "o.json", onnx_path, ann=ann, runtime="ort", progress=False)
-    assert len(by_torch) == len(by_ort) > 0
-    for t, o in zip(by_torch, by_ort):
-        kt, ko = np.reshape(t["keypoints"], (-1, 3)), np.reshape(o["keypoints"], (-1, 3))
-        np.testing.assert_allclose(ko[:, :2], kt[:, :2], atol=0.05)  # image px
-        np.testing.assert_allclose(ko[:, 2], kt[:, 2], atol=1e-3)  # presence: the map maximum
-        assert ((kt[:, 2] >= 0) & (kt[:, 2] <= 1)).all()
-
-
-def test_predict_cli_with_a_detections_file(tiny_model, tmp_path):
-    """`probpose predict --ann --detections`: one result per kept detection, on its image."""
-    from probpose_core.cli import main
-    from probpose_core.models.checkpoints import save_checkpoint
-
-    ckpt = save_checkpoint(tmp_path / "m.pt", tiny_model, tiny_model.config)
-    gt = json.loads((FIXTURE / "annotations.json").read_text())
-    people = [a for a in gt["annotations"] if not a.get("iscrowd", 0)]
-    dets = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.8} for a in people[1:]]
-    (tmp_path / "dets.json").write_text(json.dumps(dets))
-    out = tmp_path / "pred.json"
-    code = main(["predict", "--images", str(FIXTURE / "images"), "--ann", str(FIXTURE / "annotations.json"),
-                 "--detections", str(tmp_path / "dets.json"), "--out", str(out), "--model", str(ckpt),
-                 "--runtime", "torch"])
-    assert code == 0
-    results = json.loads(out.read_text())
-    assert len(results) == len(dets) == len(people) - 1
-    assert sorted(r["image_id"] for r in results) == sorted(d["image_id"] for d in dets)

@@ -20,7 +20,7 @@ import torch
 from probpose_core.data import load_instances
 from probpose_core.data.dataset import TopDownDataset
 from probpose_core.data.synthetic import write_synthetic_coco
-from probpose_core.evaluation.oks import keypoint_oks
+from probpose_core.oks import keypoint_oks
 from probpose_core.models.checkpoints import codec_from_settings
 from probpose_core.errors import InputError
 from probpose_core.models import build_model, cnn_config, vit_config

@@ -29,7 +29,7 @@ import cv2
 from probpose_core.detection import HogDetector, NanoDetDetector
 from probpose_core.detection.letterbox import letterbox
 from probpose_core.detection.nms import box_iou, finish_detections
-from probpose_core.pipeline import read_image
+from probpose_core.image_io import read_image
 
 LARGE = 96.0 ** 2
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from probpose_core.codec import AREA_FACTOR
-from probpose_core.evaluation.oks import keypoint_oks
+from probpose_core.oks import keypoint_oks
 from probpose_core.keypoints import NUM_KEYPOINTS, SIGMAS
 
 from .distill import Rule, Source, agree, process_images

@@ -34,7 +34,9 @@ from probpose_core.calibration import (Q_GRID, calibration_error, coverage_curve
                                        fit_temperature, plot_coverage_curve, temperature_maps)
 from probpose_core.errors import InputError
 
-from .evaluate import evaluate_model, gt_outputs, logits_runner, model_codec, run_command
+from probpose_core.spec import ModelSpec
+
+from .evaluate import evaluate_model, gt_outputs, logits_runner, run_command
 
 DEFAULT_MAX_INSTANCES = 1000  # logits of 1000 instances: ~210 MB float32
 _CHUNK = 256  # instances per chunk when turning logits into maps
@@ -88,9 +90,10 @@ def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bo
     if not images.is_dir():
         raise InputError(f"images folder not found: {images}")
     model, meta = load_checkpoint(checkpoint)
-    config, codec = meta["config"], model_codec(meta)
+    config, spec = meta["config"], ModelSpec.from_meta(meta)
+    codec = spec.codec
     temperature, fit = meta["temperature"], None
-    if getattr(config, "map_kind", "probmap") != "heatmap":
+    if spec.map_kind != "heatmap":
         instances, _ = load_instances(ann, images_dir=images)
         if not instances:
             raise InputError(f"{ann}: no instance with annotated keypoints and an image file to calibrate on")
@@ -100,7 +103,7 @@ def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bo
         fit = fit_map_temperature(model, instances, images, codec, progress=progress)
         model.head.temperature = fit["head_temperature_after"]
         temperature = fit["head_temperature_after"] / config.temperature
-    runner = TorchRunner(model, meta={"codec": meta["codec"], "presence_threshold": meta["presence_threshold"]})
+    runner = TorchRunner(model, meta=meta)  # the same ModelSpec (codec, heatmap_only) for evaluation
     metrics = evaluate_model(runner, ann, images, flip_test=flip_test, out_dir=plots, progress=progress)
     threshold = float(metrics["presence_threshold"])
     extra = dict(meta["extra"])

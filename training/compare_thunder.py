@@ -51,12 +51,14 @@ import numpy as np
 from probpose_core.data.coco import load_coco
 from probpose_core.errors import InputError
 from probpose_core.evaluation import load_predictions
-from probpose_core.evaluation.exoks import DEFAULT_PRESENCE_THRESHOLD
 from probpose_core.jsonio import dump_json, load_json
 from probpose_core.keypoints import NUM_KEYPOINTS
-from probpose_core.pipeline import HEATMAP_KEY, Pipeline, box_problems, read_heatmaps, read_image
+from probpose_core.image_io import read_image
+from probpose_core.pipeline import Pipeline, box_problems, read_heatmaps
+from probpose_core.runtime.base import HEATMAP_OUTPUT
+from probpose_core.spec import DEFAULT_PRESENCE_THRESHOLD, model_spec
 
-from .evaluate import evaluate_model, keypoint_metrics, model_codec, run_command
+from .evaluate import evaluate_model, keypoint_metrics, run_command
 
 SETS = ("coco_train", "cropcoco")
 COVERAGE_LEVELS = (0.5, 0.9)
@@ -171,8 +173,8 @@ def student_scores(runner, instances, images_dir, codec, flip_test: bool = False
         kpts = np.stack([instances[r].keypoints for r in rows])
         targets = codec.encode(kpts[..., :2], kpts[..., 2].astype(np.int64), [instances[r].area for r in rows],
                                center, scale)
-        if HEATMAP_KEY in result:  # a heatmap baseline: presence as the pipeline reads it (the map maximum)
-            maps = np.asarray(result[HEATMAP_KEY], dtype=np.float64)
+        if HEATMAP_OUTPUT in result:  # a heatmap baseline: presence as the pipeline reads it (the map maximum)
+            maps = np.asarray(result[HEATMAP_OUTPUT], dtype=np.float64)
             out["presence"][rows] = read_heatmaps(codec, maps, center, scale)[1]
         else:
             maps = np.asarray(result["prob_maps"], dtype=np.float64)
@@ -345,9 +347,8 @@ def compare(model, gt, images, out, thunder=None, teachers=None, limit: int | No
         except FileNotFoundError as exc:
             raise InputError(str(exc)) from None
     runner = make_student_runner(model, threads)
-    meta = dict(getattr(runner, "meta", None) or {})
-    codec = model_codec(meta)
-    own_threshold = float(meta.get("presence_threshold", DEFAULT_PRESENCE_THRESHOLD))
+    spec = model_spec(runner)
+    codec, own_threshold = spec.codec, spec.presence_threshold
 
     coco_ann = limit_set(gt, out / "sets" / f"coco_train_first{limit}.json", limit)
     crop_ann, crop_images = cropcoco_twin(coco_ann, images, out / "cropcoco", seed=crop_seed, progress=progress)

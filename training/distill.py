@@ -48,7 +48,7 @@ import numpy as np
 
 from probpose_core.codec import AREA_FACTOR
 from probpose_core.errors import InputError
-from probpose_core.evaluation.oks import keypoint_oks
+from probpose_core.oks import keypoint_oks
 from probpose_core.keypoints import NAMES, NUM_KEYPOINTS, coco_category
 
 HELD_OUT_VIDEO_FRAMES = {"vtest": 600}  # clip stem -> first reserved frame
@@ -281,7 +281,7 @@ def process_images(source: Source, out: Path, teachers, detector, min_box: float
                    measure: bool = False) -> Cache:
     """Stills (``source.ann`` None: detector boxes) or labelled images (annotation boxes and
     labels; ``measure``: only people with keypoints, and no symlinks)."""
-    from probpose_core.pipeline import read_image
+    from probpose_core.image_io import read_image
 
     cache = _cache_for(out, source, teachers, detector, {"min_box": None if source.ann else min_box})
     items = []  # (file_name relative to source.path, people or None)

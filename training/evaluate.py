@@ -5,13 +5,14 @@
 
 Steps (each the one implementation in the house):
 
-1. predictions: :func:`probpose_core.pipeline.predict_images` with the GT boxes of ``--ann``
+1. predictions: :func:`probpose_core.predict.predict_images` with the GT boxes of ``--ann``
    (the paper's protocol, one prediction per GT instance) or with the person boxes and
    scores of ``--detections`` (COCO results format); written to ``predictions.json``.
 2. metrics: :mod:`probpose_core.evaluation` on the written predictions: COCO mAP (equal to
    pycocotools), Ex-mAP at the best presence threshold (``search_presence_threshold``, with the
-   whole Ex-AP-vs-threshold curve) and at the model's own threshold (checkpoint / ONNX sidecar,
-   0.45 for an in-memory model), and the A-E area table of the GT.
+   whole Ex-AP-vs-threshold curve) and at the model's own threshold (its ``spec.ModelSpec``:
+   checkpoint / ONNX sidecar, ``DEFAULT_PRESENCE_THRESHOLD`` for an in-memory model), and the
+   A-E area table of the GT.
 3. calibration, on the GT instances (whatever boxes the predictions used): the model runs
    over the GT boxes' activation windows (:func:`gt_outputs`, the same crops and flip test as
    the pipeline) and is compared with the codec's targets. Presence reliability: predicted
@@ -40,18 +41,19 @@ import numpy as np
 
 from probpose_core.calibration import (GT_BATCH, Q_GRID, brier_score, calibration_error, coverage_curve,
                                        expected_calibration_error, gt_outputs)
-from probpose_core.codec import ProbMapCodec
 from probpose_core.errors import InputError
 from probpose_core.evaluation import format_table, load_gt, load_predictions
 from probpose_core.evaluation.areas import area_table, format_area_table
 from probpose_core.evaluation.cocoeval import METRICS, coco_stats, extended_terms, standard_similarity
-from probpose_core.evaluation.exoks import DEFAULT_PRESENCE_THRESHOLD, ex_oks_from_terms
+from probpose_core.evaluation.exoks import ex_oks_from_terms
 from probpose_core.evaluation.instances import prepare
 from probpose_core.evaluation.threshold import search_presence_threshold
 from probpose_core.geometry import PADDING
 from probpose_core.jsonio import dump_json
-from probpose_core.pipeline import as_runner, predict_images
+from probpose_core.predict import predict_images
+from probpose_core.runtime import as_runner
 from probpose_core.runtime.torch_runner import TorchRunner
+from probpose_core.spec import model_spec
 
 
 # ------------------------------------------------------------------------------ the model
@@ -62,19 +64,11 @@ def logits_runner(model):
 
 
 def make_model_runner(model, runtime: str = "torch"):
-    """``(runner, meta)`` for a checkpoint / ONNX path, a Runner or an in-memory torch PoseModel
-    (:func:`pipeline.as_runner`); meta: the checkpoint meta or ONNX sidecar ({} for a module)."""
+    """``(runner, spec)`` for a checkpoint / ONNX path, a Runner or an in-memory torch PoseModel
+    (:func:`runtime.as_runner`); spec: its :class:`ModelSpec` (checkpoint meta or ONNX sidecar;
+    the defaults, sized to the model, for a bare module)."""
     runner = as_runner(model, runtime)
-    return runner, dict(getattr(runner, "meta", None) or {})
-
-
-def model_codec(meta: dict) -> ProbMapCodec:
-    """The codec recorded with the model (checkpoint meta), else the default one."""
-    if isinstance(meta.get("codec"), dict):
-        from probpose_core.models.checkpoints import codec_from_settings
-
-        return codec_from_settings(meta["codec"])
-    return ProbMapCodec()
+    return runner, model_spec(runner)
 
 
 def calibration_summary(outputs: dict, grid=Q_GRID) -> dict:
@@ -161,14 +155,13 @@ def evaluate_model(model, ann, images, detections=None, flip_test: bool = True, 
         raise InputError(f"images folder not found: {images}")
     gt = load_gt(ann)
     was_training = getattr(model, "training", None)
-    runner, meta = make_model_runner(model, runtime)
-    codec = model_codec(meta)
-    threshold = float(meta.get("presence_threshold", DEFAULT_PRESENCE_THRESHOLD))
+    runner, spec = make_model_runner(model, runtime)
+    codec, threshold = spec.codec, spec.presence_threshold
     try:
         with tempfile.TemporaryDirectory() as tmp:
             pred_path = Path(out_dir or tmp) / "predictions.json"
             predict_images(images, pred_path, runner, ann=ann, detections=detections, progress=progress,
-                           pipeline_kw={"flip_test": flip_test, "codec": codec})
+                           pipeline_kw={"flip_test": flip_test, "spec": spec})
             preds = load_predictions(pred_path, gt)
         metrics = keypoint_metrics(gt, preds, threshold, padding=codec.padding)
         instances, skipped = load_instances(ann, images_dir=images)

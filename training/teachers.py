@@ -171,7 +171,7 @@ def coco_people(gt: dict, min_keypoints: int = 1) -> list[dict]:
 
 def predict_people(teacher, gt: dict, images_dir, people: list[dict]) -> list[np.ndarray]:
     """The teacher's (17, 3) prediction for each GT person, on its GT box."""
-    from probpose_core.pipeline import read_image
+    from probpose_core.image_io import read_image
 
     files = {img["id"]: img["file_name"] for img in gt["images"]}
     cache: dict = {}

@@ -1,6 +1,6 @@
 """TopDownDataset: one augmented 192x256 crop and its ProbPose targets per instance.
 
-A sample is built as: read the image (:func:`pipeline.read_image`, RGB) ->
+A sample is built as: read the image (:func:`image_io.read_image`, RGB) ->
 :func:`transforms.sample_view` (crop augmentation, half-body, flip, scale/shift/rotation of the
 activation window) -> :func:`transforms.warp_image` (one UDP affine incl. flip and rotation) ->
 colour jitter -> :func:`geometry.normalise` -> :meth:`ProbMapCodec.encode` of the keypoints in
@@ -25,7 +25,7 @@ import torch
 from .. import geometry
 from ..codec import ProbMapCodec
 from ..errors import InputError
-from ..pipeline import read_image
+from ..image_io import read_image
 from .transforms import AugmentConfig, aligned_keypoints, colour_jitter, sample_view, warp_image
 
 log = logging.getLogger(__name__)

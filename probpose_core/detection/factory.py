@@ -24,11 +24,15 @@ class FullFrameDetector:
         return np.array([[0.0, 0.0, float(w), float(h)]]), np.ones(1)
 
 
-def make_detector(spec: str = DEFAULT_DETECTOR, score_threshold: float | None = None, threads: int | None = None):
+def make_detector(spec: str = DEFAULT_DETECTOR, score_threshold: float | None = None, threads: int | None = None,
+                  layout: str | None = None):
     """A Detector for ``spec`` (see the module docstring); InputError for anything else.
-    ``score_threshold`` None keeps each detector's own default."""
+    ``score_threshold`` None keeps each detector's own default; ``layout`` is the output layout
+    of a YOLO-style ONNX (``onnx_yolo.LAYOUTS``; None: read from an unambiguous output shape)."""
     spec = str(spec or DEFAULT_DETECTOR)
     kw = {} if score_threshold is None else {"score_threshold": float(score_threshold)}
+    if layout is not None and not spec.lower().endswith(".onnx"):
+        raise InputError(f"a detector layout ({layout!r}) applies only to a YOLO-style .onnx detector, not {spec!r}")
     if spec == "nanodet":
         from probpose_core.detection.nanodet import NanoDetDetector
 
@@ -44,5 +48,5 @@ def make_detector(spec: str = DEFAULT_DETECTOR, score_threshold: float | None = 
             raise InputError(f"detector model not found: {spec}")
         from probpose_core.detection.onnx_yolo import OnnxYoloDetector
 
-        return OnnxYoloDetector(spec, threads=threads, **kw)
+        return OnnxYoloDetector(spec, threads=threads, layout=layout or "auto", **kw)
     raise InputError(f"unknown detector {spec!r}: use {', '.join(NAMES)}, or the path of a YOLO-style .onnx")

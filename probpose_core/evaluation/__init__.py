@@ -20,9 +20,10 @@ An independent numpy implementation that reproduces two references number for nu
 Shared protocol (cocoeval.py): OKS thresholds .50:.05:.95, 101 recall points, 20 predictions
 per image, area ranges all/medium/large by GT area, score ties broken by file order (stable).
 
-Modules: oks (the OKS formula, COCO instance OKS), exoks (Ex-OKS), instances (GT/predictions
-as arrays), matching (greedy matching), cocoeval (accumulate/summarize), threshold (presence
-threshold search), predictions (results files), metrics (evaluate, format_table), areas (A-E).
+Modules: exoks (Ex-OKS), instances (GT/predictions as arrays), matching (greedy matching),
+cocoeval (accumulate/summarize), threshold (presence threshold search), predictions (results
+files), metrics (evaluate, format_table), areas (A-E). The OKS formula and COCO instance OKS
+are one level up, in ``probpose_core.oks`` (the codec and the losses use them too).
 """
 from ..data.coco import load_coco as load_gt
 from .metrics import EX_METRICS, evaluate, format_table

@@ -15,7 +15,7 @@ from ..geometry import PADDING
 from .exoks import ExOksTerms, ex_oks_terms
 from .instances import EvalSet
 from .matching import greedy_match
-from .oks import instance_oks
+from ..oks import instance_oks
 
 OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)

@@ -23,9 +23,8 @@ import numpy as np
 
 from ..geometry import PADDING, activation_window
 from ..keypoints import SIGMAS
-from .oks import box_distance_sq, keypoint_oks
-
-DEFAULT_PRESENCE_THRESHOLD = 0.45
+from ..oks import box_distance_sq, keypoint_oks
+from ..spec import DEFAULT_PRESENCE_THRESHOLD
 
 
 def reference_window(bbox, padding: float = PADDING) -> np.ndarray:

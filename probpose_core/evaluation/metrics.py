@@ -4,7 +4,8 @@ import math
 from ..errors import InputError
 from ..geometry import PADDING
 from .cocoeval import METRICS, coco_stats, extended_terms, standard_similarity
-from .exoks import DEFAULT_PRESENCE_THRESHOLD, ex_oks_from_terms
+from ..spec import DEFAULT_PRESENCE_THRESHOLD
+from .exoks import ex_oks_from_terms
 from .instances import prepare
 from .threshold import search_presence_threshold
 

@@ -9,7 +9,8 @@ the highest Ex-AP; ties go to the threshold closest to the official 0.45, then t
 import numpy as np
 
 from .cocoeval import coco_stats
-from .exoks import DEFAULT_PRESENCE_THRESHOLD, ExOksTerms, ex_oks_from_terms
+from ..spec import DEFAULT_PRESENCE_THRESHOLD
+from .exoks import ExOksTerms, ex_oks_from_terms
 from .instances import EvalSet
 
 GRID = np.round(np.arange(21) * 0.05, 2)

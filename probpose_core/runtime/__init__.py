@@ -32,8 +32,8 @@ from .base import (
 
 RUNTIMES = ("ort", "torch", "trt")
 
-__all__ = ["OUTPUT_NAMES", "RUNTIMES", "Runner", "RuntimeUnavailableError", "default_cache_dir", "make_runner",
-           "onnx_for_checkpoint"]
+__all__ = ["OUTPUT_NAMES", "RUNTIMES", "Runner", "RuntimeUnavailableError", "as_runner", "default_cache_dir",
+           "make_runner", "onnx_for_checkpoint"]
 
 
 def default_cache_dir() -> Path:
@@ -101,3 +101,19 @@ def make_runner(model_path, runtime: str = "ort", **kw) -> Runner:
 
     engines = Path(cache_dir) / "trt" if cache_dir is not None else default_cache_dir() / "trt"
     return TrtRunner(onnx_path, engines, **kw)
+
+
+def as_runner(model, runtime: str = "ort") -> Runner:
+    """A Runner from a path (.pt / .onnx, via :func:`make_runner`; empty or None: the shipped
+    model), a Runner (returned as it is), or a torch module (a TorchRunner around it)."""
+    if model is None or model == "":
+        from ..shipped import default_pose_model
+
+        model = default_pose_model()
+    if isinstance(model, (str, Path)):
+        return make_runner(model, runtime=runtime)
+    if hasattr(model, "run"):
+        return model
+    from .torch_runner import TorchRunner
+
+    return TorchRunner(model)

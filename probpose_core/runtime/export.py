@@ -12,8 +12,9 @@
   runners count the maps whose support reached k (``runtime.base.SupportCheck``).
 - The sidecar ``model.json`` says everything a runtime needs to feed the model: input size,
   mean/std on the 0-255 scale, RGB channel order, keypoint names / sigmas / flip index,
-  calibration temperature, presence threshold, model hash, output names, sparsemax variant,
-  exporter version and options (:func:`export_options`, also the auto-export cache's key).
+  calibration temperature, presence threshold, ``heatmap_only``, codec settings (all read back
+  as one ``spec.ModelSpec``), model hash, output names, sparsemax variant, exporter version
+  and options (:func:`export_options`, also the auto-export cache's key).
 - :func:`parity_report` compares torch (exact sparsemax) with ONNX Runtime on every output and
   on the keypoints decoded from both; :func:`export_model` (``probpose export``) writes it into
   the sidecar and prints it, as well as for the optional ORT dynamic-int8 model.
@@ -35,12 +36,14 @@ from ..codec import ProbMapCodec
 from ..errors import InputError
 from ..jsonio import dump_json, load_json
 from ..sparsemax import sparsemax_maps
+from ..spec import ModelSpec, codec_settings
 from .base import INPUT_NAME, WIDE_OUTPUT, file_sha256, load_onnx, sidecar_path
 
 SIDECAR_FORMAT = "probpose-onnx/1"
-#: Bumped whenever the exported graph changes for the same checkpoint and options (2: the
-#: default Sparsemax is exact for every support, TopK over all pixels instead of k = 128).
-EXPORTER_VERSION = 2
+#: Bumped whenever the exported graph or sidecar changes for the same checkpoint and options (2:
+#: the default Sparsemax is exact for every support, TopK over all pixels instead of k = 128;
+#: 3: the sidecar records ``heatmap_only`` and a codec sized to the model).
+EXPORTER_VERSION = 3
 TRT_MAX_TOPK = 3840  # TensorRT 10
 TRT8_MAX_TOPK = 1024  # TensorRT 8.6 (JetPack 5)
 MIN_OPSET = 17
@@ -120,11 +123,12 @@ def _sparsemax_entry(config, options: dict) -> dict | None:
 
 
 def _sidecar(model, names, options: dict, meta: dict | None) -> dict:
-    from ..models.checkpoints import codec_settings, weights_hash
+    from ..models.checkpoints import weights_hash
     from ..models.pose_model import NORMALIZE_MEAN, NORMALIZE_STD
 
     meta = meta or {}
     config = model.config
+    spec = ModelSpec.from_meta(meta, config)  # without meta: the default codec, sized to the model
     kp = meta.get("keypoints") or {"names": list(keypoints.NAMES), "sigmas": keypoints.SIGMAS,
                                    "flip_index": list(keypoints.FLIP_INDEX)}
     return _jsonable({
@@ -146,9 +150,10 @@ def _sidecar(model, names, options: dict, meta: dict | None) -> dict:
         "keypoints": kp,
         "model_temperature": getattr(config, "temperature", None),
         "temperature": float(meta.get("temperature", 1.0)),
-        "presence_threshold": float(meta.get("presence_threshold", 0.45)),
+        "presence_threshold": spec.presence_threshold,
+        "heatmap_only": spec.heatmap_only,
         "model_hash": meta.get("model_hash") or weights_hash(model.state_dict()),
-        "codec": meta.get("codec") or codec_settings(ProbMapCodec()),
+        "codec": codec_settings(spec.codec),
         "config": config.to_dict(),
     })
 
@@ -352,14 +357,14 @@ def export_model(checkpoint_path, onnx_path, int8: bool = False, *, sparsemax_to
     into the sidecar(s) and printed through ``log``. ``sparsemax_topk``: the explicit small-k
     Sparsemax for TensorRT 8.6 (see :func:`export_onnx`). Returns a summary dict.
     """
-    from ..models.checkpoints import codec_from_settings, load_checkpoint
+    from ..models.checkpoints import load_checkpoint
     from .ort_runner import OrtRunner
     from .torch_runner import TorchRunner
 
     model, meta = load_checkpoint(checkpoint_path)
     onnx_path = Path(onnx_path)
     export_onnx(model, onnx_path, sparsemax_topk=sparsemax_topk, meta=meta)
-    codec = codec_from_settings(meta["codec"])
+    codec = ModelSpec.from_meta(meta).codec
     reference = TorchRunner(model)
     images = sample_images(4, model.config.input_size)
     summary = {"onnx": str(onnx_path), "parity": parity_report(reference, OrtRunner(onnx_path), images, codec),
