@@ -33,6 +33,8 @@ INSTALL = ROOT / "install"
 _PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 MSGS_LIB = INSTALL / "probpose_msgs" / "lib"
 MSGS_SITE = MSGS_LIB / _PY / "site-packages"
+HRI_LIB = INSTALL / "hri_msgs" / "lib"  # the REP-155 fallback, built where no hri_msgs is installed
+HRI_SITE = HRI_LIB / _PY / "site-packages"
 
 DOMAIN_ID = int(os.environ.get("PROBPOSE_TEST_DOMAIN_ID") or 1 + os.getpid() % 100)
 
@@ -51,15 +53,20 @@ def _use_install_tree() -> None:
         return  # a real ROS workspace sourced by the user, or not built: imports decide
     loaded_at_start = str(MSGS_LIB) in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
     _prepend("AMENT_PREFIX_PATH", INSTALL / "probpose_ros", INSTALL / "probpose_msgs", sys.prefix)
-    _prepend("PYTHONPATH", MSGS_SITE)
-    _prepend("LD_LIBRARY_PATH", MSGS_LIB)
-    if str(MSGS_SITE) not in sys.path:
-        sys.path.insert(0, str(MSGS_SITE))
-    if not loaded_at_start:
-        # The loader read LD_LIBRARY_PATH at start-up; rosidl dlopens type supports by bare name,
-        # which finds a library already loaded under that soname (they carry $ORIGIN RPATHs).
-        for lib in sorted(MSGS_LIB.glob("lib*.so")):
-            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+    libs = [(MSGS_LIB, MSGS_SITE)]
+    if HRI_SITE.is_dir():
+        _prepend("AMENT_PREFIX_PATH", INSTALL / "hri_msgs")
+        libs.append((HRI_LIB, HRI_SITE))
+    for lib_dir, site in libs:
+        _prepend("PYTHONPATH", site)
+        _prepend("LD_LIBRARY_PATH", lib_dir)
+        if str(site) not in sys.path:
+            sys.path.insert(0, str(site))
+        if not loaded_at_start:
+            # The loader read LD_LIBRARY_PATH at start-up; rosidl dlopens type supports by bare name,
+            # which finds a library already loaded under that soname (they carry $ORIGIN RPATHs).
+            for lib in sorted(lib_dir.glob("lib*.so")):
+                ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
 
 
 def _check_ros() -> str | None:
