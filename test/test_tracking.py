@@ -308,3 +308,18 @@ def test_real_clip_id_switches_per_100_frames(clip, shipped_pipeline):
     assert people >= REAL_FRAMES  # someone was found in the clip
     assert tracked >= 0.5 * later  # most detections are on a confirmed track
     assert 100 * jumps / len(frames) <= 5.0
+
+
+def test_tracking_lifting_and_keep_out_import_no_torch_and_no_ros():
+    """What the node calls per frame for ids, 3D keypoints and capsules needs numpy / scipy only."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nimport probpose_core.tracking, probpose_core.lifting, probpose_core.keep_out\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = {m.split(".")[0] for m in json.loads(done.stdout.strip().splitlines()[-1])}
+    assert not loaded & {"torch", "rclpy", "probpose_ros", "onnxruntime"}
