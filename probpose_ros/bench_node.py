@@ -66,12 +66,13 @@ def measure(people: int, visualise: bool, frames: int, model: str = "", detector
     from visualization_msgs.msg import MarkerArray
 
     from probpose_msgs.msg import HumanArray
-    from probpose_ros.pose_node import Timings, _node_class
+    from probpose_ros.pose_node import PoseNode
+    from probpose_ros.worker import Timings
 
     model_arg = ["-p", f"model:={model}"] if model else []  # empty: the node's default, the shipped model
     rclpy.init(args=["bench", "--ros-args", *model_arg, "-p", f"detector:={detector}",
                      "-p", f"max_people:={people}", "-r", "image:=/bench/none"])
-    node = _node_class()()
+    node = PoseNode()
     try:
         node.timings = Timings(size=frames + WARMUP)
         got = {"humans": [], "markers": 0, "images": 0}

@@ -23,13 +23,9 @@ Empty markers are left out. The array starts with a DELETEALL marker (``clear=Tr
 who left the image disappear at once, and every marker has ``lifetime`` so all of them vanish
 when the node stops publishing.
 
-The content is computed once as plain data (:func:`marker_data`: one dict per marker, the
-plain data of :mod:`probpose_ros.cdr`, arrays for points and colours), then either written as
-CDR bytes (``cdr.encode(MarkerArray, {"markers": data})``, what the node publishes) or turned
-into message objects (:func:`markers_to_msg`; :func:`humans_to_markers` does both steps).
-Building Marker objects costs ~30-70 us per marker and ~2-3 us per Point / ColorRGBA, so there
-are few markers (lists, not one marker per keypoint or outline); the objects share their
-header, pose, scale, lifetime and colour objects within an array: treat it as read-only.
+The markers are plain message objects, one per marker, built straight from the people's
+arrays (points and colours computed with numpy); there are few of them (lists, not one marker
+per keypoint or outline).
 """
 import math
 
@@ -42,29 +38,20 @@ from visualization_msgs.msg import Marker, MarkerArray
 from probpose_core.keypoints import SKELETON
 from probpose_core.overlay import BOX_RGB, presence_colors
 
-from .messages import layout_known, fast_xy, header_data, order_humans, plain_header, regions_at, shallow_copy
+from .messages import copy_header, order_humans, regions_at
 
 TEXT_RGB = (255, 255, 255)
-IDENTITY = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # a Pose as plain data: position, orientation (x, y, z, w)
-
-_point = fast_xy(Point)
 _SKELETON = np.asarray(SKELETON, dtype=np.intp).reshape(-1, 2)
-
-
-def duration_parts(seconds: float) -> tuple[int, int]:
-    """Seconds -> ``(sec, nanosec)`` of a ``builtin_interfaces/Duration``."""
-    sec = math.floor(seconds)
-    return int(sec), int(round((seconds - sec) * 1e9)) % 1_000_000_000
 
 
 def to_duration(seconds: float) -> Duration:
     """Seconds -> ``builtin_interfaces/Duration``."""
-    sec, nanosec = duration_parts(seconds)
-    return Duration(sec=sec, nanosec=nanosec)
+    sec = math.floor(seconds)
+    return Duration(sec=int(sec), nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
 
 
 def rgba(rgb, alpha: float = 1.0) -> tuple:
-    """8-bit ``(r, g, b)`` -> ``(r, g, b, a)`` in [0, 1] (a ColorRGBA as plain data)."""
+    """8-bit ``(r, g, b)`` -> ``(r, g, b, a)`` in [0, 1]."""
     r, g, b = rgb
     return (r / 255.0, g / 255.0, b / 255.0, float(alpha))
 
@@ -92,112 +79,68 @@ def outline_edges(sizes) -> np.ndarray:
     return np.stack([vertex[keep], nxt[keep]], axis=1).reshape(-1)
 
 
-def marker_data(humans, header, presence_threshold: float = 0.5, credible_level: float | None = 0.5,
-                pixel_size: float = 0.001, lifetime: float = 0.5, point_px: float = 6.0, line_px: float = 2.0,
-                text_px: float = 14.0, clear: bool = True) -> list[dict]:
-    """The markers of the people ``humans (list[Human], image px)`` of the image with ``header``
-    as plain data (one dict of Marker fields per marker; ``points (M, 3)`` float64,
-    ``colors (M, 4)`` float32 arrays; fields left out keep Marker's defaults).
+def humans_to_markers(humans, header, presence_threshold: float = 0.5, credible_level: float | None = 0.5,
+                      pixel_size: float = 0.001, lifetime: float = 0.5, point_px: float = 6.0, line_px: float = 2.0,
+                      text_px: float = 14.0, clear: bool = True) -> MarkerArray:
+    """The ``MarkerArray`` of the people ``humans (list[Human], image px)`` of the image with ``header``.
 
     pixel_size: metres per pixel; lifetime: seconds a marker stays without being refreshed;
     point_px / line_px / text_px: sphere diameter, line width and text height in pixels.
     """
-    shared = {"header": header_data(header), "action": Marker.ADD, "pose": IDENTITY,
-              "lifetime": duration_parts(lifetime), "frame_locked": False}
-
-    def marker(ns: str, marker_id: int, kind: int, width_px: float, **fields) -> dict:
+    def marker(ns: str, marker_id: int, kind: int, width_px: float, points=None, colors=None, color=None,
+               text: str = "", at=(0.0, 0.0)) -> Marker:
+        """One ADD marker; ``points (M, 3)`` on the plane, ``colors (M, 4)`` per vertex or one ``color``."""
         size = width_px * pixel_size
-        return dict(shared, ns=ns, id=marker_id, type=kind, scale=(size, size, size), **fields)
+        m = Marker(header=copy_header(header), ns=ns, id=marker_id, type=kind, action=Marker.ADD,
+                   scale=Vector3(x=size, y=size, z=size), lifetime=to_duration(lifetime), text=text,
+                   pose=Pose(position=Point(x=at[0], y=at[1])))  # orientation: identity (the default)
+        if points is not None:
+            m.points = [Point(x=x, y=y, z=z) for x, y, z in points.tolist()]
+        if colors is not None:
+            m.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in colors.tolist()]
+        if color is not None:
+            m.color = ColorRGBA(r=color[0], g=color[1], b=color[2], a=color[3])
+        return m
 
-    markers = [dict(shared, action=Marker.DELETEALL)] if clear else []
+    out = [Marker(header=copy_header(header), action=Marker.DELETEALL, lifetime=to_duration(lifetime))] if clear else []
     for i, h in enumerate(order_humans(humans)):
-        xyp = np.array([(k.x, k.y, k.presence) for k in h.keypoints], dtype=np.float64).reshape(-1, 3)
-        xy, presence = xyp[:, :2], xyp[:, 2]
-        present = presence >= presence_threshold
-        colors = np.ones((len(xy), 4), dtype=np.float32)  # ColorRGBA holds float32
-        if len(xy):
-            colors[:, :3] = np.array(presence_colors(presence), dtype=np.float64) / 255.0
-        points = _on_plane(xy, pixel_size)
-        markers.append(marker("keypoints", i, Marker.SPHERE_LIST, point_px, points=points, colors=colors))
-
-        limbs = _SKELETON[(_SKELETON < len(xy)).all(axis=1)]
+        points, colors, present = _keypoints_on_plane(h, presence_threshold, pixel_size)
+        out.append(marker("keypoints", i, Marker.SPHERE_LIST, point_px, points, colors))
+        limbs = _SKELETON[(_SKELETON < len(points)).all(axis=1)]
         ends = limbs[present[limbs].all(axis=1)].reshape(-1)
         if len(ends):
-            markers.append(marker("skeleton", i, Marker.LINE_LIST, line_px, points=points[ends], colors=colors[ends]))
-
+            out.append(marker("skeleton", i, Marker.LINE_LIST, line_px, points[ends], colors[ends]))
         if credible_level:
-            level = float(credible_level)
-            polys = [(k, np.asarray(poly, dtype=np.float64).reshape(-1, 2)) for k in np.flatnonzero(present).tolist()
-                     for poly in regions_at(h.keypoints[k].regions, level)]
-            if polys:
-                sizes = [len(poly) for _, poly in polys]
-                edges = outline_edges(sizes)
-                if len(edges):
-                    corners = _on_plane(np.concatenate([poly for _, poly in polys]), pixel_size)
-                    owner = np.repeat([k for k, _ in polys], sizes)  # the keypoint of every corner
-                    markers.append(marker("regions", i, Marker.LINE_LIST, line_px / 2, points=corners[edges],
-                                          colors=colors[owner[edges]]))
-
+            corners, owner = _region_edges(h, present, float(credible_level), pixel_size)
+            if len(corners):
+                out.append(marker("regions", i, Marker.LINE_LIST, line_px / 2, corners, colors[owner]))
         x, y, w, bh = (float(v) for v in h.bbox)
-        markers.append(marker("boxes", i, Marker.LINE_STRIP, line_px, color=rgba(BOX_RGB),
-                              points=_on_plane([(x, y), (x + w, y), (x + w, y + bh), (x, y + bh), (x, y)], pixel_size)))
-        markers.append(marker("ids", i, Marker.TEXT_VIEW_FACING, text_px, color=rgba(TEXT_RGB),
-                              text=f"{i} {float(h.box_score):.2f}",
-                              pose=(x * pixel_size, (y - text_px) * pixel_size, 0.0, 0.0, 0.0, 0.0, 1.0)))
-    return markers
-
-
-class _Shared(dict):
-    """plain value -> one message object made by ``make(value)`` and shared (few distinct ones)."""
-
-    def __init__(self, make):
-        super().__init__()
-        self.make = make
-
-    def __missing__(self, key):
-        self[key] = value = self.make(key)
-        return value
-
-
-def _pose(p) -> Pose:
-    pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p[:3])
-    o = pose.orientation
-    o.x, o.y, o.z, o.w = (float(v) for v in p[3:])
-    return pose
-
-
-def markers_to_msg(data: list[dict]) -> MarkerArray:
-    """:func:`marker_data` -> ``MarkerArray`` of message objects (shared sub-objects: read-only)."""
-    slot = "_" if layout_known(Marker) else ""  # rosidl's slots set directly: no per-field checks
-    colours = _Shared(lambda c: ColorRGBA(r=c[0], g=c[1], b=c[2], a=c[3]))
-    vectors = _Shared(lambda v: Vector3(x=v[0], y=v[1], z=v[2]))
-    poses = _Shared(_pose)
-    protos = _Shared(lambda key: Marker(header=plain_header({"stamp": key[0], "frame_id": key[1]}),
-                                        lifetime=Duration(sec=key[2][0], nanosec=key[2][1])))
-    out = []
-    for d in data:
-        hdr = d.get("header", {"stamp": (0, 0), "frame_id": ""})
-        m = shallow_copy(protos[tuple(hdr["stamp"]), hdr["frame_id"], tuple(d.get("lifetime", (0, 0)))])
-        fields = {"ns": str(d.get("ns", "")), "id": int(d.get("id", 0)), "type": int(d.get("type", 0)),
-                  "action": int(d.get("action", 0)), "frame_locked": bool(d.get("frame_locked", False)),
-                  "text": str(d.get("text", "")), "pose": poses[tuple(map(float, d.get("pose", IDENTITY)))],
-                  "scale": vectors[tuple(map(float, d.get("scale", (0.0, 0.0, 0.0))))],
-                  "color": colours[tuple(map(float, d.get("color", (0.0,) * 4)))]}
-        if "points" in d:
-            xyz = np.asarray(d["points"], np.float64).reshape(-1, 3).tolist()
-            fields["points"] = [_point(x, y, z) for x, y, z in xyz]
-        if "colors" in d:
-            rgba_rows = np.asarray(d["colors"], np.float64).reshape(-1, 4).tolist()
-            fields["colors"] = [colours[c] for c in map(tuple, rgba_rows)]
-        for name, value in fields.items():
-            setattr(m, slot + name, value)
-        out.append(m)
+        out.append(marker("boxes", i, Marker.LINE_STRIP, line_px, color=rgba(BOX_RGB),
+                          points=_on_plane([(x, y), (x + w, y), (x + w, y + bh), (x, y + bh), (x, y)], pixel_size)))
+        out.append(marker("ids", i, Marker.TEXT_VIEW_FACING, text_px, color=rgba(TEXT_RGB),
+                          text=f"{i} {float(h.box_score):.2f}", at=(x * pixel_size, (y - text_px) * pixel_size)))
     return MarkerArray(markers=out)
 
 
-def humans_to_markers(humans, header, presence_threshold: float = 0.5, credible_level: float | None = 0.5,
-                      **options) -> MarkerArray:
-    """``MarkerArray`` objects of the people ``humans`` (:func:`marker_data` with the same
-    arguments, then :func:`markers_to_msg`)."""
-    return markers_to_msg(marker_data(humans, header, presence_threshold, credible_level, **options))
+def _keypoints_on_plane(human, presence_threshold: float, pixel_size: float):
+    """``points (K, 3)`` float64 on the image plane, ``colors (K, 4)`` float32 (presence colour,
+    ColorRGBA holds float32) and ``present (K,)`` bool of the keypoints of ``human``."""
+    xyp = np.array([(k.x, k.y, k.presence) for k in human.keypoints], dtype=np.float64).reshape(-1, 3)
+    colors = np.ones((len(xyp), 4), dtype=np.float32)
+    if len(xyp):
+        colors[:, :3] = np.array(presence_colors(xyp[:, 2]), dtype=np.float64) / 255.0
+    return _on_plane(xyp[:, :2], pixel_size), colors, xyp[:, 2] >= presence_threshold
+
+
+def _region_edges(human, present: np.ndarray, level: float, pixel_size: float):
+    """LINE_LIST vertices ``(2 * edges, 3)`` of the outlines at ``level`` of the present keypoints
+    of ``human`` and, per vertex, the index of its keypoint (for its colour)."""
+    polys = [(k, np.asarray(poly, dtype=np.float64).reshape(-1, 2)) for k in np.flatnonzero(present).tolist()
+             for poly in regions_at(human.keypoints[k].regions, level)]
+    if not polys:
+        return np.zeros((0, 3)), np.zeros(0, np.intp)
+    sizes = [len(poly) for _, poly in polys]
+    edges = outline_edges(sizes)
+    corners = _on_plane(np.concatenate([poly for _, poly in polys]), pixel_size)
+    owner = np.repeat([k for k, _ in polys], sizes)
+    return corners[edges], owner[edges]

@@ -13,8 +13,7 @@ from std_msgs.msg import Header
 from probpose_core.keypoints import NAMES
 from probpose_core.results import Human, Keypoint
 from probpose_ros.image_conversion import msg_to_rgb
-from probpose_ros.messages import (copy_header, fast_message, fast_xy, humans_to_msg, msg_to_humans, order_humans,
-                                  rgb8_canvas, rgb8_image_msg, rgb_to_image_msg, shallow_copy)
+from probpose_ros.messages import copy_header, humans_to_msg, msg_to_humans, order_humans, rgb_to_image_msg
 
 SQUARE = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], dtype=np.float64)  # area 100
 TRIANGLE = np.array([[0, 0], [2, 0], [0, 2]], dtype=np.float64)             # area 2
@@ -163,67 +162,3 @@ def test_image_message(encoding):
         assert (back[..., 0] == back[..., 1]).all() and back.shape == rgb.shape
     else:
         np.testing.assert_array_equal(back, rgb)
-
-
-def test_fast_constructors_equal_the_generated_ones():
-    from geometry_msgs.msg import Point, Point32, Polygon
-
-    from probpose_msgs.msg import Human as HumanMsg
-    from probpose_msgs.msg import Keypoint as KeypointMsg
-
-    for cls in (Point, Point32):
-        fast = fast_xy(cls)(1.5, -2.25)
-        assert type(fast) is cls and fast == cls(x=1.5, y=-2.25, z=0.0) == roundtrip(fast)
-    poly = fast_message(Polygon)(points=[fast_xy(Point32)(1.0, 2.0)])
-    assert poly == Polygon(points=[Point32(x=1.0, y=2.0)]) == roundtrip(poly)
-    fields = dict(name="nose", x=1.0, y=2.0, presence=0.5, visibility=0.25, oks_quality=0.75,
-                  covariance=np.arange(4, dtype=np.float32), credible_level=0.5, credible_region=[poly])
-    kp = fast_message(KeypointMsg)(**fields)
-    assert kp == KeypointMsg(**fields) == roundtrip(kp)
-    human = fast_message(HumanMsg)(id=3, bbox=np.ones(4, np.float32), score=0.5, keypoints=[kp] * 17)
-    assert human == HumanMsg(id=3, bbox=np.ones(4, np.float32), score=0.5, keypoints=[kp] * 17) == roundtrip(human)
-    partial = fast_message(KeypointMsg)(name="nose")  # not every field given: the generated constructor
-    assert partial == KeypointMsg(name="nose") == roundtrip(partial)
-    twin = shallow_copy(human)
-    assert twin == human and twin is not human and twin.keypoints is human.keypoints
-    twin.id = 4
-    assert human.id == 3 and roundtrip(twin).id == 4
-
-
-def test_fast_constructors_fall_back_for_an_unknown_layout():
-    class Other:
-        __slots__ = ("_x", "_y", "_z")  # no _check_fields: not the layout the fast path knows
-
-        def __init__(self, x=0.0, y=0.0, z=0.0):
-            self._x, self._y, self._z = x, y, z
-
-        @classmethod
-        def get_fields_and_field_types(cls):
-            return {"x": "double", "y": "double", "z": "double"}
-
-    assert fast_message(Other) is Other
-    twin = shallow_copy(Other(1.0))
-    assert type(twin) is Other and twin._x == 1.0
-    p = fast_xy(Other)(1.0, 2.0)
-    assert (p._x, p._y, p._z) == (1.0, 2.0, 0.0)
-
-
-def test_annotated_image_is_drawn_in_the_message_buffer():
-    frame = np.random.default_rng(2).integers(0, 256, (6, 9, 3), dtype=np.uint8)
-    before = frame.copy()
-    data, canvas = rgb8_canvas(frame)
-    canvas[2, 3] = (1, 2, 3)  # drawing after the copy ...
-    msg = roundtrip(rgb8_image_msg(data, canvas.shape, header(sec=5)))
-    np.testing.assert_array_equal(frame, before)  # ... leaves the frame alone ...
-    expected = before.copy()
-    expected[2, 3] = (1, 2, 3)
-    np.testing.assert_array_equal(msg_to_rgb(msg), expected)  # ... and is what gets published
-    assert (msg.encoding, msg.step, msg.width, msg.height, msg.header.stamp.sec) == ("rgb8", 27, 9, 6, 5)
-    with pytest.raises(ValueError):
-        rgb8_image_msg(data, (6, 10, 3), header())
-    with pytest.raises(ValueError):
-        rgb8_canvas(frame.astype(np.float32))
-    own = frame.copy()  # an (H, W, 3) array works as the buffer too ...
-    np.testing.assert_array_equal(msg_to_rgb(roundtrip(rgb8_image_msg(own, own.shape, header()))), frame)
-    with pytest.raises(ValueError):  # ... when C-contiguous
-        rgb8_image_msg(np.zeros((9, 6, 3), np.uint8).transpose(1, 0, 2), (6, 9, 3), header())

@@ -5,63 +5,16 @@ The harness (processes, environments, :class:`~ros_harness.Probe`) is in ros_har
 importable and skips, or in CI fails, when ROS is unavailable).
 """
 import subprocess
-import threading
 import time
 
 import numpy as np
-import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from ros_harness import (ROOT, TIMEOUT, child_env, image_msg, installed_executable, output, replay_cmd, sensor_qos,
                          start_node, stamp_ns, stop, write_video)
 
-from probpose_core.detection import FullFrameDetector, make_detector
-from probpose_ros.pose_node import PARAMETERS, LatestFrame, annotate, image_canvas, parameter_defaults, top_people
+from probpose_ros.pose_node import PARAMETERS, parameter_defaults
 
 
-# -- ROS-free parts ----------------------------------------------------------------------
-@given(st.lists(st.sampled_from(["put", "take"]), max_size=60))
-def test_latest_frame_keeps_only_the_newest_and_counts_drops(ops):
-    slot, taken, pending, n = LatestFrame(), [], None, 0
-    for op in ops:
-        if op == "put":
-            n += 1
-            slot.put(n)
-            pending = n
-        elif pending is not None:  # take only when something is there (take blocks otherwise)
-            taken.append(slot.take())
-            assert taken[-1] == pending  # always the newest frame
-            pending = None
-    assert slot.received == n
-    assert slot.dropped + len(taken) + (pending is not None) == n
-    assert taken == sorted(taken)
-
-
-def test_latest_frame_close_wakes_the_worker():
-    slot = LatestFrame()
-    got = []
-    worker = threading.Thread(target=lambda: got.append(slot.take()))
-    worker.start()
-    slot.close()
-    worker.join(5.0)
-    assert not worker.is_alive() and got == [None]
-    slot.put(1)
-    assert slot.take(timeout=0.01) is None  # closed: nothing more is handed out
-
-
-def test_detectors_and_top_people():
-    boxes, scores = FullFrameDetector().detect(np.zeros((48, 64, 3), np.uint8))
-    assert boxes.tolist() == [[0, 0, 64, 48]] and scores.tolist() == [1.0]
-    assert make_detector("hog").name == "hog"
-    with pytest.raises(Exception, match="unknown detector"):
-        make_detector("yolo")
-    with pytest.raises(Exception, match="not found"):
-        make_detector("/nonexistent/yolo.onnx")
-    b, s = top_people(np.arange(16.0).reshape(4, 4), [0.2, 0.9, 0.5, 0.9], 3)
-    assert s.tolist() == [0.9, 0.9, 0.5] and b[:, 0].tolist() == [4.0, 12.0, 8.0]
-    assert top_people(np.zeros((0, 4)), [], 5)[0].shape == (0, 4)
-
-
+# -- parameters --------------------------------------------------------------------------
 def test_parameters_have_descriptions_and_unique_names():
     names = [p.name for p in PARAMETERS]
     assert len(names) == len(set(names))
@@ -69,30 +22,6 @@ def test_parameters_have_descriptions_and_unique_names():
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz"} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
-
-
-def test_annotate_draws_on_a_copy():
-    from probpose_core.results import Human, Keypoint
-
-    frame = np.zeros((60, 80, 3), np.uint8)
-    kps = [Keypoint(name=f"k{i}", x=10 + 3 * i, y=30, presence=0.9, visibility=0.9, oks_quality=0.5,
-                    regions={0.5: [np.array([[5.0, 5], [20, 5], [20, 20]])]}) for i in range(17)]
-    out = annotate(frame, [Human(bbox=(2, 2, 70, 50), score=0.5, keypoints=kps)], 0.5)
-    assert out.any() and not frame.any()
-
-
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
-def test_annotated_image_never_draws_on_the_received_message(encoding):
-    from probpose_ros.image_conversion import msg_to_rgb
-
-    msg = image_msg(np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8), 1, encoding=encoding)
-    received = bytes(msg.data)
-    frame = msg_to_rgb(msg)
-    data, canvas = image_canvas(frame, msg.data)
-    canvas[:] = 7
-    assert bytes(msg.data) == received
-    assert (canvas is frame) == (encoding == "bgr8")  # a converted frame is the node's own: drawn in place
-    assert bytes(memoryview(data)) == bytes(7 for _ in range(6 * 8 * 3))
 
 
 # -- real processes over DDS ------------------------------------------------------------
@@ -203,8 +132,12 @@ def test_replay_compressed_to_node(domain, probe, tiny_model, tmp_path):
     assert code == 0, output(node)
 
 
+FIRST = 1_000_000_000_000  # the stamp (ns) of the overload test's first frame
+
+
 def test_overload_latest_frame_wins(domain, probe, tiny_model, tmp_path):
-    """Frames at ~2.5x the node's rate: drops are counted and the published results stay fresh."""
+    """Frames at 2.5x the node's rate: drops are counted and the published results stay fresh
+    (counts of frames, not wall-clock bounds: the machine is shared)."""
     from sensor_msgs.msg import Image
 
     _subscribe_outputs(probe)
@@ -217,32 +150,34 @@ def test_overload_latest_frame_wins(domain, probe, tiny_model, tmp_path):
         pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
         assert probe.wait_for(lambda: pub.get_subscription_count() >= 1, proc=node)
         frame = np.zeros((240, 320, 3), np.uint8)
-        sent = {}
+        frames = int(seconds * input_hz)
         t0 = time.perf_counter()
-        for i in range(int(seconds * input_hz)):
+        for i in range(frames):  # frame i has stamp FIRST + i ms
             time.sleep(max(0.0, t0 + i / input_hz - time.perf_counter()))
-            stamp = 1_000_000_000_000 + i * 10**6
-            sent[stamp] = time.perf_counter()
-            pub.publish(image_msg(frame, stamp))
+            pub.publish(image_msg(frame, FIRST + i * 10**6))
+        done_sending = time.time()
 
-        def settled():  # every frame the node received is accounted for: published or dropped
+        def settled():  # a status from after the last frame, in which every frame the node received
+            statuses = [m for m in probe.messages("/diagnostics")  # is accounted for: published or dropped
+                        if m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec > done_sending + 0.5]
             d = {k: int(v) for k, v in probe.diagnostics().items() if k.startswith(("frames_", "dropped_frames"))}
-            return (d.get("frames_received", 0) >= 0.8 * len(sent)
-                    and d["frames_received"] == d["frames_published"] + d["dropped_frames"])
+            return bool(statuses) and d["frames_received"] == d["frames_published"] + d["dropped_frames"] > 0
 
         assert probe.wait_for(settled, proc=node), probe.diagnostics()
-        diag = probe.diagnostics()
-        received = [(stamp_ns(m.header), t) for m, t in probe.received["/humans/keypoints"]]
-        staleness = [t - sent[s] for s, t in received]
-        print(f"overload: sent {len(sent)}, node received {diag['frames_received']}, dropped {diag['dropped_frames']}, "
-              f"published {len(received)}, staleness max {max(staleness) * 1e3:.0f} ms, diagnostics {diag}")
-        assert len(received) <= rate_hz * (seconds + 1.5)  # the rate limit holds ...
-        assert int(diag["dropped_frames"]) >= 0.25 * len(sent)  # ... and the rest is counted as dropped
-        # latest frame wins: results are never older than a few processing periods (a queue would
-        # reach ~(1 - rate/input) * seconds = 2.4 s behind by the end). The bound leaves room for
-        # a busy 2-core CI machine (typical staleness here: well under 0.3 s).
-        assert max(staleness) < 1.0
-        assert max(m.processing_latency for m in probe.messages("/humans/keypoints")) < 1.0
+        diag = {k: int(v) for k, v in probe.diagnostics().items() if k.startswith(("frames_", "dropped_frames"))}
+        published = diag["frames_published"]
+        assert probe.wait_for(lambda: len(probe.messages("/humans/keypoints")) >= published, proc=node)  # reliable
+        indices = [(stamp_ns(m.header) - FIRST) // 10**6 for m in probe.messages("/humans/keypoints")]
+        print(f"overload: sent {frames}, node received {diag['frames_received']}, dropped {diag['dropped_frames']}, "
+              f"published {published}, frame indices published {indices}")
+        assert len(indices) == published and indices == sorted(indices)
+        assert published <= rate_hz * (seconds + 1.5)  # the rate limit holds ...
+        assert diag["dropped_frames"] >= 0.25 * diag["frames_received"]  # ... and the rest is counted as dropped
+        # latest frame wins, in frames: between two results the worker skipped the frames that came meanwhile
+        # (a queue hands out every frame in turn: gaps of 1), and the last result is of one of the last frames
+        # sent (a queue would end (1 - rate/input) * frames = 48 frames behind; here a few may be lost in DDS)
+        assert np.median(np.diff(indices)) >= 2, indices
+        assert indices[-1] >= frames - 10, indices
     finally:
         code = stop(node)
     assert code == 0, output(node)

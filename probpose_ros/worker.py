@@ -1,0 +1,104 @@
+"""The ROS-free parts of the pose node's worker (unit-tested without rclpy).
+
+:class:`LatestFrame` is the one-slot buffer between the subscription callback and the worker
+thread; :class:`Timings` keeps the per-frame ``pose`` / ``overhead`` times for /diagnostics and
+the benchmark; :func:`top_people` keeps the best detections; :func:`draw_humans` and
+:func:`image_canvas` make the annotated image.
+"""
+import threading
+from collections import deque
+
+import numpy as np
+
+
+class LatestFrame:
+    """A one-slot buffer between the subscription callback and the worker.
+
+    ``put`` replaces an unprocessed frame (counted in ``dropped``); ``take`` blocks until a
+    frame is there (or ``close``), then empties the slot. Thread-safe.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self.closed = False
+        self.received = 0
+        self.dropped = 0
+
+    def put(self, item) -> bool:
+        """Store ``item``; True when it replaced one the worker had not taken (a drop)."""
+        with self._cond:
+            self.received += 1
+            replaced = self._item is not None
+            self.dropped += replaced
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None):
+        """The latest item, or None when closed (or ``timeout`` passed with nothing there)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self.closed, timeout)
+            item, self._item = self._item, None
+            return None if self.closed else item
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+def top_people(boxes, scores, max_people: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``max_people`` highest-scoring ``boxes (M, 4)`` / ``scores (M,)``, best first."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")[:max(0, int(max_people))]
+    return boxes[order], scores[order]
+
+
+class Timings:
+    """Recent per-frame ``pose`` (detector + pipeline) and ``overhead`` (the rest of the node's
+    work) in seconds of wall-clock time, and ``overhead_cpu``: the CPU time of the worker
+    thread in that rest (what the overhead costs without the waits of a busy machine), for
+    /diagnostics and the benchmark."""
+
+    def __init__(self, size: int = 300):
+        self.pose, self.overhead, self.overhead_cpu = deque(maxlen=size), deque(maxlen=size), deque(maxlen=size)
+
+    def add(self, pose: float, overhead: float, overhead_cpu: float = float("nan")) -> None:
+        self.pose.append(pose)
+        self.overhead.append(overhead)
+        self.overhead_cpu.append(overhead_cpu)
+
+    def medians_ms(self) -> dict:
+        """``pose_median_ms`` / ``overhead_median_ms`` / ``overhead_max_ms`` /
+        ``overhead_cpu_median_ms`` as strings ("nan" when empty)."""
+        pose, overhead, cpu = list(self.pose), list(self.overhead), list(self.overhead_cpu)
+        fmt = lambda values, f: f"{f(values) * 1e3:.3f}" if values else "nan"  # noqa: E731
+        return {"pose_median_ms": fmt(pose, np.median), "overhead_median_ms": fmt(overhead, np.median),
+                "overhead_max_ms": fmt(overhead, max), "overhead_cpu_median_ms": fmt(cpu, np.median)}
+
+
+def draw_humans(canvas: np.ndarray, humans, threshold: float, antialias: bool = True) -> np.ndarray:
+    """Draw every human (keypoints, skeleton, regions, box, ``#i``) onto ``canvas (H, W, 3)`` RGB in place."""
+    from probpose_core.overlay import draw_pose
+
+    for i, human in enumerate(humans):
+        kp = human.keypoint_array()
+        regions = [[poly for polys in k.regions.values() for poly in polys] for k in human.keypoints]
+        draw_pose(canvas, kp[:, :2], kp[:, 2], threshold, bbox=human.bbox, regions=regions, label=f"#{i}",
+                  antialias=antialias)
+    return canvas
+
+
+def image_canvas(frame: np.ndarray) -> np.ndarray:
+    """Where to draw the annotated image of ``frame (H, W, 3)``: the frame itself when it is a
+    writable array (a conversion made it, the node's own; the pipeline is done with it), else a
+    copy -- a read-only frame is a view of the received message (rgb8, see
+    :func:`~probpose_ros.image_conversion.image_to_rgb`), which is never drawn on."""
+    return frame if frame.flags.writeable else frame.copy()
+
+
+def annotate(frame: np.ndarray, humans, threshold: float) -> np.ndarray:
+    """A copy of ``frame (H, W, 3)`` RGB with every human drawn (:func:`draw_humans`)."""
+    return draw_humans(frame.copy(), humans, threshold)

@@ -1,0 +1,88 @@
+"""probpose_ros.worker: the pose node's one-slot frame buffer, detection cut and annotated image (no ROS)."""
+import array
+import threading
+import types
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from probpose_core.detection import FullFrameDetector, make_detector
+from probpose_core.results import Human, Keypoint
+from probpose_ros.image_conversion import msg_to_rgb, rgb_to_fields
+from probpose_ros.worker import LatestFrame, Timings, annotate, image_canvas, top_people
+
+
+@given(st.lists(st.sampled_from(["put", "take"]), max_size=60))
+def test_latest_frame_keeps_only_the_newest_and_counts_drops(ops):
+    slot, taken, pending, n = LatestFrame(), [], None, 0
+    for op in ops:
+        if op == "put":
+            n += 1
+            slot.put(n)
+            pending = n
+        elif pending is not None:  # take only when something is there (take blocks otherwise)
+            taken.append(slot.take())
+            assert taken[-1] == pending  # always the newest frame
+            pending = None
+    assert slot.received == n
+    assert slot.dropped + len(taken) + (pending is not None) == n
+    assert taken == sorted(taken)
+
+
+def test_latest_frame_close_wakes_the_worker():
+    slot = LatestFrame()
+    got = []
+    worker = threading.Thread(target=lambda: got.append(slot.take()))
+    worker.start()
+    slot.close()
+    worker.join(5.0)
+    assert not worker.is_alive() and got == [None]
+    slot.put(1)
+    assert slot.take(timeout=0.01) is None  # closed: nothing more is handed out
+
+
+def test_detectors_and_top_people():
+    boxes, scores = FullFrameDetector().detect(np.zeros((48, 64, 3), np.uint8))
+    assert boxes.tolist() == [[0, 0, 64, 48]] and scores.tolist() == [1.0]
+    assert make_detector("hog").name == "hog"
+    with pytest.raises(Exception, match="unknown detector"):
+        make_detector("yolo")
+    with pytest.raises(Exception, match="not found"):
+        make_detector("/nonexistent/yolo.onnx")
+    b, s = top_people(np.arange(16.0).reshape(4, 4), [0.2, 0.9, 0.5, 0.9], 3)
+    assert s.tolist() == [0.9, 0.9, 0.5] and b[:, 0].tolist() == [4.0, 12.0, 8.0]
+    assert top_people(np.zeros((0, 4)), [], 5)[0].shape == (0, 4)
+
+
+def test_annotate_draws_on_a_copy():
+    frame = np.zeros((60, 80, 3), np.uint8)
+    kps = [Keypoint(name=f"k{i}", x=10 + 3 * i, y=30, presence=0.9, visibility=0.9, oks_quality=0.5,
+                    regions={0.5: [np.array([[5.0, 5], [20, 5], [20, 20]])]}) for i in range(17)]
+    out = annotate(frame, [Human(bbox=(2, 2, 70, 50), score=0.5, keypoints=kps)], 0.5)
+    assert out.any() and not frame.any()
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
+def test_annotated_image_never_draws_on_the_received_message(encoding):
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    fields = rgb_to_fields(rgb, encoding)
+    msg = types.SimpleNamespace(**dict(fields, data=array.array("B", fields["data"])))
+    received = bytes(msg.data)
+    frame = msg_to_rgb(msg)
+    canvas = image_canvas(frame)
+    canvas[:] = 7
+    assert bytes(msg.data) == received
+    assert (canvas is frame) == (encoding == "bgr8")  # a converted frame is the node's own: drawn in place
+    assert (canvas == 7).all()
+
+
+def test_timings_medians_and_window():
+    timings = Timings(size=3)
+    assert timings.medians_ms() == {"pose_median_ms": "nan", "overhead_median_ms": "nan", "overhead_max_ms": "nan",
+                                    "overhead_cpu_median_ms": "nan"}
+    for i in range(5):  # only the last 3 stay: pose 0.003 0.004 0.005, overhead 0.0015 0.002 0.0025
+        timings.add(0.001 * (i + 1), 0.0005 * (i + 1), 0.0001)
+    assert timings.medians_ms() == {"pose_median_ms": "4.000", "overhead_median_ms": "2.000",
+                                    "overhead_max_ms": "2.500", "overhead_cpu_median_ms": "0.100"}
