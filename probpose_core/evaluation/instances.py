@@ -99,34 +99,32 @@ def _ranks(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.arange(len(keys)) - starts
 
 
-def prepare(gt: dict, preds: list, extended: bool = False, padding: float = 1.25) -> EvalSet:
-    """Flatten a validated GT dict (see data.coco.validate_coco) and predictions into an EvalSet."""
+def _check_gt(gt: dict) -> None:
+    """What the protocol needs of a GT beyond data.coco.validate_coco: category ids, unique annotation ids."""
     if not all(isinstance(c, dict) and "id" in c for c in gt.get("categories", [])):
         raise InputError("ground truth: every entry of 'categories' needs an 'id'")
     seen_ids = Counter(a.get("id") for a in gt["annotations"])
     if len(seen_ids) != len(gt["annotations"]):
         dup = next(i for i, n in seen_ids.items() if n > 1)
         raise InputError(f"ground truth: annotation id {dup!r} is used twice (COCO tools index annotations by id)")
-    cat_ids = sorted({c["id"] for c in gt.get("categories", [])})
-    cat_index = {c: i for i, c in enumerate(cat_ids)}
-    img_ids = sorted({img["id"] for img in gt["images"]})
-    img_index = {i: n for n, i in enumerate(img_ids)}
-    n_img = max(len(img_ids), 1)
 
-    anns = [a for a in gt["annotations"] if a.get("category_id", 1) in cat_index and a["image_id"] in img_index]
-    gt_key = np.array([cat_index[a.get("category_id", 1)] * n_img + img_index[a["image_id"]] for a in anns],
-                      dtype=np.int64)
-    gt_kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
+
+def _gt_keypoints_and_ignore(anns: list, extended: bool, padding: float):
+    """``keypoints (NG, K, 3)`` with the convention's visibilities, ``crowd (NG,)`` and ``ignore (NG,)``."""
+    kpts = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
     for i, a in enumerate(anns):
-        gt_kpts[i, :, 2] = _gt_visibility(a, gt_kpts[i], extended, padding)
+        kpts[i, :, 2] = _gt_visibility(a, kpts[i], extended, padding)
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
     if extended:
-        ignore = ~(gt_kpts[:, :, 2] > 0).any(axis=1)
+        ignore = ~(kpts[:, :, 2] > 0).any(axis=1)
     else:
         ignore = crowd | np.array([a["num_keypoints"] == 0 for a in anns], dtype=bool)
-    gt_order = np.argsort(gt_key, kind="stable")
+    return kpts, crowd, ignore
 
-    from_bbox = bool(preds) and bool(preds[0].get("bbox"))
+
+def _ranked_predictions(preds: list, group_key, img_index: dict, cat_index: dict, extended: bool):
+    """The predictions the protocol keeps, sorted by group then score (stable) and cut to
+    ``MAX_DETS`` per group: ``(kept, keys (ND,), ranks (ND,), scores (ND,))``."""
     kept = []
     for p in preds:
         if p.get("category_id", 1) not in cat_index:
@@ -136,29 +134,48 @@ def prepare(gt: dict, preds: list, extended: bool = False, padding: float = 1.25
         if extended and not any(c > 0 for c in p["keypoints"][2::3]):
             continue
         kept.append(p)
-    dt_key = np.array([cat_index[p.get("category_id", 1)] * n_img + img_index[p["image_id"]] for p in kept],
-                      dtype=np.int64)
-    dt_score = np.array([p["score"] for p in kept], dtype=np.float64)
-    dt_order = np.lexsort((np.arange(len(kept)), -dt_score, dt_key))
-    _, dt_rank = _ranks(dt_key[dt_order])
-    dt_order = dt_order[dt_rank < MAX_DETS]
-    dt_rank = dt_rank[dt_rank < MAX_DETS]
-    kept = [kept[i] for i in dt_order]
-    dt_key = dt_key[dt_order]
+    key = np.array([group_key(p) for p in kept], dtype=np.int64)
+    score = np.array([p["score"] for p in kept], dtype=np.float64)
+    order = np.lexsort((np.arange(len(kept)), -score, key))
+    _, rank = _ranks(key[order])
+    order, rank = order[rank < MAX_DETS], rank[rank < MAX_DETS]
+    return [kept[i] for i in order], key[order], rank, score[order]
 
-    group_keys = np.unique(np.concatenate([gt_key, dt_key]))
-    gt_group = np.searchsorted(group_keys, gt_key[gt_order])
+
+def _pairs(gt_key_sorted: np.ndarray, dt_key: np.ndarray):
+    """Groups and every (prediction, GT) pair inside a group, from the sorted group keys of the
+    GTs and of the (sorted) predictions: ``group_keys, gt_group, gt_pos, dt_group, pair_dt, pair_gt``."""
+    group_keys = np.unique(np.concatenate([gt_key_sorted, dt_key]))
+    gt_group = np.searchsorted(group_keys, gt_key_sorted)
     dt_group = np.searchsorted(group_keys, dt_key)
     gt_start, gt_pos = _ranks(gt_group)
     gt_count = np.bincount(gt_group, minlength=len(group_keys))
     first_gt = np.zeros(len(group_keys), dtype=np.int64)
     first_gt[gt_group] = gt_start
-
     per_dt = gt_count[dt_group]
-    pair_dt = np.repeat(np.arange(len(kept)), per_dt)
+    pair_dt = np.repeat(np.arange(len(dt_key)), per_dt)
     offsets = np.arange(per_dt.sum()) - np.repeat(np.cumsum(per_dt) - per_dt, per_dt)
-    pair_gt = first_gt[dt_group][pair_dt] + offsets
+    return group_keys, gt_group, gt_pos, dt_group, pair_dt, first_gt[dt_group][pair_dt] + offsets
 
+
+def prepare(gt: dict, preds: list, extended: bool = False, padding: float = 1.25) -> EvalSet:
+    """Flatten a validated GT dict (see data.coco.validate_coco) and predictions into an EvalSet."""
+    _check_gt(gt)
+    cat_ids = sorted({c["id"] for c in gt.get("categories", [])})
+    cat_index = {c: i for i, c in enumerate(cat_ids)}
+    img_ids = sorted({img["id"] for img in gt["images"]})
+    img_index = {i: n for n, i in enumerate(img_ids)}
+    n_img = max(len(img_ids), 1)
+
+    def group_key(entry) -> int:  # category-major, then image: the order pycocotools walks
+        return cat_index[entry.get("category_id", 1)] * n_img + img_index[entry["image_id"]]
+
+    anns = [a for a in gt["annotations"] if a.get("category_id", 1) in cat_index and a["image_id"] in img_index]
+    gt_key = np.array([group_key(a) for a in anns], dtype=np.int64)
+    gt_kpts, crowd, ignore = _gt_keypoints_and_ignore(anns, extended, padding)
+    gt_order = np.argsort(gt_key, kind="stable")
+    kept, dt_key, dt_rank, dt_score = _ranked_predictions(preds, group_key, img_index, cat_index, extended)
+    group_keys, gt_group, gt_pos, dt_group, pair_dt, pair_gt = _pairs(gt_key[gt_order], dt_key)
     dt_kpts = np.array([p["keypoints"] for p in kept], dtype=np.float64).reshape(-1, NUM_KEYPOINTS, 3)
     return EvalSet(
         extended=extended,
@@ -175,8 +192,8 @@ def prepare(gt: dict, preds: list, extended: bool = False, padding: float = 1.25
         dt_group=dt_group,
         dt_rank=dt_rank,
         dt_keypoints=dt_kpts,
-        dt_score=dt_score[dt_order],
-        dt_area=_prediction_areas(kept, dt_kpts, from_bbox),
+        dt_score=dt_score,
+        dt_area=_prediction_areas(kept, dt_kpts, from_bbox=bool(preds) and bool(preds[0].get("bbox"))),
         pair_dt=pair_dt,
         pair_gt=pair_gt,
     )
