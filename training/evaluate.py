@@ -23,9 +23,8 @@ Steps (each the one implementation in the house):
    heatmap made a distribution (what their credible regions come from). A set without
    annotated keypoints gets ``calibration: null``.
 
-``--runtime ort`` runs the ONNX export, whose top-k Sparsemax is exact only while a map's
-support has at most 128 pixels: on untrained or very flat maps its maps (and their coverage)
-differ from torch's.
+``--runtime ort`` runs the ONNX export (its default Sparsemax is exact for every map; an explicit
+small-k top-k export is exact only while a map's support is below k).
 
 ``out_dir`` receives ``metrics.json``, ``predictions.json`` and the PNG plots
 (``presence_reliability.png``, ``map_coverage.png``, ``presence_threshold.png``).
