@@ -222,6 +222,18 @@ def test_row_layouts_are_ambiguous_without_an_explicit_layout(tmp_path, shape):
         OnnxYoloDetector(path, layout="v9")
 
 
+def test_make_detector_passes_the_layout_of_a_yolo_onnx(tmp_path):
+    """An NMS-free (1, 300, 6) export is ambiguous alone; make_detector(..., layout=) names it."""
+    from probpose_core.detection import make_detector
+
+    path = constant_output_graph(tmp_path / "e2e.onnx", np.zeros((1, 300, 6)), (1, 3, 64, 64))
+    with pytest.raises(InputError, match="ambiguous"):
+        make_detector(str(path))
+    assert make_detector(str(path), layout="end2end").layout == "end2end"
+    with pytest.raises(InputError, match="layout.*only to a YOLO-style .onnx"):
+        make_detector("hog", layout="yolov8")
+
+
 def test_yolox_raw_grid(tmp_path):
     cells, strides = yolox_grid((64, 64))
     assert len(cells) == 64 + 16 + 4 and cells[8].tolist() == [0, 1] and strides[70].item() == 16
