@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -162,7 +163,38 @@ def train(config: TrainConfig, resume=None, stop_after: int | None = None) -> di
         D.cleanup(info)
 
 
-def _train(config: TrainConfig, info: D.DistInfo, resume, stop_after) -> dict:
+@dataclass
+class _Run:
+    """What the steps of one training run share (built by :func:`_start`)."""
+
+    config: TrainConfig
+    info: D.DistInfo
+    out: Path
+    codec: ProbMapCodec
+    dataset: object
+    model: torch.nn.Module  # the bare model (grad clipping)
+    net: torch.nn.Module  # the model as trained (DDP-wrapped with several processes)
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    iters_per_epoch: int
+    position: dict  # epoch, batch, iteration, best_metric, best_epoch: the resumable position
+    resumed: bool = False
+    writer: object = None  # TensorBoard, main process only
+    csv_log: CsvLog | None = None
+
+    def checkpoint(self, name: str) -> Path:
+        """Write ``name`` (+ its training state) in the output folder."""
+        path = self.out / name
+        save_state(path, D.unwrap(self.net), self.config, self.codec, self.optimizer, self.scheduler, self.scaler,
+                   self.position, self.info)
+        return path
+
+
+def _start(config: TrainConfig, info: D.DistInfo, resume) -> _Run:
+    """Output folder, seeds, data, model, optimiser, schedule, AMP scaler, the resumed position
+    and (main process) the loggers."""
     run, out = config.run, Path(config.run.out_dir)
     if run.num_threads > 0:
         torch.set_num_threads(run.num_threads)
@@ -203,112 +235,134 @@ def _train(config: TrainConfig, info: D.DistInfo, resume, stop_after) -> dict:
         if info.is_main:
             log.info("resumed from %s at epoch %d batch %d (iteration %d)", ckpt, position["epoch"],
                      position["batch"], position["iteration"])
-    net = D.wrap_model(model, info)
-
-    writer, csv_log = None, None
+    state = _Run(config, info, out, codec, dataset, model, D.wrap_model(model, info), optimizer, scheduler, scaler,
+                 use_amp, iters_per_epoch, position, resumed=ckpt is not None)
     if info.is_main:
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out / "tb"), purge_step=position["iteration"] or None)
-        csv_log = CsvLog(out / "train_log.csv", position["iteration"] if ckpt is not None else None)
+        state.writer = SummaryWriter(str(out / "tb"), purge_step=position["iteration"] or None)
+        state.csv_log = CsvLog(out / "train_log.csv", position["iteration"] if state.resumed else None)
         log.info("model %s, %d iterations per epoch, %d epochs, lr %.3g (global batch %d), device %s, amp %s",
                  config.model.backbone, iters_per_epoch, s.epochs, scaled_lr(config, info.world_size),
                  config.data.batch_size * info.world_size, info.device, use_amp)
+    return state
 
-    def checkpoint(name: str) -> Path:
-        path = out / name
-        save_state(path, D.unwrap(net), config, codec, optimizer, scheduler, scaler, position, info)
-        return path
 
-    iteration, interrupted = position["iteration"], False
-    with StopFlag() as stop:
-        for epoch in range(position["epoch"], s.epochs):
-            start = position["batch"] if epoch == position["epoch"] else 0
-            dataset.set_epoch(epoch)
-            batches = epoch_batches(len(dataset), config.data.batch_size, run.seed, epoch, info)[:iters_per_epoch]
-            loader = make_loader(dataset, batches[start:], config, epoch, info)
-            net.train()
-            replaced, bad_steps, tick, tick_iter = 0, 0, time.perf_counter(), iteration
-            bar = tqdm(total=len(batches), initial=start, desc=f"epoch {epoch + 1}/{s.epochs}", leave=False,
-                       disable=not (info.is_main and run.progress), dynamic_ncols=True)
-            b = start
-            try:
-                for b, batch in enumerate(loader, start=start):
-                    requested = torch.as_tensor(batches[b])
-                    replaced += int((batch["index"] != requested).sum())
-                    batch = _to_device(batch, info.device)
-                    with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
-                        outputs = net(batch["image"])
-                    losses = training_losses(outputs, batch, codec, config.loss)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(losses["total"]).backward()
-                    scaler.unscale_(optimizer)
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip or math.inf)
-                    lr = max(g["lr"] for g in optimizer.param_groups)
-                    if torch.isfinite(grad_norm) or use_amp:  # the AMP scaler skips non-finite steps itself
-                        scaler.step(optimizer)
-                    else:  # gradients are already averaged, so every process skips the same step
-                        bad_steps += 1
-                    scaler.update()
-                    scheduler.step()
-                    iteration += 1
-                    position.update(epoch=epoch, batch=b + 1, iteration=iteration)
-                    if iteration % max(1, run.log_every) == 0 or b + 1 == len(batches):
-                        values = _summary(losses, info)
-                        if not math.isfinite(values["total"]) and info.is_main:
-                            log.warning("non-finite loss at iteration %d: %s", iteration, values)
-                        now = time.perf_counter()
-                        speed = (iteration - tick_iter) * config.data.batch_size * info.world_size / max(now - tick, 1e-9)
-                        tick, tick_iter = now, iteration
-                        if info.is_main:
-                            row = {"iteration": iteration, "epoch": epoch + 1, "lr": lr,
-                                   **{f"loss_{k}": v for k, v in values.items()},
-                                   "grad_norm": float(grad_norm), "samples_per_s": speed}
-                            csv_log.write(row)
-                            for k, v in row.items():
-                                if k not in ("iteration", "epoch"):
-                                    writer.add_scalar(f"train/{k}", v, iteration)
-                            bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}")
-                    bar.update(1)
-                    if _should_stop(stop.requested or (stop_after is not None and iteration >= stop_after), info):
-                        interrupted = True
-                        break
-            except RuntimeError:
-                if not stop.requested:  # DataLoader workers die on Ctrl-C too
-                    raise
+def _step(state: _Run, batch: dict) -> tuple[dict, torch.Tensor, float, bool]:
+    """One optimisation step on ``batch``: ``(losses, grad_norm, lr, stepped)``; a step with
+    non-finite gradients is skipped (without AMP; the AMP scaler skips such steps itself)."""
+    config = state.config
+    with torch.autocast("cuda", dtype=torch.float16) if state.use_amp else nullcontext():
+        outputs = state.net(batch["image"])
+    losses = training_losses(outputs, batch, state.codec, config.loss)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(losses["total"]).backward()
+    state.scaler.unscale_(state.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.optim.grad_clip or math.inf)
+    lr = max(g["lr"] for g in state.optimizer.param_groups)
+    stepped = bool(torch.isfinite(grad_norm)) or state.use_amp
+    if stepped:  # else: gradients are already averaged, so every process skips the same step
+        state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    return losses, grad_norm, lr, stepped
+
+
+def _log_step(state: _Run, losses: dict, grad_norm, lr: float, epoch: int, speed: float, bar) -> None:
+    """Loss terms, lr, grad norm and speed to the CSV log, TensorBoard and the progress bar."""
+    iteration = state.position["iteration"]
+    values = _summary(losses, state.info)
+    if not math.isfinite(values["total"]) and state.info.is_main:
+        log.warning("non-finite loss at iteration %d: %s", iteration, values)
+    if not state.info.is_main:
+        return
+    row = {"iteration": iteration, "epoch": epoch + 1, "lr": lr, **{f"loss_{k}": v for k, v in values.items()},
+           "grad_norm": float(grad_norm), "samples_per_s": speed}
+    state.csv_log.write(row)
+    for k, v in row.items():
+        if k not in ("iteration", "epoch"):
+            state.writer.add_scalar(f"train/{k}", v, iteration)
+    bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}")
+
+
+def _run_epoch(state: _Run, epoch: int, stop: StopFlag, stop_after: int | None) -> bool:
+    """Train one epoch from the resumed batch on; True when interrupted (Ctrl-C or ``stop_after``)."""
+    config, info, run, position = state.config, state.info, state.config.run, state.position
+    start = position["batch"] if epoch == position["epoch"] else 0
+    state.dataset.set_epoch(epoch)
+    batches = epoch_batches(len(state.dataset), config.data.batch_size, run.seed, epoch, info)[:state.iters_per_epoch]
+    loader = make_loader(state.dataset, batches[start:], config, epoch, info)
+    state.net.train()
+    replaced, bad_steps, tick, tick_iter = 0, 0, time.perf_counter(), position["iteration"]
+    bar = tqdm(total=len(batches), initial=start, desc=f"epoch {epoch + 1}/{config.schedule.epochs}", leave=False,
+               disable=not (info.is_main and run.progress), dynamic_ncols=True)
+    interrupted = False
+    try:
+        for b, batch in enumerate(loader, start=start):
+            replaced += int((batch["index"] != torch.as_tensor(batches[b])).sum())
+            losses, grad_norm, lr, stepped = _step(state, _to_device(batch, info.device))
+            bad_steps += not stepped
+            position.update(epoch=epoch, batch=b + 1, iteration=position["iteration"] + 1)
+            if position["iteration"] % max(1, run.log_every) == 0 or b + 1 == len(batches):
+                now = time.perf_counter()
+                speed = ((position["iteration"] - tick_iter) * config.data.batch_size * info.world_size
+                         / max(now - tick, 1e-9))
+                tick, tick_iter = now, position["iteration"]
+                _log_step(state, losses, grad_norm, lr, epoch, speed, bar)
+            bar.update(1)
+            if _should_stop(stop.requested or (stop_after is not None and position["iteration"] >= stop_after), info):
                 interrupted = True
-            finally:
-                bar.close()
-                del loader
-            if info.is_main and bad_steps:
-                log.warning("epoch %d: %d steps skipped (non-finite gradients)", epoch + 1, bad_steps)
-            skipped = replaced + sum(dataset.skipped.values())
-            if info.is_main and skipped:
-                log.warning("epoch %d: %d samples replaced (unreadable images: %s)", epoch + 1, replaced,
-                            dict(dataset.skipped) or "counted in workers")
+                break
+    except RuntimeError:
+        if not stop.requested:  # DataLoader workers die on Ctrl-C too
+            raise
+        interrupted = True
+    finally:
+        bar.close()
+        del loader
+    if info.is_main and bad_steps:
+        log.warning("epoch %d: %d steps skipped (non-finite gradients)", epoch + 1, bad_steps)
+    if info.is_main and replaced + sum(state.dataset.skipped.values()):
+        log.warning("epoch %d: %d samples replaced (unreadable images: %s)", epoch + 1, replaced,
+                    dict(state.dataset.skipped) or "counted in workers")
+    return interrupted
+
+
+def _end_epoch(state: _Run, epoch: int) -> None:
+    """After a finished epoch: ``last.pt``, and on validation epochs the score and ``best.pt``."""
+    run, info, position = state.config.run, state.info, state.position
+    position.update(epoch=epoch + 1, batch=0)
+    last = state.checkpoint("last.pt")
+    if run.val_every and ((epoch + 1) % run.val_every == 0 or epoch + 1 == state.config.schedule.epochs):
+        score = None
+        if info.is_main:  # the other processes wait for rank 0's score
+            score = _validate_and_log(state.config, last, epoch + 1, state.writer, position["iteration"])
+        score = D.broadcast_object(score, info)
+        if position["best_metric"] is None or score > position["best_metric"]:
+            position.update(best_metric=score, best_epoch=epoch + 1)
+            state.checkpoint("last.pt")  # the best metric is part of the training state
+            if info.is_main:
+                shutil.copyfile(last, state.out / "best.pt")
+                shutil.copyfile(state_path(last), state_path(state.out / "best.pt"))
+    D.barrier(info)
+
+
+def _train(config: TrainConfig, info: D.DistInfo, resume, stop_after) -> dict:
+    state = _start(config, info, resume)
+    position, out, interrupted = state.position, state.out, False
+    with StopFlag() as stop:
+        for epoch in range(position["epoch"], config.schedule.epochs):
+            interrupted = _run_epoch(state, epoch, stop, stop_after)
             if interrupted:
                 break
-            position.update(epoch=epoch + 1, batch=0)
-            last = checkpoint("last.pt")
-            if run.val_every and ((epoch + 1) % run.val_every == 0 or epoch + 1 == s.epochs):
-                score = None
-                if info.is_main:  # the other processes wait for rank 0's score
-                    score = _validate_and_log(config, last, epoch + 1, writer, iteration)
-                score = D.broadcast_object(score, info)
-                if position["best_metric"] is None or score > position["best_metric"]:
-                    position.update(best_metric=score, best_epoch=epoch + 1)
-                    checkpoint("last.pt")  # the best metric is part of the training state
-                    if info.is_main:
-                        shutil.copyfile(last, out / "best.pt")
-                        shutil.copyfile(state_path(last), state_path(out / "best.pt"))
-            D.barrier(info)
+            _end_epoch(state, epoch)
     if interrupted:
-        checkpoint("last.pt")
+        state.checkpoint("last.pt")
         if info.is_main:
             log.warning("interrupted at epoch %d, iteration %d: wrote %s (continue with --resume auto)",
-                        position["epoch"] + 1, iteration, out / "last.pt")
-    if writer is not None:
-        writer.close()
-    return {"iteration": iteration, "epoch": position["epoch"], "interrupted": interrupted,
+                        position["epoch"] + 1, position["iteration"], out / "last.pt")
+    if state.writer is not None:
+        state.writer.close()
+    return {"iteration": position["iteration"], "epoch": position["epoch"], "interrupted": interrupted,
             "best_metric": position["best_metric"], "last": str(out / "last.pt"),
             "best": str(out / "best.pt") if (out / "best.pt").exists() else None}
 
