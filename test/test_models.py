@@ -9,10 +9,10 @@ from hypothesis import given, settings, strategies as st
 from probpose_core import geometry
 from probpose_core.codec import ProbMapCodec
 from probpose_core.keypoints import SIGMAS
-from probpose_core.models import (OUTPUT_NAMES, PoseModelConfig, build_model, cnn_config, decode_double, gmacs,
-                                  num_params, vit_config)
-from probpose_core.models.probmap_head import WIDE_FACTOR
+from probpose_core.geometry import WIDE_FACTOR
+from probpose_core.models import OUTPUT_NAMES, PoseModelConfig, build_model, cnn_config, gmacs, num_params, vit_config
 from probpose_core.models.vit import Attention, patch_grid, resize_pos_embed
+from probpose_core.pipeline import read_double
 from probpose_core.sparsemax import sparsemax_maps
 
 MANIFESTS = Path(__file__).parent / "data" / "checkpoint_manifests"
@@ -185,7 +185,7 @@ def test_decode_double_wide_decides_expert_refines(u, v, height):
     kpts = np.stack([center + np.array([u, v]) * scale * WIDE_FACTOR / 2, center], axis=1)
     wide_maps = _maps_for(codec, kpts, area, center, scale * WIDE_FACTOR)
     expert_maps = _maps_for(codec, kpts, area, center, scale)
-    points, conf, refined = decode_double(codec, expert_maps, wide_maps, center, scale, area=area)
+    points, conf, refined = read_double(codec, expert_maps, wide_maps, center, scale, area=area)
     wide_pts, wide_conf = codec.decode(wide_maps, center, scale * WIDE_FACTOR, area=area)
     expert_pts, _ = codec.decode(expert_maps, center, scale, area=area)
     np.testing.assert_array_equal(refined[0], geometry.in_window(wide_pts[0], geometry.window_xyxy(center[0], scale[0])))

@@ -49,6 +49,7 @@ import torch
 from .. import keypoints as kp
 from ..codec import ProbMapCodec
 from ..errors import InputError
+from ..spec import DEFAULT_PRESENCE_THRESHOLD, codec_from_settings, codec_settings
 from .pose_model import PoseModel, PoseModelConfig, build_model
 from .probmap_head import aux_branch
 from .vit import VIT_SIZES, patch_grid
@@ -85,20 +86,6 @@ def weights_hash(state_dict: dict) -> str:
     return h.hexdigest()
 
 
-def codec_settings(codec: ProbMapCodec) -> dict:
-    return {"input_size": list(codec.input_size), "heatmap_size": list(codec.heatmap_size),
-            "sigmas": [float(s) for s in codec.sigmas], "padding": float(codec.padding),
-            "area_factor": float(codec.area_factor), "blur_sigma": float(codec.blur_sigma),
-            "refine_iters": int(codec.refine_iters)}
-
-
-def codec_from_settings(settings: dict) -> ProbMapCodec:
-    """The ProbMapCodec described by ``meta["codec"]``."""
-    s = dict(settings)
-    return ProbMapCodec(input_size=tuple(s.pop("input_size")), heatmap_size=tuple(s.pop("heatmap_size")),
-                        sigmas=np.asarray(s.pop("sigmas"), dtype=np.float64), **s)
-
-
 def _check_plain(obj, where: str) -> None:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return
@@ -114,7 +101,7 @@ def _check_plain(obj, where: str) -> None:
 
 
 def save_checkpoint(path, model: PoseModel, config: PoseModelConfig, *, codec: ProbMapCodec = ProbMapCodec(),
-                    temperature: float = 1.0, presence_threshold: float = 0.45, extra=None) -> Path:
+                    temperature: float = 1.0, presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD, extra=None) -> Path:
     """Write ``model``'s weights and settings to ``path`` (our format, see module docstring)."""
     extra = dict(extra or {})
     _check_plain(extra, "extra")

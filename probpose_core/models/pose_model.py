@@ -1,4 +1,4 @@
-"""PoseModel = backbone (ViT, small CNN or MobileNetV2) + ProbMap head, built from a PoseModelConfig.
+"""PoseModel = backbone (ViT, small CNN, MobileNetV2 or MobileNetV2-FPN) + ProbMap head, built from a PoseModelConfig.
 
 ``PoseModel(config)(images)`` takes normalised RGB crops ``images (N, 3, H, W)`` float32
 (``(rgb_0_255 - NORMALIZE_MEAN) / NORMALIZE_STD``, H x W = input_size[1] x input_size[0]) and
@@ -24,14 +24,17 @@ from torch import nn
 
 from ..geometry import NORMALIZE_MEAN, NORMALIZE_STD  # noqa: F401  (ImageNet, RGB, 0-255; part of the contract)
 from ..keypoints import NUM_KEYPOINTS
+from ..runtime.base import HEATMAP_OUTPUT, OUTPUT_NAMES, WIDE_OUTPUT
 from .cnn import SmallCNN
 from .mobilenet import MobileNetV2Features
+from .mobilenet_fpn import MobileNetV2FPN
 from .probmap_head import ProbMapHead
 from .vit import VIT_SIZES, VisionTransformer, patch_grid
 
-OUTPUT_NAMES = ("prob_maps", "presence", "visibility", "oks_quality")
 MAP_KINDS = ("probmap", "heatmap")
-BACKBONES = ("vit", "cnn", "mobilenetv2")
+BACKBONES = ("vit", "cnn", "mobilenetv2", "mobilenetv2_fpn")
+#: backbones whose features are already at the map resolution (stride 4): the head does not upsample
+STRIDE4_BACKBONES = ("mobilenetv2_fpn",)
 SPARSEMAX_METHODS = ("exact", "topk", "bisect")
 
 
@@ -39,7 +42,7 @@ SPARSEMAX_METHODS = ("exact", "topk", "bisect")
 class PoseModelConfig:
     """Everything needed to build a PoseModel. Sizes are (W, H). Defaults: ProbPose-s."""
 
-    backbone: str = "vit"  # "vit" | "cnn" | "mobilenetv2"
+    backbone: str = "vit"  # "vit" | "cnn" | "mobilenetv2" | "mobilenetv2_fpn"
     embed_dim: int = 384  # backbone output channels (ViT width)
     depth: int = 12
     num_heads: int = 12
@@ -68,15 +71,24 @@ class PoseModelConfig:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.map_kind not in MAP_KINDS:
             raise ValueError(f"map_kind must be one of {MAP_KINDS}, got {self.map_kind!r}")
+        if self.backbone == "mobilenetv2_fpn" and self.embed_dim != MobileNetV2FPN.embed_dim:
+            raise ValueError(f"the mobilenetv2_fpn backbone gives {MobileNetV2FPN.embed_dim} channels: "
+                             f"embed_dim must be {MobileNetV2FPN.embed_dim}, got {self.embed_dim}")
         if self.map_kind == "heatmap" and self.double_heatmap:
             raise ValueError("the double-heatmap variant needs map_kind 'probmap'")
 
     @property
     def feature_grid(self) -> tuple[int, int]:
-        """Backbone feature grid (h, w): the ViT patch grid, or input / 16 for the CNNs (cnn, mobilenetv2)."""
+        """Backbone feature grid (h, w): the ViT patch grid, input / 4 for mobilenetv2_fpn, else input / 16."""
         if self.backbone == "vit":
             return patch_grid(self.input_size, self.patch_size, self.patch_padding)
-        return self.input_size[1] // 16, self.input_size[0] // 16
+        stride = 4 if self.backbone in STRIDE4_BACKBONES else 16
+        return self.input_size[1] // stride, self.input_size[0] // stride
+
+    @property
+    def head_upsamples(self) -> bool:
+        """True when the head's deconvolutions take the features 4x up to the maps (all but stride-4 backbones)."""
+        return self.backbone not in STRIDE4_BACKBONES
 
     def to_dict(self) -> dict:
         """Plain Python types only (lists for tuples): safe for ``torch.load(weights_only=True)``/JSON."""
@@ -116,14 +128,24 @@ def mobilenet_config(**overrides) -> PoseModelConfig:
                               **overrides})
 
 
+def mobilenet_fpn_config(**overrides) -> PoseModelConfig:
+    """The CPU real-time student started from MoveNet-multipose: MobileNetV2-FPN (width 1.5, stride-4
+    features of 24 ch, models/mobilenet_fpn.py), a MoveNet-style map layer (separable 3x3 to 96 ch),
+    32-ch branches. Temperature 1: the map layer starts from MoveNet's heatmap logits."""
+    return PoseModelConfig(**{"backbone": "mobilenetv2_fpn", "embed_dim": MobileNetV2FPN.embed_dim, "depth": 0,
+                              "num_heads": 0, "drop_path": 0.0, "head_channels": 96, "aux_channels": 32,
+                              "temperature": 1.0, **overrides})
+
+
 class PoseModel(nn.Module):
     """Backbone + ProbMap head (see the module docstring for inputs and outputs)."""
 
     def __init__(self, config: PoseModelConfig):
         super().__init__()
         self.config = config
-        if tuple(4 * v for v in config.feature_grid[::-1]) != tuple(config.heatmap_size):
-            raise ValueError(f"heatmap_size {config.heatmap_size} must be 4x the feature grid "
+        up = 4 if config.head_upsamples else 1
+        if tuple(up * v for v in config.feature_grid[::-1]) != tuple(config.heatmap_size):
+            raise ValueError(f"heatmap_size {config.heatmap_size} must be {up}x the feature grid "
                              f"{config.feature_grid[::-1]} (W, H) of input_size {config.input_size}")
         if config.backbone == "vit":
             self.backbone = VisionTransformer(config.embed_dim, config.depth, config.num_heads, config.mlp_ratio,
@@ -131,16 +153,18 @@ class PoseModel(nn.Module):
                                               config.patch_padding)
         elif config.backbone == "mobilenetv2":
             self.backbone = MobileNetV2Features(config.embed_dim)
+        elif config.backbone == "mobilenetv2_fpn":
+            self.backbone = MobileNetV2FPN()
         else:
             self.backbone = SmallCNN(config.embed_dim)
         self.head = ProbMapHead(config.embed_dim, config.num_keypoints, config.head_channels,
                                 config.aux_channels or None, config.temperature, config.sparsemax_method,
-                                config.double_heatmap, config.map_kind)
+                                config.double_heatmap, config.map_kind, config.head_upsamples)
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        maps = ("heatmaps",) if self.config.map_kind == "heatmap" else OUTPUT_NAMES[:1]
-        return maps + OUTPUT_NAMES[1:] + (("wide_prob_maps",) if self.config.double_heatmap else ())
+        maps = (HEATMAP_OUTPUT,) if self.config.map_kind == "heatmap" else OUTPUT_NAMES[:1]
+        return maps + OUTPUT_NAMES[1:] + ((WIDE_OUTPUT,) if self.config.double_heatmap else ())
 
     def set_sparsemax_method(self, method: str) -> None:
         """Switch the head's sparsemax variant (export uses "topk"); weights are unaffected."""
