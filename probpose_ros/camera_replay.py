@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 
 from probpose_core.errors import InputError
+from probpose_core.image_io import IMAGE_SUFFIXES
 from probpose_ros.image_conversion import compressed_to_rgb, msg_to_rgb, rgb_to_fields
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 FOLDER_RATE_HZ = 10.0
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 

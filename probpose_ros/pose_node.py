@@ -49,7 +49,7 @@ from probpose_core.errors import InputError
 from probpose_msgs.msg import HumanArray
 from probpose_ros import diagnostics, markers, messages
 from probpose_ros.image_conversion import BadFrame, compressed_to_rgb, msg_to_rgb
-from probpose_ros.worker import LatestFrame, Timings, draw_humans, image_canvas, top_people
+from probpose_ros.worker import LatestFrame, Timings, draw_humans, image_canvas
 
 NODE_NAME = "probpose"
 
@@ -72,10 +72,11 @@ PARAMETERS = (
     Param("detector", "nanodet", "Person detector: nanodet (the shipped NanoDet, default), full_frame (one box = "
                                  "the whole image, for cameras framing one person), hog (OpenCV HOG, weak), or "
                                  "the path of a YOLO-style ONNX."),
-    Param("max_people", 10, "At most this many people per frame (highest detector score first)."),
+    Param("max_people", 10, "At most this many people per frame: the highest detector scores among the valid "
+                            "boxes (invalid ones, e.g. NaN or empty, are skipped first)."),
     Param("presence_threshold", -1.0, "Keypoints with presence below this are treated as absent (no "
-                                      "skeleton lines, no credible region). Negative: the model's calibrated "
-                                      "threshold (0.45 when the model has none)."),
+                                      "skeleton lines, no credible region). Negative: the threshold of the model's "
+                                      "ModelSpec (its calibrated one; the official default when it has none)."),
     Param("credible_level", 0.5, "Probability mass of the published credible regions, in (0, 1]; 0 turns "
                                  "regions off (saves ~1 ms per person)."),
     Param("publish_markers", True, "Publish humans/markers (visualization_msgs/MarkerArray) for RViz."),
@@ -121,6 +122,9 @@ class PoseNode(Node):
             f"model {self.model_id} on {self.params['runtime']}, detector {self.params['detector']}")
 
     def _setup_pipeline(self):
+        """Detector, runner and the Pipeline built from the model's ModelSpec (its codec and, unless
+        the parameter overrides it, its calibrated presence threshold); max_people is the
+        pipeline's, applied to the valid boxes."""
         from probpose_core.pipeline import Pipeline
         from probpose_core.runtime import make_runner
         from probpose_core.runtime.base import file_sha256
@@ -130,8 +134,6 @@ class PoseNode(Node):
             from probpose_core.shipped import default_pose_model
 
             p["model"] = str(default_pose_model())
-        if int(p["max_people"]) < 1:
-            raise InputError(f"max_people must be at least 1, got {p['max_people']}")
         level = float(p["credible_level"])
         if not 0.0 <= level <= 1.0:
             raise InputError(f"credible_level must lie in [0, 1], got {level}")
@@ -139,11 +141,10 @@ class PoseNode(Node):
         self.detector = make_detector(p["detector"])
         runner = make_runner(p["model"], runtime=p["runtime"])
         threshold = float(p["presence_threshold"])
-        if threshold < 0:
-            threshold = float((getattr(runner, "meta", None) or {}).get("presence_threshold", 0.45))
-        self.presence_threshold = threshold
-        self.pipeline = Pipeline(runner, credible_levels=(level,) if level > 0 else (),
-                                 presence_threshold=threshold, invalid_boxes="skip")
+        self.pipeline = Pipeline(runner, detector=self.detector, credible_levels=(level,) if level > 0 else (),
+                                 presence_threshold=None if threshold < 0 else threshold, invalid_boxes="skip",
+                                 max_people=int(p["max_people"]))
+        self.presence_threshold = self.pipeline.presence_threshold
         self.model_id = f"{Path(p['model']).name}:{file_sha256(p['model'])[:12]}"
         self.min_period = 1.0 / float(p["max_rate_hz"]) if float(p["max_rate_hz"]) > 0 else 0.0
 
@@ -184,8 +185,7 @@ class PoseNode(Node):
         started, cpu_started = time.perf_counter(), time.thread_time()
         frame = compressed_to_rgb(msg.data) if self.params["compressed"] else msg_to_rgb(msg)
         t_pose, cpu_pose = time.perf_counter(), time.thread_time()
-        boxes, scores = top_people(*self.detector.detect(frame), self.params["max_people"])
-        humans = self.pipeline.estimate(frame, boxes, scores, skip_invalid=True)
+        humans = self.pipeline(frame)  # detect, skip invalid boxes, then the max_people best valid ones
         pose, cpu_pose = time.perf_counter() - t_pose, time.thread_time() - cpu_pose
         out = messages.humans_to_msg(humans, msg.header, (frame.shape[1], frame.shape[0]), model_id=self.model_id,
                                      presence_threshold=self.presence_threshold, credible_level=self.credible_level)

@@ -2,8 +2,7 @@
 
 :class:`LatestFrame` is the one-slot buffer between the subscription callback and the worker
 thread; :class:`Timings` keeps the per-frame ``pose`` / ``overhead`` times for /diagnostics and
-the benchmark; :func:`top_people` keeps the best detections; :func:`draw_humans` and
-:func:`image_canvas` make the annotated image.
+the benchmark; :func:`draw_humans` and :func:`image_canvas` make the annotated image.
 """
 import threading
 from collections import deque
@@ -46,14 +45,6 @@ class LatestFrame:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
-
-
-def top_people(boxes, scores, max_people: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``max_people`` highest-scoring ``boxes (M, 4)`` / ``scores (M,)``, best first."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    order = np.argsort(-scores, kind="stable")[:max(0, int(max_people))]
-    return boxes[order], scores[order]
 
 
 class Timings:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from probpose_core.detection import FullFrameDetector, make_detector
 from probpose_core.results import Human, Keypoint
 from probpose_ros.image_conversion import msg_to_rgb, rgb_to_fields
-from probpose_ros.worker import LatestFrame, Timings, annotate, image_canvas, top_people
+from probpose_ros.worker import LatestFrame, Timings, annotate, image_canvas
 
 
 @given(st.lists(st.sampled_from(["put", "take"]), max_size=60))
@@ -43,7 +43,7 @@ def test_latest_frame_close_wakes_the_worker():
     assert slot.take(timeout=0.01) is None  # closed: nothing more is handed out
 
 
-def test_detectors_and_top_people():
+def test_detectors():
     boxes, scores = FullFrameDetector().detect(np.zeros((48, 64, 3), np.uint8))
     assert boxes.tolist() == [[0, 0, 64, 48]] and scores.tolist() == [1.0]
     assert make_detector("hog").name == "hog"
@@ -51,9 +51,6 @@ def test_detectors_and_top_people():
         make_detector("yolo")
     with pytest.raises(Exception, match="not found"):
         make_detector("/nonexistent/yolo.onnx")
-    b, s = top_people(np.arange(16.0).reshape(4, 4), [0.2, 0.9, 0.5, 0.9], 3)
-    assert s.tolist() == [0.9, 0.9, 0.5] and b[:, 0].tolist() == [4.0, 12.0, 8.0]
-    assert top_people(np.zeros((0, 4)), [], 5)[0].shape == (0, 4)
 
 
 def test_annotate_draws_on_a_copy():

@@ -5,6 +5,7 @@ The harness (processes, environments, :class:`~ros_harness.Probe`) is in ros_har
 importable and skips, or in CI fails, when ROS is unavailable).
 """
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -229,3 +230,72 @@ def test_missing_model_is_a_clear_startup_error(domain, tmp_path):
     node = start_node(domain, tmp_path, "-p", "model:=/nonexistent/model.onnx")
     assert node.wait(TIMEOUT) == 2
     assert "model not found" in output(node)
+
+
+# -- the node in this process (a stand-in detector), over DDS to the probe -------------
+class InProcessNode:
+    """A PoseNode in its own rclpy context on ``domain``, spun by an executor thread: the test can
+    hand it stand-ins (e.g. a detector) that a child process cannot take; the probe talks to it
+    over DDS like to the real process."""
+
+    def __init__(self, domain: int, **params):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter import Parameter
+
+        from probpose_ros.pose_node import PoseNode
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = PoseNode(context=self.context,
+                             parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.node.stop()
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+        self.thread.join(timeout=5.0)
+
+
+class NanFirstDetector:
+    """Stand-in detector: a NaN box with the highest score first, then two valid boxes."""
+
+    name = "nan_first"
+    boxes = np.array([[np.nan, 10.0, 100.0, 200.0], [20.0, 10.0, 100.0, 200.0], [180.0, 20.0, 120.0, 200.0]])
+    scores = np.array([0.95, 0.6, 0.4])
+
+    def detect(self, frame):
+        return self.boxes.copy(), self.scores.copy()
+
+
+def test_max_people_applies_to_valid_boxes(domain, probe, tiny_model, monkeypatch):
+    """max_people 1 and a detector whose best box is NaN: the best VALID box is the one person
+    published (the old node cut to max_people before skipping invalid boxes: nobody)."""
+    from sensor_msgs.msg import Image
+
+    from probpose_msgs.msg import HumanArray
+    from probpose_ros import pose_node
+
+    monkeypatch.setattr(pose_node, "make_detector", lambda name: NanFirstDetector())
+    probe.subscribe(HumanArray, "/humans/keypoints")
+    pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
+    node = InProcessNode(domain, model=str(tiny_model), max_people=1, image_topic="/camera/image_raw",
+                         publish_markers=False, publish_annotated_image=False)
+    try:
+        assert probe.wait_for(lambda: pub.get_subscription_count() >= 1)
+        frame = np.zeros((240, 320, 3), np.uint8)
+        for i in range(int(TIMEOUT / 0.2)):  # best effort: repeat until a result is back
+            pub.publish(image_msg(frame, 10**9 + i))
+            if probe.wait_for(lambda: probe.messages("/humans/keypoints"), timeout=0.2):
+                break
+        msgs = probe.messages("/humans/keypoints")
+        assert msgs, "no HumanArray"
+        assert [[list(h.bbox) for h in m.humans] for m in msgs] == [[[20.0, 10.0, 100.0, 200.0]]] * len(msgs)
+        assert node.node.pipeline.skipped_total >= len(msgs)  # the NaN box was skipped, every frame
+    finally:
+        node.close()
