@@ -8,8 +8,10 @@ publishes); ``msg_to_humans`` is the inverse (tests and subscribers that want th
 Field choices (the .msg comments are the contract):
 
 - ``HumanArray.header`` is a copy of the input image's header (stamp and frame_id).
-- ``humans`` are ordered by detection score (``Human.box_score``), highest first; ``Human.id``
-  is the index in that order (no tracking). ``Human.score`` carries the detection score; the
+- ``humans`` are ordered by detection score (``Human.box_score``), highest first. ``Human.id``
+  is the track id (:mod:`probpose_core.tracking`, >= 1, never reused within a run); 0 = no
+  track (tracking off, or a detection not, or not yet, on a confirmed track): the dataclass's
+  ``None``. ``Human.score`` carries the detection score; the
   pipeline's pose score is not sent, so ``msg_to_humans`` gives ``score = box_score``.
 - ``Keypoint.covariance`` is the 2x2 map covariance row-major; NaN where the pipeline had none.
 - ``Keypoint.credible_region`` holds the outlines at the published ``credible_level`` only, as
@@ -53,7 +55,7 @@ def regions_at(regions: dict, level: float) -> list:
 
 
 def order_humans(humans) -> list:
-    """The published order: detection score (``box_score``) highest first; the index is the id."""
+    """The published order: detection score (``box_score``) highest first."""
     return sorted(humans, key=lambda h: -float(h.box_score))
 
 
@@ -94,7 +96,7 @@ def humans_to_msg(humans, header, image_size, model_id: str = "", presence_thres
     for i, h in enumerate(ordered):
         if len(h.keypoints) != NUM_KEYPOINTS:
             raise ValueError(f"human #{i} has {len(h.keypoints)} keypoints; the message holds {NUM_KEYPOINTS}")
-        people.append(HumanMsg(id=i, bbox=np.array(h.bbox, dtype=np.float32).reshape(4), score=float(h.box_score),
+        people.append(HumanMsg(id=0 if h.id is None else int(h.id), bbox=np.array(h.bbox, dtype=np.float32).reshape(4), score=float(h.box_score),
                                keypoints=[keypoint_to_msg(k, credible_level) for k in h.keypoints]))
     return HumanArray(header=copy_header(header), image_width=width, image_height=height, model_id=str(model_id),
                       presence_threshold=float(presence_threshold), humans=people,
@@ -112,10 +114,10 @@ def msg_to_keypoint(msg: KeypointMsg) -> Keypoint:
 
 
 def msg_to_humans(msg: HumanArray) -> list[Human]:
-    """``probpose_msgs/HumanArray`` -> ``list[Human]`` (``id`` = the message's index,
+    """``probpose_msgs/HumanArray`` -> ``list[Human]`` (``id``: the track id, None for 0,
     ``score = box_score`` = the detection score; float32 precision)."""
     return [Human(bbox=tuple(float(v) for v in h.bbox), score=float(h.score),
-                  keypoints=[msg_to_keypoint(k) for k in h.keypoints], id=int(h.id), box_score=float(h.score))
+                  keypoints=[msg_to_keypoint(k) for k in h.keypoints], id=int(h.id) or None, box_score=float(h.score))
             for h in msg.humans]
 
 

@@ -46,6 +46,7 @@ from visualization_msgs.msg import MarkerArray
 
 from probpose_core.detection import make_detector
 from probpose_core.errors import InputError
+from probpose_core.tracking import Tracker, TrackerConfig
 from probpose_msgs.msg import HumanArray
 from probpose_ros import diagnostics, markers, messages
 from probpose_ros.image_conversion import BadFrame, compressed_to_rgb, msg_to_rgb
@@ -81,6 +82,18 @@ PARAMETERS = (
                                  "regions off (saves ~1 ms per person)."),
     Param("publish_markers", True, "Publish humans/markers (visualization_msgs/MarkerArray) for RViz."),
     Param("publish_annotated_image", True, "Publish humans/image_annotated (rgb8 image with the poses drawn)."),
+    Param("tracking", True, "Track people across frames (probpose_core.tracking: box IoU + keypoint OKS, two "
+                            "stages by detector score): HumanArray's Human.id is the track id, 0 while a "
+                            "detection is not on a confirmed track; false: every id is 0."),
+    Param("track_min_hits", TrackerConfig.min_hits, "Consecutive frames with a match that confirm a new track "
+                                                     "(its id appears from that frame on)."),
+    Param("track_max_misses", TrackerConfig.max_misses, "Consecutive frames without a match after which a "
+                                                         "confirmed track is removed (its id is never reused)."),
+    Param("track_high_score", TrackerConfig.high_score, "Detector score from which a detection is confident: "
+                                                         "matched first, and only these start tracks."),
+    Param("track_low_score", TrackerConfig.low_score, "Detector score below which a detection is ignored by "
+                                                       "the tracker; between it and track_high_score a "
+                                                       "detection only continues a track seen last frame."),
     Param("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible); "
                               "frames in between are dropped (counted)."),
 )
@@ -146,6 +159,11 @@ class PoseNode(Node):
                                  max_people=int(p["max_people"]))
         self.presence_threshold = self.pipeline.presence_threshold
         self.model_id = f"{Path(p['model']).name}:{file_sha256(p['model'])[:12]}"
+        self.tracker = Tracker(TrackerConfig(
+            min_hits=int(p["track_min_hits"]), max_misses=int(p["track_max_misses"]),
+            high_score=float(p["track_high_score"]), low_score=float(p["track_low_score"]),
+            presence_threshold=self.presence_threshold)) if p["tracking"] else None
+        self._last_stamp = float("-inf")
         self.min_period = 1.0 / float(p["max_rate_hz"]) if float(p["max_rate_hz"]) > 0 else 0.0
 
     # -- callback thread: O(1), the frame is converted by the worker ---------------------
@@ -187,6 +205,7 @@ class PoseNode(Node):
         t_pose, cpu_pose = time.perf_counter(), time.thread_time()
         humans = self.pipeline(frame)  # detect, skip invalid boxes, then the max_people best valid ones
         pose, cpu_pose = time.perf_counter() - t_pose, time.thread_time() - cpu_pose
+        self.track(humans, msg.header)
         out = messages.humans_to_msg(humans, msg.header, (frame.shape[1], frame.shape[0]), model_id=self.model_id,
                                      presence_threshold=self.presence_threshold, credible_level=self.credible_level)
         out.processing_latency = latency = time.perf_counter() - received
@@ -199,6 +218,18 @@ class PoseNode(Node):
             canvas = draw_humans(image_canvas(frame), humans, self.presence_threshold, antialias=False)  # LINE_8
             self.pub_image.publish(messages.rgb_to_image_msg(canvas, msg.header))
         self.timings.add(pose, time.perf_counter() - started - pose, time.thread_time() - cpu_started - cpu_pose)
+
+    def track(self, humans, header) -> None:
+        """Set each human's ``id`` from the tracker (time = the image stamp, seconds). A stamp
+        that goes backwards (a replayed bag looping) starts the tracks afresh (ids stay unique)."""
+        if self.tracker is None:
+            return
+        stamp = header.stamp.sec + 1e-9 * header.stamp.nanosec
+        if stamp < self._last_stamp:
+            self.get_logger().info("image stamps went backwards: tracks start afresh")
+            self.tracker.reset()
+        self._last_stamp = stamp
+        self.tracker.update(humans, stamp)
 
     # -- diagnostics (executor thread, 1 Hz) -------------------------------------------
     def diagnostic_status(self):

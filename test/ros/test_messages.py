@@ -43,6 +43,7 @@ def roundtrip(msg):
 def test_every_field_of_the_array():
     src = header()
     humans = [make_human(box_score=0.6, offset=1.0), make_human(box_score=0.95, offset=2.0)]
+    humans[0].id = 7  # a track id; the other one is untracked (None -> 0)
     msg = roundtrip(humans_to_msg(humans, src, (640, 480), model_id="cnn-tiny@abc", presence_threshold=0.45,
                                   credible_level=0.5, processing_latency=0.0125))
     assert isinstance(msg, HumanArray)
@@ -51,8 +52,8 @@ def test_every_field_of_the_array():
     assert msg.model_id == "cnn-tiny@abc"
     assert msg.presence_threshold == pytest.approx(0.45)
     assert msg.processing_latency == pytest.approx(0.0125)
-    # highest detection score first, id = index in that order
-    assert [h.id for h in msg.humans] == [0, 1]
+    # highest detection score first; id = the track id, 0 = untracked
+    assert [h.id for h in msg.humans] == [0, 7]
     assert [h.score for h in msg.humans] == pytest.approx([0.95, 0.6])
     np.testing.assert_allclose(msg.humans[0].bbox, [7.0, 6.0, 70.0, 140.0])
     kps = msg.humans[0].keypoints
@@ -128,7 +129,7 @@ def humans_strategy(draw):
                                 regions={0.5: polys} if polys else {}))
         box_score = draw(unit)
         out.append(Human(bbox=tuple(draw(st.lists(finite, min_size=4, max_size=4))), score=box_score,
-                         keypoints=kps, box_score=box_score))
+                         keypoints=kps, box_score=box_score, id=draw(st.none() | st.integers(1, 2**32 - 1))))
     return out
 
 
@@ -138,8 +139,8 @@ def test_round_trip_through_serialisation(humans):
     back = msg_to_humans(roundtrip(humans_to_msg(humans, header(), (640, 480))))
     expected = order_humans(humans)
     assert len(back) == len(expected)
-    for i, (b, h) in enumerate(zip(back, expected)):
-        assert b.id == i and b.box_score == b.score == h.box_score  # float32-exact inputs
+    for b, h in zip(back, expected):
+        assert b.id == h.id and b.box_score == b.score == h.box_score  # float32-exact inputs
         assert b.bbox == h.bbox
         for kb, kh in zip(b.keypoints, h.keypoints):
             assert (kb.name, kb.x, kb.y, kb.presence, kb.visibility, kb.oks_quality) == \

@@ -20,7 +20,8 @@ def test_parameters_have_descriptions_and_unique_names():
     names = [p.name for p in PARAMETERS]
     assert len(names) == len(set(names))
     assert {"image_topic", "compressed", "model", "runtime", "detector", "max_people", "presence_threshold",
-            "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz"} == set(names)
+            "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz",
+            "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score"} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
 
@@ -297,5 +298,73 @@ def test_max_people_applies_to_valid_boxes(domain, probe, tiny_model, monkeypatc
         assert msgs, "no HumanArray"
         assert [[list(h.bbox) for h in m.humans] for m in msgs] == [[[20.0, 10.0, 100.0, 200.0]]] * len(msgs)
         assert node.node.pipeline.skipped_total >= len(msgs)  # the NaN box was skipped, every frame
+    finally:
+        node.close()
+
+
+class BrightBlobDetector:
+    """Stand-in detector: one box per bright blob (connected component of pixels > 128 in the
+    first channel); the blobs' scores alternate 0.9 / 0.5 from call to call, so the score order of
+    the people -- the order of HumanArray.humans, and the ids of a node without tracking -- flips
+    every frame."""
+
+    name = "bright_blobs"
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, frame):
+        import cv2
+
+        n, _, stats, _ = cv2.connectedComponentsWithStats((frame[..., 0] > 128).astype(np.uint8))
+        boxes = np.array([s[:4] for s in stats[1:] if s[4] > 200], dtype=np.float64).reshape(-1, 4)
+        boxes = boxes[np.argsort(boxes[:, 0])]
+        self.calls += 1
+        scores = np.array([0.9, 0.5] if self.calls % 2 else [0.5, 0.9])[:len(boxes)]
+        return boxes, scores
+
+
+def write_two_people(path, frames: int = 40, size=(320, 240)):
+    """Two bright 60x150 rectangles walking towards each other (never overlapping), MJPG AVI."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, size)
+    for i in range(frames):
+        frame = np.full((size[1], size[0], 3), 20, np.uint8)
+        frame[40:190, 20 + 2 * i:80 + 2 * i] = 230
+        frame[50:200, 240 - 2 * i:300 - 2 * i] = 230
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_track_ids_are_stable_over_a_replayed_sequence(domain, probe, tiny_model, monkeypatch, tmp_path):
+    """camera_replay of two people walking -> the node (a blob detector whose score order flips
+    every frame) -> HumanArray: from the frame a track is confirmed on, each person keeps one
+    nonzero id and the two ids differ (without tracking the ids followed the score order)."""
+    from probpose_msgs.msg import HumanArray
+    from probpose_ros import pose_node
+
+    monkeypatch.setattr(pose_node, "make_detector", lambda name: BrightBlobDetector())
+    probe.subscribe(HumanArray, "/humans/keypoints")
+    node = InProcessNode(domain, model=str(tiny_model), image_topic="/camera/image_raw", track_min_hits=2,
+                         publish_markers=False, publish_annotated_image=False)
+    try:
+        probe.wait_for(lambda: True)
+        video = write_two_people(tmp_path / "two.avi")
+        replay = subprocess.run(replay_cmd(video, "--rate", "10", "--wait-subscribers", "1"),
+                                env=child_env(domain), capture_output=True, text=True, timeout=120)
+        assert replay.returncode == 0, replay.stderr
+        assert probe.wait_for(lambda: sum(len(m.humans) == 2 for m in probe.messages("/humans/keypoints")) >= 8)
+        msgs = [m for m in probe.messages("/humans/keypoints") if len(m.humans) == 2]
+        tracked = [m for m in msgs if all(h.id for h in m.humans)]
+        assert len(tracked) >= 6, [[h.id for h in m.humans] for m in msgs]
+        first = msgs.index(tracked[0])
+        assert all(all(h.id for h in m.humans) for m in msgs[first:]), [[h.id for h in m.humans] for m in msgs]
+        left = {min(m.humans, key=lambda h: h.bbox[0]).id for m in tracked}
+        right = {max(m.humans, key=lambda h: h.bbox[0]).id for m in tracked}
+        orders = {tuple(h.bbox[0] < 160 for h in m.humans) for m in tracked}
+        assert len(orders) == 2, "the score order did not flip: the test proves nothing"
+        assert len(left) == 1 and len(right) == 1 and left != right, (left, right)
     finally:
         node.close()
