@@ -95,6 +95,28 @@ def test_input_scaling_fold_moves_movenet_normalisation_into_the_stem():
     assert torch.allclose(after[interior], before[interior], atol=1e-4)
 
 
+def test_balance_fpn_keeps_the_function_and_brings_activations_to_unit_scale():
+    tool = converter()
+    torch.manual_seed(5)
+    model = build_model(mobilenet_fpn_config()).eval()
+    fpn = model.backbone
+    with torch.no_grad():  # MoveNet-like scales: big sums into small 1x1 weights
+        fpn.top.weight.mul_(5000), fpn.smooth[2][0].weight.mul_(20), fpn.smooth[2][1].weight.div_(300)
+    images = torch.from_numpy(sample_images(3, model.config.input_size, seed=6))
+    seen = {}
+    for i, smooth in enumerate(fpn.smooth):
+        smooth[0].register_forward_hook(lambda m, inp, out, i=i: seen.update({i: (float(inp[0].abs().mean()),
+                                                                                 float(out.abs().mean()))}))
+    with torch.no_grad():
+        before = model.backbone(images)
+        scales = tool.balance_fpn(model, images)
+        after = model.backbone(images)
+    assert set(scales) == {0, 1, 2} and scales[0][0] > 5  # the top-level sum was large
+    assert torch.allclose(after, before, rtol=1e-4, atol=1e-5 * float(before.abs().max()))
+    for i in range(3):
+        assert seen[i] == pytest.approx((1.0, 1.0), rel=1e-3)  # last forward: the balanced one
+
+
 def test_onnx_runtime_equals_torch(tmp_path):
     torch.manual_seed(1)
     model = build_model(mobilenet_fpn_config()).eval()

@@ -128,6 +128,37 @@ def fold_input_scaling(model) -> None:
     stem_conv.weight.data = w * (std / 127.5).view(1, 3, 1, 1)
 
 
+def balance_fpn(model, images: torch.Tensor) -> dict:
+    """Rescale the FPN so every level's input and depthwise output has mean |x| = 1, keeping the
+    function: MoveNet's folded FPN carries activations of mean ~50-300 into 1x1 convs with weights
+    of ~1e-3, where one Adam step of 1e-5 already moves the map logits by whole units (fine-tuning
+    then diverges). Per level: the sum ``p = up(prev) + lateral(c)`` is divided by a (lateral
+    weight and bias, and the producer of ``prev``: ``top`` or the previous level's 1x1 conv, whose
+    ReLU is positively homogeneous), the depthwise weight / b (its gain on that input), the 1x1
+    weight x a b: the depthwise output has mean 1 and the 1x1 output is unchanged. The last
+    level's output is left as it is (the head reads it). Returns {level: (a, b)}."""
+    fpn = model.backbone
+    producers = [fpn.top] + [smooth[1] for smooth in fpn.smooth[:-1]]
+    scales = {}
+    for level, (lateral, smooth, producer) in enumerate(zip(fpn.laterals, fpn.smooth, producers)):
+        seen = {}
+        hooks = [smooth[0].register_forward_hook(lambda m, i, o: seen.update(a=float(i[0].abs().mean()),
+                                                                              b=float(o.abs().mean())))]
+        with torch.no_grad():
+            model.backbone(images)
+        for h in hooks:
+            h.remove()
+        a, b = seen["a"], seen["b"] / seen["a"]  # b: the depthwise gain (output / input)
+        with torch.no_grad():
+            for conv in (lateral, producer):
+                conv.weight /= a
+                conv.bias /= a
+            smooth[0].weight /= b
+            smooth[1].weight *= a * b
+        scales[level] = (a, b)
+    return scales
+
+
 def parity_crops(n: int = 8, seed: int = 0) -> np.ndarray:
     """(n, 256, 192, 3) uint8 RGB crops of random windows of ``demo/people.mp4`` frames (parity inputs)."""
     import cv2
@@ -192,6 +223,9 @@ def main(argv=None) -> int:
     model = build_model(config)
     load_movenet(model, graph_convs(onnx_path))
     crops = parity_crops(8)
+    scales = balance_fpn(model.eval(), normalise(crops, movenet=True))
+    print("FPN rescaled (level: sum / a, depthwise gain b): "
+          + ", ".join(f"{k}: a {a:.3g} b {b:.3g}" for k, (a, b) in scales.items()))
     err = parity(model.eval(), onnx_path, crops, movenet_input=True)
     print(f"map logits vs MoveNet heatmap logits, MoveNet's input scaling: max |diff| {err:.2e} (8 crops)")
     if err > 5e-3:
