@@ -3,8 +3,18 @@
 It records every call in ``CALLS`` and "executes" an engine by running its ONNX with
 onnxruntime on host arrays. "Device memory" is host numpy arrays registered in ``MEMORY`` by
 address (see :class:`FakeBuffers`, the device-buffer provider to pass to TrtRunner).
+
+As in TensorRT: the builder, runtime, engine and execution context use the CUDA device current
+when they are called (``CURRENT_DEVICE``, set by ``FakeBuffers.activate()`` as
+``torch.cuda.device`` does), and an engine runs only on the device it was deserialised on
+(``execute_async_v3`` returns False elsewhere); the parsed network has one layer per ONNX node
+except Constant nodes (named after the node, outputs named after the ONNX tensors, dtypes from
+ONNX shape inference) with ``precision`` / ``set_output_type``, and the build records the marks
+it was given (``CALLS`` entry "precisions"). Numerics stay FP32 whatever the flags say.
+``ENGINE_OUTPUT_HOOK`` (test control, not TensorRT API) can alter what an engine returns.
 Never shipped in the package.
 """
+import contextlib
 import pickle
 
 import numpy as np
@@ -14,12 +24,16 @@ import onnxruntime as ort
 __version__ = "10.0.1"
 CALLS: list = []
 MEMORY: dict = {}
+CURRENT_DEVICE = 0
+ENGINE_OUTPUT_HOOK = None  # test control: callable(name, value) -> value applied to engine outputs
 _MAGIC = b"FAKE-TRT-ENGINE\n"
 
 
 def reset():
+    global CURRENT_DEVICE, ENGINE_OUTPUT_HOOK
     CALLS.clear()
     MEMORY.clear()
+    CURRENT_DEVICE, ENGINE_OUTPUT_HOOK = 0, None
 
 
 class Logger:
@@ -35,6 +49,8 @@ class NetworkDefinitionCreationFlag:
 
 class BuilderFlag:
     FP16 = "FP16"
+    PREFER_PRECISION_CONSTRAINTS = "PREFER_PRECISION_CONSTRAINTS"
+    OBEY_PRECISION_CONSTRAINTS = "OBEY_PRECISION_CONSTRAINTS"
 
 
 class MemoryPoolType:
@@ -46,7 +62,13 @@ class TensorIOMode:
 
 
 class DataType:
-    FLOAT = "FLOAT"
+    FLOAT, HALF, INT32, INT64, BOOL = "FLOAT", "HALF", "INT32", "INT64", "BOOL"
+
+
+float32, float16 = DataType.FLOAT, DataType.HALF
+_ONNX_TYPES = {onnx.TensorProto.FLOAT: DataType.FLOAT, onnx.TensorProto.FLOAT16: DataType.HALF,
+               onnx.TensorProto.INT32: DataType.INT32, onnx.TensorProto.INT64: DataType.INT64,
+               onnx.TensorProto.BOOL: DataType.BOOL}
 
 
 def nptype(dtype):
@@ -54,9 +76,77 @@ def nptype(dtype):
     return np.float32
 
 
+class _Tensor:
+    def __init__(self, name, dtype):
+        self.name, self.dtype = name, dtype
+
+
+class _Layer:
+    """An ILayer: one per ONNX node; ``type`` is the node's op type here (a LayerType in TensorRT)."""
+
+    def __init__(self, node, tensors):
+        self.name, self.type = node.name, node.op_type
+        self.metadata = f"[ONNX Layer: {node.name}]"
+        self._inputs = [tensors[n] if n else None for n in node.input]
+        self._outputs = [tensors[n] for n in node.output]
+        self._precision, self.precision_is_set, self._output_types = DataType.FLOAT, False, {}
+
+    @property
+    def num_inputs(self):
+        return len(self._inputs)
+
+    @property
+    def num_outputs(self):
+        return len(self._outputs)
+
+    def get_input(self, i):
+        return self._inputs[i]
+
+    def get_output(self, i):
+        return self._outputs[i]
+
+    @property
+    def precision(self):
+        return self._precision
+
+    @precision.setter
+    def precision(self, dtype):
+        self._precision, self.precision_is_set = dtype, True
+
+    def set_output_type(self, i, dtype):
+        assert 0 <= i < len(self._outputs)
+        self._output_types[i] = dtype
+
+    def get_output_type(self, i):
+        return self._output_types.get(i, DataType.FLOAT)
+
+    def output_type_is_set(self, i):
+        return i in self._output_types
+
+
 class _Network:
     def __init__(self, flags):
-        self.flags, self.onnx_bytes = flags, None
+        self.flags, self.onnx_bytes, self.layers = flags, None, []
+
+    def load(self, model):
+        inferred = onnx.shape_inference.infer_shapes(model)
+        values = list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)
+        types = {v.name: v.type.tensor_type.elem_type for v in values}
+        types.update({t.name: t.data_type for t in model.graph.initializer})
+        tensors = {}
+        for node in model.graph.node:
+            for name in list(node.input) + list(node.output):
+                if name and name not in tensors:
+                    tensors[name] = _Tensor(name, _ONNX_TYPES.get(types.get(name)))
+        # the ONNX parser adds no layer for Constant nodes (their values become weights)
+        self.layers = [_Layer(node, tensors) for node in model.graph.node if node.op_type != "Constant"]
+
+    @property
+    def num_layers(self):
+        return len(self.layers)
+
+    def get_layer(self, i):
+        return self.layers[i]
 
 
 class OnnxParser:
@@ -66,11 +156,12 @@ class OnnxParser:
     def parse(self, data: bytes) -> bool:
         CALLS.append(("parse", len(data)))
         try:
-            onnx.load_from_string(data)
+            model = onnx.load_from_string(data)
         except Exception as exc:  # noqa: BLE001 - any decode failure is a parse error
             self.errors = [f"not an ONNX model: {exc}"]
             return False
         self.network.onnx_bytes = data
+        self.network.load(model)
         return True
 
     @property
@@ -119,7 +210,14 @@ class Builder:
         return _Profile()
 
     def build_serialized_network(self, network, config):
-        CALLS.append(("build", sorted(config.flags), dict(config.pools), [p.shapes for p in config.profiles]))
+        CALLS.append(("build", sorted(config.flags), dict(config.pools), [p.shapes for p in config.profiles],
+                      CURRENT_DEVICE))
+        CALLS.append(("precisions", {layer.name: (layer.type, layer.precision,
+                                                  {k: layer.get_output_type(k) for k in range(layer.num_outputs)
+                                                   if layer.output_type_is_set(k)})
+                                     for layer in network.layers
+                                     if layer.precision_is_set or any(map(layer.output_type_is_set,
+                                                                          range(layer.num_outputs)))}))
         assert network.onnx_bytes is not None and len(config.profiles) == 1
         return _MAGIC + pickle.dumps({"onnx": network.onnx_bytes, "profile": config.profiles[0].shapes})
 
@@ -129,7 +227,7 @@ class Runtime:
         self.logger = logger
 
     def deserialize_cuda_engine(self, blob):
-        CALLS.append(("deserialize", len(blob)))
+        CALLS.append(("deserialize", len(blob), CURRENT_DEVICE))
         if not bytes(blob).startswith(_MAGIC):
             return None  # as TensorRT does for an engine it cannot read
         return _Engine(pickle.loads(bytes(blob)[len(_MAGIC):]))
@@ -137,6 +235,7 @@ class Runtime:
 
 class _Engine:
     def __init__(self, data):
+        self.device = CURRENT_DEVICE
         self.session = ort.InferenceSession(data["onnx"], providers=["CPUExecutionProvider"])
         self.profile = data["profile"]
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -156,6 +255,7 @@ class _Engine:
         return DataType.FLOAT
 
     def create_execution_context(self):
+        CALLS.append(("context", CURRENT_DEVICE))
         return _Context(self)
 
 
@@ -183,18 +283,29 @@ class _Context:
 
     def execute_async_v3(self, stream_handle):
         feeds = {n: MEMORY[self.addresses[n]] for n in self.engine.inputs}
-        CALLS.append(("execute", {n: v.shape for n, v in feeds.items()}))
+        CALLS.append(("execute", {n: v.shape for n, v in feeds.items()}, CURRENT_DEVICE))
+        if CURRENT_DEVICE != self.engine.device:
+            return False  # an engine runs only on the device it was deserialised on
         for name, value in zip(self.engine.outputs, self.engine.session.run(None, feeds)):
-            MEMORY[self.addresses[name]][...] = value
+            MEMORY[self.addresses[name]][...] = value if ENGINE_OUTPUT_HOOK is None else ENGINE_OUTPUT_HOOK(name, value)
         return True
 
 
 class FakeBuffers:
     """Device-buffer provider for TrtRunner over host arrays (what TorchCudaBuffers does on a GPU)."""
 
-    def __init__(self, gpu_name="Fake GPU", capability="8.6"):
-        self.gpu_name, self.capability = gpu_name, capability
+    def __init__(self, gpu_name="Fake GPU", capability="8.6", device=0):
+        self.gpu_name, self.capability, self.device = gpu_name, capability, device
         self.stream_handle = 0
+
+    @contextlib.contextmanager
+    def activate(self):
+        global CURRENT_DEVICE
+        previous, CURRENT_DEVICE = CURRENT_DEVICE, self.device
+        try:
+            yield
+        finally:
+            CURRENT_DEVICE = previous
 
     def gpu(self):
         return self.gpu_name, self.capability

@@ -1,11 +1,14 @@
 """TrtRunner's logic against test/fake_tensorrt.py (TensorRT itself cannot be installed here).
 
 What this checks: engine cache key and rebuild-only-on-change, the optimisation profile and
-build flags, binding inputs/outputs by name, batch splitting above the profile max, and the
-error when tensorrt is missing. What it cannot check: real TensorRT parsing/building, FP16
-accuracy, CUDA memory (TorchCudaBuffers).
+build flags, binding inputs/outputs by name, batch splitting above the profile max, that the
+configured device is current for building, deserialising and running, the FP32 marks on the
+Sparsemax under FP16, the parity refusal of a new engine, and the error when tensorrt is
+missing. What it cannot check: real TensorRT parsing/building (layer naming, fusions), FP16
+accuracy (the stand-in computes in FP32), CUDA memory (TorchCudaBuffers).
 """
 import sys
+from collections import Counter
 
 import fake_tensorrt
 import numpy as np
@@ -14,12 +17,17 @@ import pytest
 from test_export import TINY_VIT, peaked_model
 
 from probpose_core.errors import InputError
-from probpose_core.models.pose_model import vit_config
+from probpose_core.models.pose_model import cnn_config, vit_config
 from probpose_core.runtime import make_runner
 from probpose_core.runtime.base import RuntimeUnavailableError, file_sha256
-from probpose_core.runtime.export import export_onnx, sample_images
+from probpose_core.runtime.export import export_onnx, parity_report, sample_images
 from probpose_core.runtime.ort_runner import OrtRunner
-from probpose_core.runtime.trt_runner import TrtRunner, engine_cache_key
+from probpose_core.runtime.trt_runner import (
+    PARITY_IMAGES,
+    EngineParityError,
+    TrtRunner,
+    engine_cache_key,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +50,8 @@ def test_builds_with_fp16_workspace_and_batch_profile(trt, onnx_path, tmp_path):
     runner = TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers(), workspace_bytes=1 << 28)
     assert runner.built and runner.engine_path.exists() and runner.engine_path.parent == tmp_path
     (build,) = _calls("build")
-    _, flags, pools, profiles = build
-    assert flags == ["FP16"] and pools == {"WORKSPACE": 1 << 28}
+    _, flags, pools, profiles, device = build
+    assert flags == ["FP16", "PREFER_PRECISION_CONSTRAINTS"] and pools == {"WORKSPACE": 1 << 28} and device == 0
     assert profiles == [{"images": ((1, 3, 256, 192), (4, 3, 256, 192), (16, 3, 256, 192))}]
     assert _calls("create_network") == [("create_network", 0)]  # TensorRT 10: explicit batch is implicit
     assert runner.max_batch == 16 and runner.input_size == (192, 256) and runner.name == "trt"
@@ -63,6 +71,7 @@ def test_outputs_bound_by_name_match_onnxruntime(trt, onnx_path, tmp_path):
 
 def test_batches_above_the_profile_max_are_split_not_dropped(trt, onnx_path, tmp_path):
     runner = TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers())
+    trt.CALLS.clear()  # the build's parity check ran a batch already
     images = sample_images(37, (192, 256), seed=3)
     out = runner.run(images)
     assert out["prob_maps"].shape == (37, 17, 64, 48)
@@ -102,7 +111,8 @@ def test_cache_key_covers_gpu_capability_version_and_onnx():
     key = engine_cache_key(**base)["key"]
     assert engine_cache_key(**base)["key"] == key
     for field, value in [("gpu_name", "A100"), ("compute_capability", "8.0"), ("trt_version", "10.1.0"),
-                         ("onnx_sha256", "cd" * 32), ("fp16", False), ("profile", (1, 8, 32))]:
+                         ("onnx_sha256", "cd" * 32), ("fp16", False), ("profile", (1, 8, 32)),
+                         ("recipe", 1)]:  # engines built before the FP32 Sparsemax / parity check
         assert engine_cache_key(**{**base, field: value})["key"] != key, field
 
 
@@ -149,3 +159,136 @@ def test_missing_tensorrt_is_a_clear_error(monkeypatch, onnx_path, tmp_path):
 def test_make_runner_trt_uses_the_cache_dir(trt, onnx_path, tmp_path):
     runner = make_runner(onnx_path, runtime="trt", cache_dir=tmp_path, buffers=trt.FakeBuffers())
     assert isinstance(runner, TrtRunner) and runner.engine_path.parent == tmp_path / "trt"
+
+
+# --- device, FP32 Sparsemax under FP16, parity (issue 10 item 14) ---
+
+def test_configured_device_is_current_for_build_deserialise_and_run(trt, onnx_path, tmp_path):
+    """TensorRT takes no device argument: the runner's device must be current for each call."""
+    runner = TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers(device=1))
+    runner.run(sample_images(2, (192, 256)))
+    assert [c[-1] for c in _calls("build")] == [1]
+    assert [c[-1] for c in _calls("deserialize")] == [1]
+    assert {c[-1] for c in _calls("context")} == {1}
+    assert {c[-1] for c in _calls("execute")} == {1}  # parity check and the run above
+    assert trt.CURRENT_DEVICE == 0  # restored after each call
+    trt.CALLS.clear()
+    cached = TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers(device=1))  # from the cache
+    cached.run(sample_images(1, (192, 256)))
+    assert not cached.built and [c[-1] for c in _calls("deserialize")] == [1]
+    assert {c[-1] for c in _calls("execute")} == {1}
+
+
+# One top-k Sparsemax as sparsemax._topk_last exports it (shift, TopK, CumSum, support, threshold,
+# top-k mask, clamp, renormalise), then the reshape to (N, K, H, W) and the model's clamp to [0, 1].
+# The support count (a bool -> int64 Cast and an int64 ReduceSum) has no float tensor: not marked.
+SPARSEMAX_OPS = Counter({"ReduceMax": 1, "Sub": 3, "TopK": 1, "CumSum": 1, "Mul": 1, "Add": 1, "Greater": 1,
+                         "Cast": 1, "ReduceSum": 2, "Where": 2, "Div": 2, "Slice": 1, "GreaterOrEqual": 1,
+                         "Clip": 2, "Reshape": 1})
+
+
+def _marks():
+    (marks,) = [c[1] for c in _calls("precisions")]
+    return marks
+
+
+@pytest.mark.parametrize("config, maps", [(vit_config("t", **TINY_VIT), 1), (cnn_config(double_heatmap=True), 2)],
+                         ids=["vit", "cnn-double-heatmap"])
+def test_fp16_keeps_exactly_the_sparsemax_layers_in_fp32(trt, config, maps, tmp_path):
+    path = export_onnx(peaked_model(config), tmp_path / "m.onnx")
+    TrtRunner(path, tmp_path, buffers=trt.FakeBuffers())
+    marks = _marks()
+    assert Counter(op for op, _, _ in marks.values()) == Counter({op: n * maps for op, n in SPARSEMAX_OPS.items()})
+    model = onnx.load(str(path))
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    types.update({o.name: onnx.TensorProto.FLOAT for o in model.graph.output})
+    for node in model.graph.node:
+        if node.name in marks:
+            _, precision, outputs = marks[node.name]
+            floats = {k for k, name in enumerate(node.output) if types[name] == onnx.TensorProto.FLOAT}
+            assert precision == "FLOAT" and outputs == {k: "FLOAT" for k in floats}, node.name
+    ends = {node.output[0] for node in model.graph.node if node.name in marks and node.op_type == "Clip"}
+    assert {"prob_maps", "wide_prob_maps"} & ends == ({"prob_maps", "wide_prob_maps"} if maps == 2 else {"prob_maps"})
+    flags = _calls("build")[0][1]
+    assert "PREFER_PRECISION_CONSTRAINTS" in flags and "FP16" in flags
+
+
+def test_fp32_build_marks_nothing(trt, onnx_path, tmp_path):
+    TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers(), fp16=False)
+    assert _marks() == {}
+    assert _calls("build")[0][1] == []
+
+
+def test_small_k_export_is_marked_too(trt, tmp_path):
+    path = export_onnx(peaked_model(vit_config("t", **TINY_VIT)), tmp_path / "k128.onnx", sparsemax_topk=128)
+    TrtRunner(path, tmp_path, buffers=trt.FakeBuffers())
+    assert Counter(op for op, _, _ in _marks().values()) == SPARSEMAX_OPS
+
+
+def _shift_maps(pixels):
+    def hook(name, value):
+        return np.roll(value, pixels, axis=-1) if name == "prob_maps" else value
+    return hook
+
+
+def test_engine_whose_keypoints_differ_from_ort_is_refused_and_not_cached(trt, onnx_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(trt, "ENGINE_OUTPUT_HOOK", _shift_maps(1))  # one map pixel = 4 crop pixels
+    with pytest.raises(EngineParityError, match=r"differ from ONNX Runtime's by up to (\d+\.\d+) px \(threshold 0.5 px") \
+            as refused:
+        TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers())
+    stated = float(str(refused.value).split("by up to ")[1].split(" px")[0])
+    images = sample_images(PARITY_IMAGES, (192, 256))
+
+    class Shifted:
+        def run(self, x):
+            out = OrtRunner(onnx_path).run(x)
+            return dict(out, prob_maps=np.roll(out["prob_maps"], 1, axis=-1))
+
+    expected = parity_report(OrtRunner(onnx_path), Shifted(), images)["keypoints_max_px_diff"]
+    assert stated == pytest.approx(expected, abs=1e-3) and stated > 1.0
+    assert "not cached" in str(refused.value)
+    assert list(tmp_path.iterdir()) == []  # no engine, no record, no temporary file
+    assert len(_calls("build")) == 1
+    # the threshold is the caller's: the same engine is accepted at 10 px
+    accepted = TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers(), parity_max_px=10.0)
+    assert accepted.built and accepted.parity["keypoints_max_px_diff"] == pytest.approx(stated, abs=1e-3)
+
+
+def test_nan_keypoints_are_refused(trt, onnx_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(trt, "ENGINE_OUTPUT_HOOK", lambda name, v: np.full_like(v, np.nan) if name == "prob_maps" else v)
+    with pytest.raises(EngineParityError, match="engine refused"):
+        TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_good_engine_passes_parity_and_is_cached_with_its_report(trt, onnx_path, tmp_path):
+    import json
+
+    runner = TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers())
+    assert runner.built and runner.engine_path.exists()
+    assert runner.parity["keypoints_max_px_diff"] <= 1e-3 and runner.parity["images"] == PARITY_IMAGES
+    assert runner.parity["max_px"] == 0.5
+    record = json.loads(runner.engine_path.with_suffix(".json").read_text())
+    assert record["parity"] == runner.parity and record["key"] == runner.cache_key["key"]
+    executions = len(_calls("execute"))
+    assert executions >= 1  # the parity check ran the engine
+    cached = TrtRunner(onnx_path, tmp_path, buffers=trt.FakeBuffers())
+    assert not cached.built and cached.parity == runner.parity
+    assert len(_calls("execute")) == executions  # no second parity run for a cached engine
+
+
+def test_bisection_export_has_no_topk_to_mark(trt, tmp_path):
+    path = export_onnx(peaked_model(vit_config("t", **TINY_VIT)), tmp_path / "bisect.onnx", sparsemax_method="bisect")
+    TrtRunner(path, tmp_path, buffers=trt.FakeBuffers())
+    assert _marks() == {} and "PREFER_PRECISION_CONSTRAINTS" not in _calls("build")[0][1]
+
+
+def test_a_sparsemax_input_missing_from_the_network_is_an_error(trt, onnx_path):
+    from probpose_core.runtime.trt_runner import keep_fp32
+
+    network = trt.Builder(trt.Logger()).create_network(0)
+    assert trt.OnnxParser(network, None).parse(onnx_path.read_bytes())
+    with pytest.raises(InputError, match=r"no layer of the TensorRT network reads the Sparsemax input\(s\) \['gone'\]"):
+        keep_fp32(trt, network, ["gone"])
+    assert not any(layer.precision_is_set for layer in network.layers)

@@ -20,6 +20,8 @@
   the sidecar and prints it, as well as for the optional ORT dynamic-int8 model.
 - :func:`check_tensorrt_constraints` lists what TensorRT would reject (opset, non-batch dynamic
   shapes, TopK k, data-dependent shapes) with onnx and onnxruntime only (no dev extras).
+- :func:`sparsemax_inputs` finds each exported Sparsemax's input tensor, from which a TensorRT
+  FP16 build keeps the Sparsemax in FP32 (``trt_runner``).
 """
 import copy
 import dataclasses
@@ -340,6 +342,32 @@ def check_tensorrt_constraints(onnx_path, max_topk: int = TRT_MAX_TOPK, min_opse
         elif node.op_type in _DATA_DEPENDENT_OPS:
             problems.append(f"{node.op_type} {node.name!r}: data-dependent output shape")
     return problems
+
+
+def sparsemax_inputs(model) -> list[str]:
+    """The input tensor of every exported Sparsemax in the ONNX ``model`` (a ModelProto).
+
+    The top-k Sparsemax (sparsemax.py ``_topk_last``) exports as ``z = x - ReduceMax(x)``,
+    ``TopK(z)``, ``CumSum`` and the element-wise ops that find the threshold and the map. Each
+    TopK's data input ``z`` is traced back through that max shift to ``x`` (the map logits over
+    the temperature); everything computed from ``x`` is the Sparsemax (and the reshape / clamp
+    to its map output). A TopK without the shift in front gives ``z`` itself. Bisection exports
+    and heatmap models have no TopK: an empty list. TensorRT builds keep what is computed from
+    these tensors in FP32 (``trt_runner.keep_fp32``).
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    starts = []
+    for node in model.graph.node:
+        if node.op_type != "TopK":
+            continue
+        z = node.input[0]
+        shift = producer.get(z)
+        peak = producer.get(shift.input[1]) if shift is not None and shift.op_type == "Sub" else None
+        start = shift.input[0] if peak is not None and peak.op_type == "ReduceMax" and peak.input[0] == shift.input[0] \
+            else z
+        if start not in starts:
+            starts.append(start)
+    return starts
 
 
 def _format_parity(label: str, report: dict) -> str:

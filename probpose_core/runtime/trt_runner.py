@@ -2,19 +2,40 @@
 
 UNTESTED ON REAL TENSORRT. TensorRT cannot be installed on the machines this was written on, so
 the code follows the TensorRT 10 Python API as documented (``Builder``, ``OnnxParser``,
-``build_serialized_network``, ``set_memory_pool_limit``, optimisation profiles,
+``build_serialized_network``, ``set_memory_pool_limit``, optimisation profiles, ``ILayer.precision``
+/ ``set_output_type`` with ``BuilderFlag.PREFER_PRECISION_CONSTRAINTS``,
 ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode``, ``set_input_shape``,
 ``set_tensor_address``, ``execute_async_v3``) and its logic (cache key, rebuild only on change,
-profile shapes, binding by name, batch splitting, missing-TensorRT error) is tested against a
-stand-in ``tensorrt`` module (test/fake_tensorrt.py) that runs the ONNX with onnxruntime.
-TensorRT 8.6 (JetPack 5) differs only in needing the explicit-batch network flag, handled here.
+profile shapes, binding by name, batch splitting, device, FP32 marks, parity refusal,
+missing-TensorRT error) is tested against a stand-in ``tensorrt`` module
+(test/fake_tensorrt.py) that runs the ONNX with onnxruntime. TensorRT 8.6 (JetPack 5) differs
+only in needing the explicit-batch network flag, handled here.
+
+- **Device.** TensorRT has no device argument: the builder, the runtime, the engine and its
+  execution context live on the CUDA device that is current when they are made, and the engine
+  runs only there. Everything is therefore made and run inside ``buffers.activate()``, which
+  makes the runner's ``device`` current (``torch.cuda.device``), where its buffers and stream
+  live too.
+- **FP16 keeps the Sparsemax in FP32.** Under FP16 the Sparsemax's TopK over all H*W pixels,
+  its CumSum and the ops that find the threshold would be rounded to FP16 (integers above 2048
+  and cumulative sums of thousands of values are not representable), which moves the map's
+  support. :func:`keep_fp32` marks every layer computed from each Sparsemax's input
+  (``export.sparsemax_inputs``, found in the ONNX graph by its TopK) with FP32 precision and
+  FP32 float outputs, and the build prefers those constraints
+  (``PREFER_PRECISION_CONSTRAINTS``: a layer TensorRT cannot run in FP32 falls back with a
+  warning; the parity check below decides whether the result is good enough).
+- **Parity.** A freshly built engine is run on :data:`PARITY_IMAGES` fixed sample crops
+  (``export.sample_images``) next to ONNX Runtime on the CPU (``export.parity_report``); if the
+  decoded keypoints differ by more than ``parity_max_px`` (0.5 crop pixels) the engine is
+  refused with :class:`EngineParityError` and not written to the cache. The report is kept as
+  ``runner.parity`` and in the engine's ``.json``.
 
 Engines are only valid for one GPU model / compute capability / TensorRT version, so they are
 cached in ``cache_dir`` under a key made of the GPU name, compute capability, TensorRT version,
-the ONNX file's SHA-256 and the build settings (FP16, profile); an engine is rebuilt only when
-that key changes (or the cached file cannot be deserialised). Device memory comes from torch
-CUDA tensors (:class:`TorchCudaBuffers`); any object with the same few methods can be passed
-as ``buffers`` (e.g. one built on cuda-python).
+the ONNX file's SHA-256 and the build settings (FP16, profile, build recipe); an engine is
+rebuilt only when that key changes (or the cached file cannot be deserialised). Device memory
+comes from torch CUDA tensors (:class:`TorchCudaBuffers`); any object with the same few methods
+can be passed as ``buffers`` (e.g. one built on cuda-python).
 """
 import hashlib
 import json
@@ -24,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..jsonio import load_json
 from .base import (
     INPUT_NAME,
     RuntimeUnavailableError,
@@ -39,6 +61,17 @@ from .base import (
 #: Optimisation profile on the batch axis: (min, opt, max).
 DEFAULT_PROFILE = (1, 4, 16)
 DEFAULT_WORKSPACE = 1 << 30
+#: A freshly built engine whose decoded keypoints differ from ONNX Runtime's by more is refused (crop px).
+PARITY_MAX_PX = 0.5
+#: Fixed sample crops (``export.sample_images``, seed 0) the parity check runs.
+PARITY_IMAGES = 8
+#: Bumped when engines are built differently for the same ONNX and settings (2: the Sparsemax
+#: is kept in FP32 under FP16 and a new engine must pass the parity check), so old engines rebuild.
+BUILD_RECIPE = 2
+
+
+class EngineParityError(RuntimeUnavailableError):
+    """A freshly built TensorRT engine disagrees with ONNX Runtime beyond the threshold (not cached)."""
 
 
 def import_tensorrt():
@@ -60,8 +93,13 @@ class TorchCudaBuffers:
         if not torch.cuda.is_available():
             raise RuntimeUnavailableError("TensorRT needs a CUDA device, but torch.cuda.is_available() is False")
         self.torch = torch
-        self.device = torch.device("cuda", device)
+        self.device = torch.device("cuda", int(device))
         self.stream = torch.cuda.Stream(self.device)
+
+    def activate(self):
+        """Context manager making this device the current CUDA device (TensorRT's builder, runtime,
+        engine and execution context use the current device)."""
+        return self.torch.cuda.device(self.device)
 
     def gpu(self) -> tuple[str, str]:
         """(GPU name, compute capability "major.minor")."""
@@ -92,17 +130,69 @@ class TorchCudaBuffers:
 
 
 def engine_cache_key(gpu_name: str, compute_capability: str, trt_version: str, onnx_sha256: str,
-                     fp16: bool, profile) -> dict:
+                     fp16: bool, profile, recipe: int = BUILD_RECIPE) -> dict:
     """The parts an engine depends on, plus ``key``: the first 16 hex digits of their SHA-256."""
     parts = {"gpu": gpu_name, "compute_capability": compute_capability, "tensorrt": trt_version,
-             "onnx_sha256": onnx_sha256, "fp16": bool(fp16), "profile": [int(b) for b in profile]}
+             "onnx_sha256": onnx_sha256, "fp16": bool(fp16), "profile": [int(b) for b in profile],
+             "recipe": int(recipe)}
     parts["key"] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     return parts
 
 
+def keep_fp32(trt, network, start_tensors) -> list[str]:
+    """Mark every layer of ``network`` computed from ``start_tensors`` to run in FP32; returns their names.
+
+    ``start_tensors``: tensor names (the ONNX parser names each layer output after the ONNX
+    tensor), here each Sparsemax's input (``export.sparsemax_inputs``). The layers reached from
+    them through their outputs, helper layers the parser added included, get ``precision``
+    FP32 when they read or write a float tensor, and FP32 as the output type of each float
+    output (bool / int outputs are left alone). Only honoured with a precision-constraints
+    builder flag (:func:`build_engine` sets it). A start tensor no layer reads is an InputError
+    (the FP16 build would otherwise round the Sparsemax silently).
+    """
+    consumers: dict = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for j in range(layer.num_inputs):
+            tensor = layer.get_input(j)
+            if tensor is not None:
+                consumers.setdefault(tensor.name, []).append(i)
+    missing = [name for name in start_tensors if name not in consumers]
+    if missing:
+        raise InputError(f"no layer of the TensorRT network reads the Sparsemax input(s) {missing}: cannot keep the "
+                         f"Sparsemax in FP32 under FP16 (build with fp16=False)")
+    reached, queue = set(), list(start_tensors)
+    while queue:
+        for i in consumers.get(queue.pop(), ()):
+            if i not in reached:
+                reached.add(i)
+                layer = network.get_layer(i)
+                queue.extend(layer.get_output(k).name for k in range(layer.num_outputs))
+    floats = (trt.float32, trt.float16)
+    marked = []
+    for i in sorted(reached):
+        layer = network.get_layer(i)
+        inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
+        float_outputs = [k for k in range(layer.num_outputs) if layer.get_output(k).dtype in floats]
+        if float_outputs or any(t is not None and t.dtype in floats for t in inputs):
+            layer.precision = trt.float32
+            for k in float_outputs:
+                layer.set_output_type(k, trt.float32)
+            marked.append(layer.name)
+    return marked
+
+
 def build_engine(trt, onnx_bytes: bytes, input_chw, *, fp16: bool = True, workspace_bytes: int = DEFAULT_WORKSPACE,
                  profile=DEFAULT_PROFILE, input_name: str = INPUT_NAME, logger=None) -> bytes:
-    """Parse the ONNX and build a serialised engine with a batch profile (min, opt, max)."""
+    """Parse the ONNX and build a serialised engine with a batch profile (min, opt, max).
+
+    With ``fp16`` the Sparsemax layers are kept in FP32 (:func:`keep_fp32`) under
+    ``PREFER_PRECISION_CONSTRAINTS``. Builds on the current CUDA device (see the module docstring).
+    """
+    import onnx
+
+    from .export import sparsemax_inputs
+
     logger = logger or trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     major = int(str(trt.__version__).split(".")[0])
@@ -116,6 +206,8 @@ def build_engine(trt, onnx_bytes: bytes, input_chw, *, fp16: bool = True, worksp
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+        if keep_fp32(trt, network, sparsemax_inputs(onnx.load_from_string(onnx_bytes))):
+            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     batch_profile = builder.create_optimization_profile()
     lo, opt, hi = (int(b) for b in profile)
     chw = tuple(int(v) for v in input_chw)
@@ -127,20 +219,48 @@ def build_engine(trt, onnx_bytes: bytes, input_chw, *, fp16: bool = True, worksp
     return bytes(serialized)
 
 
+def check_parity(runner, onnx_path, max_px: float = PARITY_MAX_PX) -> dict:
+    """``export.parity_report`` of ``runner`` against ONNX Runtime (CPU, the reference) on
+    :data:`PARITY_IMAGES` fixed sample crops, with the model's codec; ``max_px`` is added to it.
+    EngineParityError when the decoded keypoints differ by more than ``max_px`` crop pixels
+    (or are not finite)."""
+    from ..spec import ModelSpec
+    from .export import parity_report, sample_images
+    from .ort_runner import OrtRunner
+
+    reference = OrtRunner(onnx_path, providers=["CPUExecutionProvider"])
+    codec = ModelSpec.from_meta(runner.meta, {"input_size": list(runner.input_size)}).codec
+    report = parity_report(reference, runner, sample_images(PARITY_IMAGES, runner.input_size), codec)
+    report["max_px"] = float(max_px)
+    diff = report["keypoints_max_px_diff"]
+    if not diff <= max_px:  # NaN is refused too
+        raise EngineParityError(
+            f"TensorRT engine refused: its decoded keypoints differ from ONNX Runtime's by up to {diff:.3f} px "
+            f"(threshold {max_px:g} px, crop pixels, {report['images']} sample crops); the engine was not cached. "
+            f"Build with fp16=False or use --runtime ort")
+    return report
+
+
 class TrtRunner:
     """Run ``onnx_path`` as a TensorRT engine cached in ``cache_dir`` (see the module docstring).
 
-    fp16: build with FP16 kernels allowed; profile: batch (min, opt, max) — ``max_batch`` is the
-    profile's max and larger inputs are split; buffers: a device-buffer provider (default
-    :class:`TorchCudaBuffers`). Attributes: ``engine_path``, ``cache_key`` (dict), ``built``
-    (True when this instance built the engine rather than loading it from the cache),
-    ``support_check`` (maps a small-k top-k export may have truncated, :class:`base.SupportCheck`).
+    fp16: build with FP16 kernels allowed (the Sparsemax stays FP32); profile: batch (min, opt,
+    max) — ``max_batch`` is the profile's max and larger inputs are split; buffers: a
+    device-buffer provider (default :class:`TorchCudaBuffers` on ``device``; it also makes its
+    device current in ``activate()``); device: the CUDA device index the engine is built,
+    deserialised and run on; parity_max_px: a new engine is refused (:class:`EngineParityError`,
+    not cached) when its decoded keypoints differ from ONNX Runtime's by more crop pixels.
+    Attributes: ``engine_path``, ``cache_key`` (dict), ``built`` (True when this instance built
+    the engine rather than loading it from the cache), ``parity`` (the parity report of the build,
+    None for a cached engine without one), ``support_check`` (maps a small-k top-k export may
+    have truncated, :class:`base.SupportCheck`).
     """
 
     name = "trt"
 
     def __init__(self, onnx_path, cache_dir, *, fp16: bool = True, workspace_bytes: int = DEFAULT_WORKSPACE,
-                 profile=DEFAULT_PROFILE, buffers=None, input_size=None, device: int = 0):
+                 profile=DEFAULT_PROFILE, buffers=None, input_size=None, device: int = 0,
+                 parity_max_px: float = PARITY_MAX_PX):
         trt = import_tensorrt()
         self.input_size, static_batch = onnx_input_size(onnx_path, expected=input_size)
         if static_batch:
@@ -150,28 +270,42 @@ class TrtRunner:
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.profile = tuple(int(b) for b in profile)
         self.max_batch = self.profile[2]
+        self.meta = load_sidecar(onnx_path) or {}
+        self.support_check = SupportCheck(self.meta)
         gpu_name, capability = self.buffers.gpu()
         self.cache_key = engine_cache_key(gpu_name, capability, str(trt.__version__), file_sha256(onnx_path),
                                           fp16, self.profile)
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.engine_path = cache_dir / f"{Path(onnx_path).stem}-{self.cache_key['key']}.engine"
-        runtime = trt.Runtime(self.logger)
-        self.engine, self.built = None, False
-        if self.engine_path.exists():
-            self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-        if self.engine is None:  # no cached engine, or one this TensorRT cannot read: build
-            w, h = self.input_size
-            blob = build_engine(trt, Path(onnx_path).read_bytes(), (3, h, w), fp16=fp16,
-                                workspace_bytes=workspace_bytes, profile=self.profile, logger=self.logger)
+        self.engine, self.built, blob = None, False, None
+        with self.buffers.activate():  # TensorRT makes and runs everything on the current device
+            self.runtime = trt.Runtime(self.logger)
+            if self.engine_path.exists():
+                self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+            if self.engine is None:  # no cached engine, or one this TensorRT cannot read: build
+                w, h = self.input_size
+                blob = build_engine(trt, Path(onnx_path).read_bytes(), (3, h, w), fp16=fp16,
+                                    workspace_bytes=workspace_bytes, profile=self.profile, logger=self.logger)
+                self.engine = self.runtime.deserialize_cuda_engine(blob)
+                self.built = True
+                if self.engine is None:
+                    raise RuntimeError("TensorRT could not deserialise the engine it just built")
+            self._bind(onnx_path)
+        record = self.engine_path.with_suffix(".json")
+        if self.built:  # cached only once it agrees with ONNX Runtime
+            self.parity = check_parity(self, onnx_path, parity_max_px)
+            self.support_check = SupportCheck(self.meta)  # the parity run's maps are not counted
             tmp = self.engine_path.with_suffix(".engine.tmp")
             tmp.write_bytes(blob)
             os.replace(tmp, self.engine_path)
-            self.engine_path.with_suffix(".json").write_text(json.dumps(self.cache_key, indent=2) + "\n")
-            self.engine = runtime.deserialize_cuda_engine(blob)
-            self.built = True
-            if self.engine is None:
-                raise RuntimeError("TensorRT could not deserialise the engine it just built")
+            record.write_text(json.dumps(dict(self.cache_key, parity=self.parity), indent=2) + "\n")
+        else:
+            self.parity = load_json(record, "TensorRT engine record").get("parity") if record.exists() else None
+
+    def _bind(self, onnx_path) -> None:
+        """Input / output names and dtypes of the engine, and its execution context."""
+        trt = self.trt
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1:
@@ -181,10 +315,12 @@ class TrtRunner:
         check_outputs({k: np.zeros(1) for k in self.output_names}, 1, "the TensorRT engine")  # names only
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self.context = self.engine.create_execution_context()
-        self.meta = load_sidecar(onnx_path) or {}
-        self.support_check = SupportCheck(self.meta)
 
     def _run_batch(self, images: np.ndarray) -> dict:
+        with self.buffers.activate():
+            return self._run_on_device(images)
+
+    def _run_on_device(self, images: np.ndarray) -> dict:
         n = len(images)
         if not self.context.set_input_shape(self.input_name, images.shape):
             raise InputError(f"TensorRT rejected input shape {images.shape} (profile batch {self.profile})")
