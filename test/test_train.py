@@ -127,6 +127,21 @@ def test_init_weights_loads_matching_tensors(synthetic, tmp_path):
     torch.testing.assert_close(again["backbone.pos_embed"], trained["backbone.pos_embed"], rtol=1e-5, atol=1e-6)
 
 
+def test_frozen_prefixes_keep_their_weights_and_the_rest_trains(synthetic, tmp_path):
+    config = small_config(synthetic, tmp_path / "start", max_iters_per_epoch=1)
+    config.schedule.epochs = 1
+    train(config)
+    start = tmp_path / "start" / "last.pt"
+    config.run.out_dir, config.run.init_weights = str(tmp_path / "frozen"), str(start)
+    config.optim.frozen = ["backbone.", "head.final_layer."]
+    train(config)
+    before = torch.load(start, weights_only=True)["state_dict"]
+    after = torch.load(tmp_path / "frozen" / "last.pt", weights_only=True)["state_dict"]
+    frozen = [k for k in before if k.startswith(("backbone.", "head.final_layer.")) and before[k].is_floating_point()]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["head.deconv_layers.0.weight"], after["head.deconv_layers.0.weight"])
+
+
 def test_epoch_batches_split_the_global_batch():
     single = epoch_batches(50, 6, seed=3, epoch=2, info=D.DistInfo())
     ranks = [epoch_batches(50, 3, seed=3, epoch=2, info=D.DistInfo(rank=r, world_size=2)) for r in range(2)]

@@ -54,6 +54,10 @@ class OptimConfig:
     layer_decay: float = 0.8
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = 1.0  # max global gradient norm; None = no clipping
+    # Parameters whose names start with one of these prefixes are frozen (no gradient, not in the
+    # optimiser; e.g. ["backbone."] fine-tunes only the head on a pretrained backbone; BN running
+    # statistics of frozen layers still update in training mode).
+    frozen: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -219,6 +219,11 @@ def _start(config: TrainConfig, info: D.DistInfo, resume) -> _Run:
         if info.is_main:
             log.info("initial weights: %d tensors from %s%s", loaded, run.init_weights,
                      f"; {len(fresh)} keep their initialisation ({', '.join(fresh[:4])}...)" if fresh else "")
+    frozen = [name for name, p in model.named_parameters() if name.startswith(tuple(config.optim.frozen))]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    if config.optim.frozen and info.is_main:
+        log.info("frozen: %d tensors starting with %s", len(frozen), ", ".join(config.optim.frozen))
     model = model.to(info.device)
     vit_depth = config.model.depth if config.model.backbone == "vit" else None
     optimizer = build_optimizer(model, scaled_lr(config, info.world_size), config.optim.weight_decay,

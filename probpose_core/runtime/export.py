@@ -45,7 +45,7 @@ SIDECAR_FORMAT = "probpose-onnx/1"
 #: Bumped whenever the exported graph or sidecar changes for the same checkpoint and options (2:
 #: the default Sparsemax is exact for every support, TopK over all pixels instead of k = 128;
 #: 3: the sidecar records ``heatmap_only`` and a codec sized to the model).
-EXPORTER_VERSION = 3
+EXPORTER_VERSION = 4
 TRT_MAX_TOPK = 3840  # TensorRT 10
 TRT8_MAX_TOPK = 1024  # TensorRT 8.6 (JetPack 5)
 MIN_OPSET = 17
@@ -191,11 +191,37 @@ def export_onnx(model: torch.nn.Module, path, *, batch_example: int = 2, sparsem
                           opset_version=opset, input_names=[INPUT_NAME], output_names=list(names),
                           dynamic_axes={k: {0: "batch"} for k in (INPUT_NAME,) + names},
                           do_constant_folding=True)
+    _fold_constants(path)
     onnx.checker.check_model(str(path))
     sidecar = _sidecar(traced, names, options, meta)
     sidecar["onnx_sha256"] = file_sha256(path)
     dump_json(sidecar, sidecar_path(path))
     return path
+
+
+def _fold_constants(path: Path) -> None:
+    """Rewrite ``path`` with its constant subgraphs folded and its output shapes inferred.
+
+    The TorchScript exporter writes e.g. a ``Pad``'s pads as a Constant / ConstantOfShape /
+    Concat chain it does not fold, which hides every later shape (the outputs' height and width
+    come out symbolic). ONNX Runtime's basic optimisations fold it (standard ONNX ops only, the
+    batch axis stays dynamic); onnx shape inference then fills in the outputs' static axes."""
+    import onnx
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        model = onnx.load(options.optimized_model_filepath)
+    del model.graph.value_info[:]
+    for out in model.graph.output:  # forget the exporter's symbolic non-batch axes, then infer them
+        for dim in out.type.tensor_type.shape.dim[1:]:
+            if not dim.HasField("dim_value"):
+                dim.Clear()
+    onnx.save(onnx.shape_inference.infer_shapes(model, data_prop=True), str(path))
 
 
 def sample_images(n: int, input_size, seed: int = 0) -> np.ndarray:
