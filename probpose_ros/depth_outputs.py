@@ -60,6 +60,16 @@ BAD_KINDS = ("depth_encoding", "depth_truncated", "depth_empty", "depth_size", "
 STREAM_ALIVE_S = 1.0  # no depth frame for this long: process() does not wait for one
 
 
+class DepthResult(NamedTuple):
+    """What :meth:`DepthOutputs.process` published for one colour frame."""
+
+    keypoints3d: list   # probpose_core.lifting.Keypoints3D per person, HumanArray order
+    keep_outs: list     # probpose_core.keep_out.KeepOut per person, same order
+    has_depth: bool
+    reason: str | None  # why there is no depth (None when has_depth)
+    waited_s: float     # seconds spent waiting for the depth image
+
+
 class DepthParam(NamedTuple):
     name: str
     default: object
@@ -233,8 +243,8 @@ class DepthOutputs:
 
         header: the colour image's ``std_msgs/Header``; humans: its ``list[Human]`` (image px,
         any order: published in the HumanArray's order, :func:`messages.order_humans`);
-        image_size: ``(width, height)`` of the colour image. Returns ``(keypoints3d, keep_outs,
-        has_depth)`` (the published lists), or None after :meth:`close`.
+        image_size: ``(width, height)`` of the colour image. Returns a :class:`DepthResult`, or
+        None after :meth:`close`.
         """
         started = time.perf_counter()
         depth, camera, reason, waited = self._pair(stamp_ns(header.stamp))
@@ -277,7 +287,7 @@ class DepthOutputs:
             self.counts["frames"] += 1
             self.counts["frames_with_depth" if has_depth else "frames_without_depth"] += 1
             self._times.append((time.perf_counter() - started, waited))
-        return kp3d, keep, has_depth
+        return DepthResult(kp3d, keep, has_depth, reason, waited)
 
     # -- diagnostics and shutdown ---------------------------------------------------------
     def stats(self) -> dict:

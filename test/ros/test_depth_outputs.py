@@ -339,8 +339,8 @@ def test_depth_outputs_over_dds(probe, under_test):
         for dt, d, enc in ((-40 * MS, decoy, "16UC1"), (5 * MS, depth, "32FC1" if i == 3 else "16UC1"),
                            (45 * MS, decoy, "16UC1")):
             _send(probe, pub_depth, depth_msg(d, t + dt, enc), out, "depth_received")
-        kp3d, keep, has_depth = out.process(header(t), list(reversed(humans)), (WIDTH, HEIGHT))
-        assert has_depth
+        result = out.process(header(t), list(reversed(humans)), (WIDTH, HEIGHT))
+        assert result.has_depth and result.reason is None and result.waited_s < 1.0
         k_msg, o_msg = _received(probe, "/humans/keypoints3d", t), _received(probe, "/humans/keep_out", t)
         for m in (k_msg, o_msg):
             assert m.header.frame_id == "depth_optical" and m.has_depth
@@ -401,9 +401,9 @@ def test_process_time_with_depth_on(probe, under_test):
                 t += 10**8
                 _send(probe, pub_depth, depth_msg(d, t), out, "depth_received")
                 started, cpu = time.perf_counter(), time.thread_time()
-                _, keep, has_depth = out.process(header(t), scaled, (WIDTH * scale, HEIGHT * scale))
+                r = out.process(header(t), scaled, (WIDTH * scale, HEIGHT * scale))
                 times.append((time.perf_counter() - started, time.thread_time() - cpu))
-                assert has_depth and len(keep) == len(people) and not any(k.incomplete for k in keep[:2])
+                assert r.has_depth and len(r.keep_outs) == len(people) and not any(k.incomplete for k in r.keep_outs[:2])
             wall, cpu = np.median(np.array(times[2:]), axis=0) * 1e3
             rows.append((f"{WIDTH * scale}x{HEIGHT * scale}", len(people), wall, cpu))
     print("\nprocess() with depth on (keep_out markers subscribed), median of 10 calls, wall (thread CPU):")
@@ -425,8 +425,8 @@ def test_no_depth_within_slop_bad_inputs_and_the_wait(probe, under_test):
     # 1. depth 30 ms before and after: nothing within 10 ms
     for dt in (-30 * MS, 30 * MS):
         _send(probe, pub_depth, depth_msg(depth, t + dt), out, "depth_received")
-    kp3d, keep, has_depth = out.process(header(t), humans, (WIDTH, HEIGHT))
-    assert not has_depth
+    r = out.process(header(t), humans, (WIDTH, HEIGHT))
+    assert not r.has_depth and "sync_slop" in r.reason
     k_msg, o_msg = _received(probe, "/humans/keypoints3d", t), _received(probe, "/humans/keep_out", t)
     assert not k_msg.has_depth and not any(p.valid for h in k_msg.humans for p in h.keypoints)
     assert len(o_msg.humans) == 2 and all(h.incomplete and not h.capsules and "sync_slop" in h.reasons[0]
@@ -442,11 +442,11 @@ def test_no_depth_within_slop_bad_inputs_and_the_wait(probe, under_test):
     _send(probe, pub_info, CameraInfo(header=header(t)), out, "bad.camera_info")
     wrong_size = depth_msg(depth[:, :200], t + 200 * MS)
     _send(probe, pub_depth, wrong_size, out, "depth_received")
-    _, keep, has_depth = out.process(header(t + 200 * MS), humans, (WIDTH, HEIGHT))
-    assert not has_depth and "another size" in keep[0].reasons[0] and out.stats()["bad.depth_size"] == 1
+    r = out.process(header(t + 200 * MS), humans, (WIDTH, HEIGHT))
+    assert not r.has_depth and "another size" in r.keep_outs[0].reasons[0] and out.stats()["bad.depth_size"] == 1
     _send(probe, pub_depth, depth_msg(depth, t + 300 * MS), out, "depth_received")
-    kp3d, keep, has_depth = out.process(header(t + 300 * MS), humans, (WIDTH, HEIGHT))
-    assert has_depth and all(k.valid.all() for k in kp3d) and not any(k.incomplete for k in keep)
+    r = out.process(header(t + 300 * MS), humans, (WIDTH, HEIGHT))
+    assert r.has_depth and all(k.valid.all() for k in r.keypoints3d) and not any(k.incomplete for k in r.keep_outs)
     # 3. process() called before its depth image arrives: it waits for it (the depth stream is
     #    alive: a frame arrived just now, 50 ms before the colour stamp, outside the slop)
     result = {}
@@ -467,21 +467,21 @@ def test_no_depth_within_slop_bad_inputs_and_the_wait(probe, under_test):
         worker.join(timeout=0.5)
         if not worker.is_alive():
             break
-    assert not worker.is_alive() and "error" not in result and result["r"][2], f"the waiting frame did not pair {result}"
+    assert not worker.is_alive() and "error" not in result and result["r"].has_depth, \
+        f"the waiting frame did not pair {result}"
+    assert result["r"].waited_s > 0.2
     s = out.stats()
     assert s["wait_ms"] > 0
     # 4. a wait that runs out: published without depth, reason given
     out.depth_wait = 0.5
     _send(probe, pub_depth, depth_msg(depth, t + 550 * MS), out, "depth_received")  # alive, 50 ms early
-    started = time.perf_counter()
-    _, keep, has_depth = out.process(header(t + 600 * MS), humans, (WIDTH, HEIGHT))
-    assert not has_depth and 0.45 < time.perf_counter() - started < 5.0 and "in time" in keep[0].reasons[0]
+    r = out.process(header(t + 600 * MS), humans, (WIDTH, HEIGHT))
+    assert not r.has_depth and 0.5 <= r.waited_s < 5.0 and "in time" in r.keep_outs[0].reasons[0]
     # 5. a silent depth stream (nothing for over a second): no wait at all
     out.depth_wait = 5.0
     time.sleep(1.2)
-    started = time.perf_counter()
-    _, keep, has_depth = out.process(header(t + 700 * MS), humans, (WIDTH, HEIGHT))
-    assert not has_depth and time.perf_counter() - started < 2.5
+    r = out.process(header(t + 700 * MS), humans, (WIDTH, HEIGHT))
+    assert not r.has_depth and r.waited_s < 1.0  # would be 5 s had it waited
     s = out.stats()
     assert (s["bad.depth_encoding"], s["bad.depth_truncated"], s["bad.camera_info"]) >= (1, 1, 1)
     assert s["frames"] == 6 and s["frames_with_depth"] == 2 and s["frames_without_depth"] == 4
