@@ -31,6 +31,7 @@ messages, markers, annotated image, publishing), i.e. the node's cost excluding 
 ``overhead_cpu`` = the worker thread's CPU time in that part (wall-clock minus preemption).
 """
 import logging
+import signal
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ from typing import NamedTuple
 
 from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -48,7 +50,7 @@ from probpose_core.detection import make_detector
 from probpose_core.errors import InputError
 from probpose_core.tracking import Tracker, TrackerConfig
 from probpose_msgs.msg import HumanArray
-from probpose_ros import diagnostics, markers, messages
+from probpose_ros import diagnostics, markers, messages, rep155
 from probpose_ros.image_conversion import BadFrame, compressed_to_rgb, msg_to_rgb
 from probpose_ros.worker import LatestFrame, Timings, draw_humans, image_canvas
 
@@ -94,9 +96,17 @@ PARAMETERS = (
     Param("track_low_score", TrackerConfig.low_score, "Detector score below which a detection is ignored by "
                                                        "the tracker; between it and track_high_score a "
                                                        "detection only continues a track seen last frame."),
+    Param("rep155", rep155.available(), "Publish REP-155 (ROS4HRI) bodies of the tracked people: "
+                                        "/humans/bodies/tracked and per body .../skeleton2d and .../roi "
+                                        "(probpose_ros.rep155; needs hri_msgs and tracking). Default: true "
+                                        "when hri_msgs imports."),
     Param("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible); "
                               "frames in between are dropped (counted)."),
 )
+
+
+#: Parameters whose default depends on the machine (left out of config/params.yaml, which would fix it)
+MACHINE_DEFAULTS = ("rep155",)
 
 
 def parameter_defaults() -> dict:
@@ -124,6 +134,7 @@ class PoseNode(Node):
         self.pub_image = (self.create_publisher(Image, "humans/image_annotated", 1)
                           if self.params["publish_annotated_image"] else None)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.rep155 = self._rep155_publisher()
         sensor_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1)
         msg_type = CompressedImage if self.params["compressed"] else Image
         self.create_subscription(msg_type, self.params["image_topic"], self._on_image, sensor_qos)
@@ -164,7 +175,35 @@ class PoseNode(Node):
             high_score=float(p["track_high_score"]), low_score=float(p["track_low_score"]),
             presence_threshold=self.presence_threshold)) if p["tracking"] else None
         self._last_stamp = float("-inf")
+        self._last_header = None
         self.min_period = 1.0 / float(p["max_rate_hz"]) if float(p["max_rate_hz"]) > 0 else 0.0
+
+    def _rep155_publisher(self):
+        """The REP-155 publisher when the ``rep155`` parameter asks for one (None otherwise)."""
+        if not self.params["rep155"]:
+            return None
+        if not rep155.available():
+            raise InputError("rep155 is true but hri_msgs does not import: install ROS4HRI's hri_msgs or run "
+                             "`make ros` (it builds the fallback), or set rep155:=false")
+        if self.tracker is None:
+            self.get_logger().warning("rep155 without tracking: REP-155 bodies need track ids, "
+                                      "/humans/bodies/tracked stays empty")
+        return rep155.Rep155Publisher(self, presence_threshold=self.presence_threshold)
+
+    def _clear_rep155(self) -> None:
+        """Tell REP-155 listeners that nobody is tracked any more, then destroy the body publishers."""
+        if self.rep155 is None:
+            return
+        try:
+            header = messages.copy_header(self._last_header) if self._last_header is not None else None
+            if header is not None and self.context.ok():
+                header.stamp = self.get_clock().now().to_msg()
+                self.rep155.publish([], header, (1, 1))
+                self.rep155.tracked_pub.wait_for_all_acked(Duration(seconds=1.0))  # before it is destroyed
+            self.rep155.close()
+        except Exception as exc:  # noqa: BLE001  (shutting down: the context may be gone already)
+            self.get_logger().debug(f"REP-155 clear on stop failed: {exc!r}")
+        self.rep155 = None
 
     # -- callback thread: O(1), the frame is converted by the worker ---------------------
     def _on_image(self, msg):
@@ -211,6 +250,10 @@ class PoseNode(Node):
         out.processing_latency = latency = time.perf_counter() - received
         self.pub_humans.publish(out)
         self.stats.frame_published(latency)
+        self._last_header = msg.header
+        if self.rep155 is not None:
+            self.rep155.publish(humans, msg.header, (frame.shape[1], frame.shape[0]))
+        # depth / 3D outputs (issue 11 items 3-4) go here: depth_outputs.process(msg.header, humans)
         if self.pub_markers is not None and self.pub_markers.get_subscription_count():
             self.pub_markers.publish(markers.humans_to_markers(humans, msg.header, self.presence_threshold,
                                                                self.credible_level))
@@ -246,15 +289,25 @@ class PoseNode(Node):
         """Stop the worker (it finishes the frame in hand) and wait for it."""
         self.slot.close()
         self._worker.join(timeout=10.0)
+        self._clear_rep155()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(args=None) -> int:
     """``ros2 run probpose_ros pose_node --ros-args ...``; returns the exit code."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     logging.basicConfig(level=logging.WARNING)
-    rclpy.init(args=args)
+    # Our own SIGINT / SIGTERM handling: rclpy's would shut the context down at once, before the
+    # node could tell its REP-155 listeners that nobody is tracked any more.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     code = 0
     try:

@@ -155,6 +155,36 @@ class Probe:
             self._thread.join(timeout=5.0)
 
 
+class Spun:
+    """A private rclpy context on ``domain`` whose nodes an executor thread spins: for a node
+    under test run in this process (stand-ins the test hands it), talking DDS to the probe."""
+
+    def __init__(self, domain: int):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+
+    def spin(self, node):
+        """Add ``node`` (made in :attr:`context`) and start spinning (once)."""
+        self.executor.add_node(node)
+        if not self.thread.is_alive():
+            self.thread.start()
+        return node
+
+    def close(self):
+        """Stop spinning, destroy the nodes, shut the context down."""
+        self.executor.shutdown(timeout_sec=2.0)
+        for node in list(self.executor.get_nodes()):
+            node.destroy_node()
+        self.context.try_shutdown()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5.0)
+
+
 def sensor_qos():
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from ros_harness import Probe, child_env, fresh_domain, installed_executable, output, start, start_node, stop
 
-from probpose_ros.pose_node import NODE_NAME, PARAMETERS, parameter_defaults
+from probpose_ros.pose_node import MACHINE_DEFAULTS, NODE_NAME, PARAMETERS, parameter_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "pose.launch.py"
@@ -29,9 +29,10 @@ def _share_dir() -> Path:
 
 def test_params_yaml_defaults_equal_the_declared_ones():
     params = yaml.safe_load((ROOT / "config" / "params.yaml").read_text())["/**"]["ros__parameters"]
-    assert params == parameter_defaults()
+    # a default that depends on the machine (rep155: whether hri_msgs imports) stays out of the file
+    assert params == {k: v for k, v in parameter_defaults().items() if k not in MACHINE_DEFAULTS}
     for p in PARAMETERS:  # same ROS types too (a 0 where 0.0 is declared would be refused)
-        assert type(params[p.name]) is type(p.default), p.name
+        assert type(params.get(p.name, p.default)) is type(p.default), p.name
 
 
 def test_launch_file_declares_the_documented_arguments():

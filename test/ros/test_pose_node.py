@@ -5,11 +5,10 @@ The harness (processes, environments, :class:`~ros_harness.Probe`) is in ros_har
 importable and skips, or in CI fails, when ROS is unavailable).
 """
 import subprocess
-import threading
 import time
 
 import numpy as np
-from ros_harness import (ROOT, TIMEOUT, child_env, image_msg, installed_executable, output, replay_cmd, sensor_qos,
+from ros_harness import (ROOT, TIMEOUT, Probe, Spun, child_env, image_msg, installed_executable, output, replay_cmd, sensor_qos,
                          start_node, stamp_ns, stop, write_video)
 
 from probpose_ros.pose_node import PARAMETERS, parameter_defaults
@@ -21,7 +20,8 @@ def test_parameters_have_descriptions_and_unique_names():
     assert len(names) == len(set(names))
     assert {"image_topic", "compressed", "model", "runtime", "detector", "max_people", "presence_threshold",
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz",
-            "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score"} == set(names)
+            "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score",
+            "rep155"} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
 
@@ -235,32 +235,21 @@ def test_missing_model_is_a_clear_startup_error(domain, tmp_path):
 
 # -- the node in this process (a stand-in detector), over DDS to the probe -------------
 class InProcessNode:
-    """A PoseNode in its own rclpy context on ``domain``, spun by an executor thread: the test can
-    hand it stand-ins (e.g. a detector) that a child process cannot take; the probe talks to it
-    over DDS like to the real process."""
+    """A PoseNode in this process (:class:`ros_harness.Spun`): the test can hand it stand-ins
+    (e.g. a detector) that a child process cannot take; the probe talks to it over DDS."""
 
     def __init__(self, domain: int, **params):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter import Parameter
 
         from probpose_ros.pose_node import PoseNode
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = PoseNode(context=self.context,
-                             parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spun = Spun(domain)
+        self.node = self.spun.spin(PoseNode(context=self.spun.context,
+                                            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
 
     def close(self):
         self.node.stop()
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        self.thread.join(timeout=5.0)
+        self.spun.close()
 
 
 class NanFirstDetector:
@@ -368,3 +357,53 @@ def test_track_ids_are_stable_over_a_replayed_sequence(domain, probe, tiny_model
         assert len(left) == 1 and len(right) == 1 and left != right, (left, right)
     finally:
         node.close()
+
+
+def test_rep155_topics_from_the_node(domain, probe, tiny_model, tmp_path):
+    """The real node process publishes REP-155 bodies of its tracked person: /humans/bodies/tracked
+    lists the body, whose skeleton2d carries the image's stamp and the HumanArray's track id; on
+    shutdown the list is cleared (an empty IdsList is the last message)."""
+    from hri_msgs.msg import IdsList, Skeleton2D
+    from sensor_msgs.msg import Image
+
+    from probpose_msgs.msg import HumanArray
+    from probpose_ros import rep155
+
+    probe.subscribe(HumanArray, "/humans/keypoints")
+    probe.subscribe(IdsList, "/humans/bodies/tracked")
+    pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
+    node = start_node(domain, tmp_path, "-p", f"model:={tiny_model}", "-p", "detector:=full_frame",
+                      "-p", "rep155:=true", "-p", "publish_markers:=false", "-p", "publish_annotated_image:=false",
+                      "-r", "image:=/camera/image_raw")
+    skeletons = None
+    try:
+        assert probe.wait_for(lambda: pub.get_subscription_count() >= 1, proc=node), output(node)
+        frame = np.zeros((240, 320, 3), np.uint8)
+
+        def tracked():
+            return [m for m in probe.messages("/humans/bodies/tracked") if m.ids]
+
+        for i in range(int(TIMEOUT / 0.2)):
+            pub.publish(image_msg(frame, 10**9 + i * 10**8))
+            if probe.wait_for(lambda: tracked(), timeout=0.2, proc=node):
+                break
+        assert tracked(), (probe.messages("/humans/bodies/tracked"), output(node))
+        body = tracked()[0].ids[0]
+        assert len(tracked()[0].ids) == 1 and body[0].isalpha()
+        humans = {stamp_ns(m.header): m for m in probe.messages("/humans/keypoints")}
+        assert body.endswith(str(humans[stamp_ns(tracked()[0].header)].humans[0].id))  # prefix + track id
+        skeletons = Probe(domain)  # a second participant: the body's topic is known only now; latched
+        skeletons.subscribe(Skeleton2D, f"/humans/bodies/{body}/skeleton2d", rep155.QOS)  # (libhri's QoS)
+        assert skeletons.wait_for(lambda: skeletons.messages(f"/humans/bodies/{body}/skeleton2d"), proc=node)
+        skeleton = skeletons.messages(f"/humans/bodies/{body}/skeleton2d")[-1]
+        assert len(skeleton.skeleton) == 18  # the image's stamp, as the frame's HumanArray:
+        assert probe.wait_for(lambda: stamp_ns(skeleton.header) in {stamp_ns(m.header) for m in
+                                                                    probe.messages("/humans/keypoints")})
+        assert all(0.0 <= p.x <= 1.0 and 0.0 <= p.y <= 1.0 for p in skeleton.skeleton)
+    finally:
+        if skeletons is not None:
+            skeletons.close()
+        code = stop(node)
+    assert code == 0, output(node)
+    assert probe.wait_for(lambda: not probe.messages("/humans/bodies/tracked")[-1].ids), \
+        "the body list was not cleared on shutdown"
