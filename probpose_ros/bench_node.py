@@ -74,6 +74,8 @@ def measure(people: int, visualise: bool, frames: int, model: str = "", detector
                      "-p", f"max_people:={people}", "-r", "image:=/bench/none"])
     node = PoseNode()
     try:
+        if not node.start():
+            raise RuntimeError(f"the pose node did not start: {node.failure}")
         node.timings = Timings(size=frames + WARMUP)
         got = {"humans": [], "markers": 0, "images": 0}
         node.create_subscription(HumanArray, "humans/keypoints", lambda m: got["humans"].append(len(m.humans)), 10)

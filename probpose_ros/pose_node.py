@@ -22,8 +22,19 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
   (:mod:`probpose_ros.messages`, :mod:`probpose_ros.markers`); rclpy serialises them.
 - Bad frames (:class:`~probpose_ros.image_conversion.BadFrame`, the pipeline's InputError)
   are warned about once per kind, counted in diagnostics, and skipped.
-- SIGINT / SIGTERM: the worker stops, the node is destroyed, exit code 0. A missing or
-  unusable model is a start-up error (message on stderr, exit code 2).
+- A lifecycle (managed) node (``rclpy.lifecycle``, services ``<node>/change_state``,
+  ``get_state``, ...): **configure** loads the model and detector (an unusable one fails the
+  transition, the reason logged at error level) and creates the publishers (lifecycle
+  publishers for the outputs; ``/diagnostics`` from then on, also while inactive);
+  **activate** subscribes to the images, starts the worker and the REP-155 publisher;
+  **deactivate** unsubscribes, stops the worker and clears the REP-155 bodies; **cleanup**
+  destroys the publishers and frees the model. ``autostart`` (default true) configures and
+  activates at start-up, so the node works without a lifecycle manager.
+- Per frame, in the worker: pipeline (detector, valid boxes, ``max_people``) -> tracker
+  (``Human.id``) -> HumanArray -> REP-155 bodies (``rep155``) -> markers / annotated image.
+- SIGINT / SIGTERM: the worker stops, the REP-155 body list is cleared, the node is destroyed,
+  exit code 0. With ``autostart``, a missing or unusable model is a start-up error (message on
+  stderr, exit code 2).
 
 Timing per processed frame (diagnostics): ``latency`` = receive -> HumanArray published,
 ``pose`` = detector + pipeline, ``overhead`` = everything else the node does (conversion,
@@ -41,7 +52,7 @@ from typing import NamedTuple
 from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
@@ -100,6 +111,8 @@ PARAMETERS = (
                                         "/humans/bodies/tracked and per body .../skeleton2d and .../roi "
                                         "(probpose_ros.rep155; needs hri_msgs and tracking). Default: true "
                                         "when hri_msgs imports."),
+    Param("autostart", True, "Configure and activate the node at start-up (a lifecycle node). false: it waits "
+                             "unconfigured for the lifecycle services (<node>/change_state)."),
     Param("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible); "
                               "frames in between are dropped (counted)."),
 )
@@ -115,35 +128,102 @@ def parameter_defaults() -> dict:
 
 
 # -- the node --------------------------------------------------------------------------
-class PoseNode(Node):
-    """The pose node (see the module docstring); ``process`` is the worker's body for one frame."""
+class PoseNode(LifecycleNode):
+    """The pose node, a lifecycle (managed) node (see the module docstring); ``process`` is the
+    worker's body for one frame. :meth:`start` configures and activates it (``autostart``)."""
 
     def __init__(self, **kw):
         super().__init__(NODE_NAME, **kw)
         self.params = {p.name: self.declare_parameter(
             p.name, p.default, ParameterDescriptor(description=p.description, read_only=True)).value
             for p in PARAMETERS}
-        self._setup_pipeline()
         self.stats = diagnostics.PoseStats()
         self.timings = Timings()
-        self.slot = LatestFrame()
         self._warned: set[str] = set()
-        self.pub_humans = self.create_publisher(HumanArray, "humans/keypoints", 10)
-        self.pub_markers = (self.create_publisher(MarkerArray, "humans/markers", 10)
-                            if self.params["publish_markers"] else None)
-        self.pub_image = (self.create_publisher(Image, "humans/image_annotated", 1)
-                          if self.params["publish_annotated_image"] else None)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.rep155 = self._rep155_publisher()
-        sensor_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1)
-        msg_type = CompressedImage if self.params["compressed"] else Image
-        self.create_subscription(msg_type, self.params["image_topic"], self._on_image, sensor_qos)
+        self.failure = ""  # why the last configure failed
+        self.pipeline = self.detector = self.tracker = self.rep155 = None
+        self.pub_humans = self.pub_markers = self.pub_image = self.pub_diag = None
+        self._subscription = self._worker = self._last_header = None
+        self._last_stamp = float("-inf")
+        self.slot = LatestFrame()
+        self.slot.close()  # nothing is processed until activated
+        # /diagnostics once configured; the timer also wakes the executor (and main's signal handling) at 1 Hz
         self.create_timer(1.0, self._publish_diagnostics)
+
+    # -- lifecycle transitions (executor thread) ---------------------------------------
+    def start(self) -> bool:
+        """configure + activate (what ``autostart`` does); False when a transition failed."""
+        return (self.trigger_configure() == TransitionCallbackReturn.SUCCESS
+                and self.trigger_activate() == TransitionCallbackReturn.SUCCESS)
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        """Load the model and detector, build pipeline and tracker, create the (lifecycle) publishers."""
+        try:
+            self._setup_pipeline()
+        except Exception as exc:  # noqa: BLE001  (an unusable model: the transition fails, with the reason)
+            self.failure = str(exc) if isinstance(exc, InputError) else repr(exc)
+            self.get_logger().error(f"configure failed: {self.failure}")
+            self._free()
+            return TransitionCallbackReturn.FAILURE
+        self.failure = ""
+        self.pub_humans = self.create_lifecycle_publisher(HumanArray, "humans/keypoints", 10)
+        self.pub_markers = (self.create_lifecycle_publisher(MarkerArray, "humans/markers", 10)
+                            if self.params["publish_markers"] else None)
+        self.pub_image = (self.create_lifecycle_publisher(Image, "humans/image_annotated", 1)
+                          if self.params["publish_annotated_image"] else None)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)  # also while inactive
+        self.get_logger().info(f"configured: model {self.model_id} on {self.params['runtime']}, "
+                               f"detector {self.params['detector']}")
+        return super().on_configure(state)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        """Enable the publishers, subscribe to the images, start the worker (and REP-155)."""
+        result = super().on_activate(state)
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        try:
+            self.rep155 = self._rep155_publisher()
+        except InputError as exc:
+            self.get_logger().error(f"activate failed: {exc}")
+            super().on_deactivate(state)
+            return TransitionCallbackReturn.FAILURE
+        self._last_stamp, self._last_header = float("-inf"), None
+        if self.tracker is not None:
+            self.tracker.reset()  # a new run of frames (ids still never repeat)
+        self.slot = LatestFrame()
         self._worker = threading.Thread(target=self._work, name="probpose-worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"listening on {self.resolve_topic_name(self.params['image_topic'])} ({msg_type.__name__}); "
-            f"model {self.model_id} on {self.params['runtime']}, detector {self.params['detector']}")
+        sensor_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1)
+        msg_type = CompressedImage if self.params["compressed"] else Image
+        self._subscription = self.create_subscription(msg_type, self.params["image_topic"], self._on_image,
+                                                      sensor_qos)
+        self.get_logger().info(f"active: listening on {self.resolve_topic_name(self.params['image_topic'])} "
+                               f"({msg_type.__name__})")
+        return result
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        """Unsubscribe, stop the worker (it finishes the frame in hand), clear REP-155."""
+        self.stop()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        """Destroy the publishers and free the model, detector and tracker."""
+        self._free()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.stop()
+        self._free()
+        return super().on_shutdown(state)
+
+    def _free(self) -> None:
+        for pub in (self.pub_humans, self.pub_markers, self.pub_image):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        if self.pub_diag is not None:
+            self.destroy_publisher(self.pub_diag)
+        self.pub_humans = self.pub_markers = self.pub_image = self.pub_diag = None
+        self.pipeline = self.detector = self.tracker = None
 
     def _setup_pipeline(self):
         """Detector, runner and the Pipeline built from the model's ModelSpec (its codec and, unless
@@ -174,8 +254,6 @@ class PoseNode(Node):
             min_hits=int(p["track_min_hits"]), max_misses=int(p["track_max_misses"]),
             high_score=float(p["track_high_score"]), low_score=float(p["track_low_score"]),
             presence_threshold=self.presence_threshold)) if p["tracking"] else None
-        self._last_stamp = float("-inf")
-        self._last_header = None
         self.min_period = 1.0 / float(p["max_rate_hz"]) if float(p["max_rate_hz"]) > 0 else 0.0
 
     def _rep155_publisher(self):
@@ -283,12 +361,19 @@ class PoseNode(Node):
         return status
 
     def _publish_diagnostics(self):
-        self.pub_diag.publish(diagnostics.to_array([self.diagnostic_status()], self.get_clock().now().to_msg()))
+        if self.pub_diag is not None:
+            self.pub_diag.publish(diagnostics.to_array([self.diagnostic_status()], self.get_clock().now().to_msg()))
 
     def stop(self):
-        """Stop the worker (it finishes the frame in hand) and wait for it."""
+        """Stop processing: unsubscribe, stop the worker (it finishes the frame in hand) and wait
+        for it, clear the REP-155 bodies. Idempotent."""
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+            self._subscription = None
         self.slot.close()
-        self._worker.join(timeout=10.0)
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
         self._clear_rep155()
 
 
@@ -312,7 +397,11 @@ def main(args=None) -> int:
     code = 0
     try:
         node = PoseNode()
-        rclpy.spin(node)
+        if node.params["autostart"] and not node.start():
+            print(f"probpose pose_node: {node.failure or 'configure/activate failed (see the log)'}", file=sys.stderr)
+            code = 2
+        else:
+            rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except InputError as exc:

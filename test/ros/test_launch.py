@@ -18,7 +18,7 @@ from probpose_ros.pose_node import MACHINE_DEFAULTS, NODE_NAME, PARAMETERS, para
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "pose.launch.py"
-LAUNCH_ARGUMENTS = {"image_topic", "params_file", "model", "use_rviz", "namespace"}
+LAUNCH_ARGUMENTS = {"image_topic", "params_file", "model", "use_rviz", "namespace", "autostart"}
 
 
 def _share_dir() -> Path:
@@ -54,13 +54,13 @@ def test_installed_files():
 
 def test_installed_node_with_the_arguments_launch_ros_generates(tiny_model, tmp_path):
     """launch_ros runs ``<exe> --ros-args -r __node:=probpose -r __ns:=/robot1 --params-file <share>/config/
-    params.yaml --params-file <its temp file with {model: ...}> -r image:=<image_topic>``."""
+    params.yaml --params-file <its temp file with {model: ..., autostart: true}> -r image:=<image_topic>``."""
     from rcl_interfaces.srv import DescribeParameters, GetParameters
 
     exe = installed_executable("pose_node")
     assert exe is not None, "pose_node is not installed: run `make ros`"
     overrides = tmp_path / "launch_params.yaml"
-    overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"model": str(tiny_model)}}}))
+    overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"model": str(tiny_model), "autostart": True}}}))
     domain = fresh_domain()
     probe = Probe(domain)
     describe = probe.node.create_client(DescribeParameters, "/robot1/probpose/describe_parameters")

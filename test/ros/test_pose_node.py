@@ -21,7 +21,7 @@ def test_parameters_have_descriptions_and_unique_names():
     assert {"image_topic", "compressed", "model", "runtime", "detector", "max_people", "presence_threshold",
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz",
             "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score",
-            "rep155"} == set(names)
+            "rep155", "autostart"} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
 
@@ -91,7 +91,7 @@ def test_replay_raw_video_to_node_with_launch_arguments(domain, probe, tiny_mode
     try:
         wait_ready(probe, node)
         video = write_video(tmp_path / "clip.avi", frames=30)
-        replay = subprocess.run(replay_cmd(video, "--rate", "15", "--wait-subscribers", "1"), env=child_env(domain),
+        replay = subprocess.run(replay_cmd(video, "--rate", "8", "--wait-subscribers", "1"), env=child_env(domain),
                                 capture_output=True, text=True, timeout=60)
         assert replay.returncode == 0, replay.stderr
         assert probe.wait_for(lambda: len(probe.messages("/humans/keypoints")) >= 5
@@ -244,8 +244,10 @@ class InProcessNode:
         from probpose_ros.pose_node import PoseNode
 
         self.spun = Spun(domain)
-        self.node = self.spun.spin(PoseNode(context=self.spun.context,
-                                            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
+        self.node = PoseNode(context=self.spun.context,
+                             parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        assert self.node.start(), self.node.failure  # before spinning: the executor then sees the subscription
+        self.spun.spin(self.node)
 
     def close(self):
         self.node.stop()
@@ -341,7 +343,7 @@ def test_track_ids_are_stable_over_a_replayed_sequence(domain, probe, tiny_model
     try:
         probe.wait_for(lambda: True)
         video = write_two_people(tmp_path / "two.avi")
-        replay = subprocess.run(replay_cmd(video, "--rate", "10", "--wait-subscribers", "1"),
+        replay = subprocess.run(replay_cmd(video, "--rate", "5", "--wait-subscribers", "1"),  # (a loaded machine)
                                 env=child_env(domain), capture_output=True, text=True, timeout=120)
         assert replay.returncode == 0, replay.stderr
         assert probe.wait_for(lambda: sum(len(m.humans) == 2 for m in probe.messages("/humans/keypoints")) >= 8)
@@ -407,3 +409,105 @@ def test_rep155_topics_from_the_node(domain, probe, tiny_model, tmp_path):
     assert code == 0, output(node)
     assert probe.wait_for(lambda: not probe.messages("/humans/bodies/tracked")[-1].ids), \
         "the body list was not cleared on shutdown"
+
+
+# -- lifecycle ----------------------------------------------------------------------------
+def _lifecycle_clients(probe, node_name="/probpose"):
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    return (probe.node.create_client(ChangeState, f"{node_name}/change_state"),
+            probe.node.create_client(GetState, f"{node_name}/get_state"))
+
+
+def _call(probe, client, request, proc):
+    future = client.call_async(request)
+    assert probe.wait_for(future.done, proc=proc), "service call timed out"
+    return future.result()
+
+
+def _transition(probe, change, transition_id, proc) -> bool:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    return _call(probe, change, ChangeState.Request(transition=Transition(id=transition_id)), proc).success
+
+
+def _state(probe, get, proc) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    return _call(probe, get, GetState.Request(), proc).current_state.label
+
+
+def test_lifecycle_transitions_through_the_services(domain, probe, tiny_model, tmp_path):
+    """autostart:=false (as the launch file passes it): the node waits unconfigured; configure
+    creates the outputs without subscribing, activate subscribes and processes, deactivate
+    unsubscribes (processing stops), cleanup removes the outputs; configure works again."""
+    from lifecycle_msgs.msg import Transition
+    from sensor_msgs.msg import Image
+
+    from probpose_msgs.msg import HumanArray
+
+    probe.subscribe(HumanArray, "/humans/keypoints")
+    pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
+    change, get = _lifecycle_clients(probe)
+    node = start_node(domain, tmp_path, "-p", f"model:={tiny_model}", "-p", "detector:=full_frame",
+                      "-p", "autostart:=false", "-r", "image:=/camera/image_raw")
+
+    def keypoint_publishers():
+        return probe.node.count_publishers("/humans/keypoints")
+
+    def results_after_frames(n=int(TIMEOUT / 0.2)):
+        before = len(probe.messages("/humans/keypoints"))
+        for i in range(n):
+            pub.publish(image_msg(np.zeros((120, 160, 3), np.uint8), 10**9 + i))
+            if probe.wait_for(lambda: len(probe.messages("/humans/keypoints")) > before, timeout=0.2, proc=node):
+                return True
+        return False
+
+    try:
+        assert probe.wait_for(lambda: change.service_is_ready() and get.service_is_ready(), proc=node), output(node)
+        assert _state(probe, get, node) == "unconfigured"
+        assert keypoint_publishers() == 0 and pub.get_subscription_count() == 0
+
+        assert _transition(probe, change, Transition.TRANSITION_CONFIGURE, node)
+        assert _state(probe, get, node) == "inactive"
+        assert probe.wait_for(lambda: keypoint_publishers() == 1, proc=node)
+        assert pub.get_subscription_count() == 0  # not subscribed while inactive
+
+        assert _transition(probe, change, Transition.TRANSITION_ACTIVATE, node)
+        assert _state(probe, get, node) == "active"
+        assert probe.wait_for(lambda: pub.get_subscription_count() == 1, proc=node)
+        assert results_after_frames(), output(node)
+
+        assert _transition(probe, change, Transition.TRANSITION_DEACTIVATE, node)
+        assert _state(probe, get, node) == "inactive"
+        assert probe.wait_for(lambda: pub.get_subscription_count() == 0, proc=node)  # processing stopped
+        assert not results_after_frames(10)
+
+        assert _transition(probe, change, Transition.TRANSITION_CLEANUP, node)
+        assert _state(probe, get, node) == "unconfigured"
+        assert probe.wait_for(lambda: keypoint_publishers() == 0, proc=node)  # publishers gone, model freed
+
+        assert _transition(probe, change, Transition.TRANSITION_CONFIGURE, node)
+        assert _transition(probe, change, Transition.TRANSITION_ACTIVATE, node)
+        assert probe.wait_for(lambda: pub.get_subscription_count() == 1, proc=node)
+        assert results_after_frames(), output(node)
+    finally:
+        code = stop(node)
+    assert code == 0, output(node)
+
+
+def test_unusable_model_fails_configure_with_the_reason(domain, probe, tmp_path):
+    from lifecycle_msgs.msg import Transition
+
+    change, get = _lifecycle_clients(probe)
+    node = start_node(domain, tmp_path, "-p", "model:=/nonexistent/model.onnx", "-p", "autostart:=false")
+    try:
+        assert probe.wait_for(lambda: change.service_is_ready() and get.service_is_ready(), proc=node), output(node)
+        assert not _transition(probe, change, Transition.TRANSITION_CONFIGURE, node)
+        assert _state(probe, get, node) == "unconfigured"
+        assert probe.wait_for(lambda: "configure failed" in output(node) and "model not found" in output(node),
+                              proc=node), output(node)
+    finally:
+        code = stop(node)
+    assert code == 0, output(node)  # the node stayed up, waiting for a usable configuration
