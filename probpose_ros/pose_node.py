@@ -3,7 +3,8 @@
 Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
 
 - Parameters are declared once, from :data:`PARAMETERS`, each with a description; their
-  defaults equal ``config/params.yaml`` (a test checks). They are read at start-up
+  defaults equal ``config/params.yaml`` (a test checks; ``rep155``, whose default depends on
+  whether hri_msgs imports, is left out of the file: :data:`MACHINE_DEFAULTS`). They are read at start-up
   (``read_only``): change them with a params file or ``-p name:=value``.
 - Images (``sensor_msgs/Image``, or ``CompressedImage`` with ``compressed: true``) are
   subscribed with sensor-data QoS (best effort, depth 1) on ``image_topic`` (default ``image``,
