@@ -142,3 +142,13 @@ def test_real_conversion_reproduces_movenet_heatmap_logits(tmp_path):
     loaded, meta = load_checkpoint(out)
     assert meta["config"] == mobilenet_fpn_config()
     assert meta["extra"]["parity_max_abs_logit"] <= 5e-3
+
+
+def test_student_training_config_builds_the_default_student():
+    from training.config import load_config
+
+    config = load_config(ROOT / "training" / "configs" / "student_fpn.yaml")
+    assert config.model == mobilenet_fpn_config()
+    assert config.loss.kind == "probmap" and config.data.augment.crop_prob > 0
+    assert config.optim.frozen == ["backbone.features."]
+    assert Path(config.run.init_weights).name == "student_fpn_init.pt"  # tools/movenet_student_init.py's output

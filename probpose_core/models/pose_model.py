@@ -1,4 +1,4 @@
-"""PoseModel = backbone (ViT, small CNN, MobileNetV2 or MobileNetV2-FPN) + ProbMap head, built from a PoseModelConfig.
+"""PoseModel = backbone (ViT, small CNN or MobileNetV2-FPN) + ProbMap head, built from a PoseModelConfig.
 
 ``PoseModel(config)(images)`` takes normalised RGB crops ``images (N, 3, H, W)`` float32
 (``(rgb_0_255 - NORMALIZE_MEAN) / NORMALIZE_STD``, H x W = input_size[1] x input_size[0]) and
@@ -26,13 +26,12 @@ from ..geometry import NORMALIZE_MEAN, NORMALIZE_STD  # noqa: F401  (ImageNet, R
 from ..keypoints import NUM_KEYPOINTS
 from ..runtime.base import HEATMAP_OUTPUT, OUTPUT_NAMES, WIDE_OUTPUT
 from .cnn import SmallCNN
-from .mobilenet import MobileNetV2Features
 from .mobilenet_fpn import MobileNetV2FPN
 from .probmap_head import ProbMapHead
 from .vit import VIT_SIZES, VisionTransformer, patch_grid
 
 MAP_KINDS = ("probmap", "heatmap")
-BACKBONES = ("vit", "cnn", "mobilenetv2", "mobilenetv2_fpn")
+BACKBONES = ("vit", "cnn", "mobilenetv2_fpn")
 #: backbones whose features are already at the map resolution (stride 4): the head does not upsample
 STRIDE4_BACKBONES = ("mobilenetv2_fpn",)
 SPARSEMAX_METHODS = ("exact", "topk", "bisect")
@@ -42,7 +41,7 @@ SPARSEMAX_METHODS = ("exact", "topk", "bisect")
 class PoseModelConfig:
     """Everything needed to build a PoseModel. Sizes are (W, H). Defaults: ProbPose-s."""
 
-    backbone: str = "vit"  # "vit" | "cnn" | "mobilenetv2" | "mobilenetv2_fpn"
+    backbone: str = "vit"  # "vit" | "cnn" | "mobilenetv2_fpn"
     embed_dim: int = 384  # backbone output channels (ViT width)
     depth: int = 12
     num_heads: int = 12
@@ -118,16 +117,6 @@ def cnn_config(**overrides) -> PoseModelConfig:
                               "head_channels": 64, "aux_channels": 32, **overrides})
 
 
-def mobilenet_config(**overrides) -> PoseModelConfig:
-    """The CPU real-time student: ImageNet MobileNetV2 + top-down merge to 128 ch (models/mobilenet.py),
-    96-ch deconvs, 32-ch branches; 0.48 GMACs, 3.0 M params, ~6.2 ms ORT fp32 batch 1 on 2 cores
-    (64-ch deconvs: 0.40 GMACs, ~5.2 ms; 128: 0.58, ~7.0 ms). Temperature 4: the merge and the head
-    train from scratch, where the official 0.5 learns slowly (training/README.md)."""
-    return PoseModelConfig(**{"backbone": "mobilenetv2", "embed_dim": 128, "depth": 0, "num_heads": 0,
-                              "drop_path": 0.0, "head_channels": 96, "aux_channels": 32, "temperature": 4.0,
-                              **overrides})
-
-
 def mobilenet_fpn_config(**overrides) -> PoseModelConfig:
     """The CPU real-time student started from MoveNet-multipose: MobileNetV2-FPN (width 1.5, stride-4
     features of 24 ch, models/mobilenet_fpn.py), a MoveNet-style map layer (separable 3x3 to 96 ch),
@@ -151,8 +140,6 @@ class PoseModel(nn.Module):
             self.backbone = VisionTransformer(config.embed_dim, config.depth, config.num_heads, config.mlp_ratio,
                                               config.drop_path, config.input_size, config.patch_size,
                                               config.patch_padding)
-        elif config.backbone == "mobilenetv2":
-            self.backbone = MobileNetV2Features(config.embed_dim)
         elif config.backbone == "mobilenetv2_fpn":
             self.backbone = MobileNetV2FPN()
         else:
