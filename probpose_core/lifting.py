@@ -40,6 +40,7 @@ import numpy as np
 from .errors import InputError
 from .keypoints import NAMES, NUM_KEYPOINTS
 from .regions import ellipse_axes
+from .spec import DEFAULT_PRESENCE_THRESHOLD
 
 #: Depth of the joint centre behind the visible skin for a person facing the camera (metres),
 #: per COCO keypoint: 0 for the face landmarks (they are on the surface); about half the
@@ -66,7 +67,7 @@ class DepthNoise:
 class LiftConfig:
     """Parameters of :func:`lift_human` (see the module docstring)."""
 
-    presence_threshold: float = 0.45
+    presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD
     sample_level: float = 0.9
     min_radius_px: float = 2.0
     near_percentile: float = 10.0

@@ -58,6 +58,7 @@ from .codec import AREA_FACTOR
 from .detection.nms import box_iou
 from .errors import InputError
 from .oks import keypoint_oks
+from .spec import DEFAULT_PRESENCE_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class TrackerConfig:
     min_similarity: float = 0.2  #: stages 1 and 3
     low_min_similarity: float = 0.4  #: stage 2 (weak detections need a closer match)
     oks_weight: float = 0.5  #: share of keypoint OKS in the similarity (the rest is box IoU)
-    presence_threshold: float = 0.45  #: a keypoint counts as present from this presence on
+    presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD  #: a keypoint counts as present from this presence on
     min_common_keypoints: int = 3  #: fewer present in both: box IoU alone
     min_iou: float = 0.1  #: a pair needs at least this box IoU
     velocity_window: int = 10  #: matched observations the centre velocity is fitted to

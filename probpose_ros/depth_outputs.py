@@ -42,6 +42,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
 
 from probpose_core.errors import InputError
+from probpose_core.spec import DEFAULT_PRESENCE_THRESHOLD
 from probpose_core.keep_out import PART_RADIUS, KeepOutConfig, keep_out
 from probpose_core.lifting import DepthNoise, LiftConfig, depth_in_metres, lift_human
 from probpose_msgs.msg import Human3DArray, KeepOutArray
@@ -117,7 +118,7 @@ class DepthOutputs:
     def __init__(self, node, depth_topic: str, camera_info_topic: str = "camera_info", sync_slop: float = 0.02,
                  depth_wait: float = 0.1, depth_queue_size: int = 20, depth_noise_a: float = 0.001,
                  depth_noise_b: float = 0.002, keep_out_coverage: float = 0.95, part_radius: dict | None = None,
-                 presence_threshold: float = 0.45):
+                 presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD):
         if not depth_topic:
             raise InputError("DepthOutputs needs a depth_topic")
         if not float(sync_slop) >= 0 or not float(depth_wait) >= 0 or int(depth_queue_size) < 1:
