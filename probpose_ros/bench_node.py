@@ -9,7 +9,10 @@ into ``pose`` (detector + pipeline) and ``overhead`` (image conversion, messages
 annotated image, publishing). Prints medians per configuration (1 and 5 people,
 visualisation subscribers off / on): overhead wall-clock, the worker thread's CPU time in it
 (the same work without the waits of a busy machine), end-to-end, and the overhead's share of
-the end-to-end latency against the target of 5 %.
+the end-to-end latency against the target of 5 %. Then, with depth on (``depth_topic`` set: a
+16UC1 depth image of a plane 3 m away and its camera_info published over DDS before each frame
+and paired by stamp, no wait), the median ms of the 3D keypoints + keep-out step and the node's
+frames per second with and without it (1000 / end-to-end ms).
 Usage: ``python -m probpose_ros.bench_node [--frames 60] [--model PATH] [--detector NAME]``
 after ``source install/setup.bash``.
 """
@@ -57,12 +60,29 @@ def _image_msg(rgb: np.ndarray):
     return msg
 
 
-def measure(people: int, visualise: bool, frames: int, model: str = "", detector: str = "nanodet") -> dict:
+def _depth_msgs(shape, stamp):
+    """A 16UC1 depth image (a plane 3 m away) and its CameraInfo (focal length = width), both
+    stamped ``stamp`` in frame ``bench_depth``."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    h, w = shape
+    depth = Image(height=h, width=w, encoding="16UC1", is_bigendian=0, step=2 * w)
+    depth.data = array.array("B", np.full((h, w), 3000, "<u2").tobytes())
+    info = CameraInfo(width=w, height=h)
+    info.k = [float(w), 0.0, (w - 1) / 2, 0.0, float(w), (h - 1) / 2, 0.0, 0.0, 1.0]
+    for m in (depth, info):
+        m.header.frame_id, m.header.stamp = "bench_depth", stamp
+    return depth, info
+
+
+def measure(people: int, visualise: bool, frames: int, model: str = "", detector: str = "nanodet",
+            depth: bool = False) -> dict:
     """Medians (ms) over ``frames`` frames after a warm-up of 10 on one node: ``overhead``,
-    ``overhead_cpu``, ``end_to_end`` (= pose + overhead of each frame), ``share`` (median of the
-    per-frame overhead / end-to-end), ``people`` (how many the HumanArray held)."""
+    ``overhead_cpu``, ``end_to_end`` (= pose + overhead of each frame, + the depth step's median
+    with ``depth``), ``share`` (median of the per-frame overhead / end-to-end), ``people`` (how
+    many the HumanArray held), ``depth`` (DepthOutputs.process's median ms; NaN without depth)."""
     import rclpy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CameraInfo, Image
     from visualization_msgs.msg import MarkerArray
 
     from probpose_msgs.msg import HumanArray
@@ -70,7 +90,8 @@ def measure(people: int, visualise: bool, frames: int, model: str = "", detector
     from probpose_ros.worker import Timings
 
     model_arg = ["-p", f"model:={model}"] if model else []  # empty: the node's default, the shipped model
-    rclpy.init(args=["bench", "--ros-args", *model_arg, "-p", f"detector:={detector}",
+    depth_args = ["-p", "depth_topic:=/bench/depth", "-p", "camera_info_topic:=/bench/camera_info"] if depth else []
+    rclpy.init(args=["bench", "--ros-args", *model_arg, "-p", f"detector:={detector}", *depth_args,
                      "-p", f"max_people:={people}", "-r", "image:=/bench/none"])
     node = PoseNode()
     try:
@@ -83,8 +104,22 @@ def measure(people: int, visualise: bool, frames: int, model: str = "", detector
             node.create_subscription(MarkerArray, "humans/markers", lambda m: got.update(markers=1), 10)
             node.create_subscription(Image, "humans/image_annotated", lambda m: got.update(images=1), 1)
         msg = _image_msg(bench_frame())
-        for _ in range(frames + WARMUP):
+        if depth:
+            pub_depth = node.create_publisher(Image, "/bench/depth", 10)
+            pub_info = node.create_publisher(CameraInfo, "/bench/camera_info", 10)
+        for i in range(frames + WARMUP):
+            msg.header.stamp.sec = i + 1
+            if depth:  # this stamp's depth + camera_info delivered before the frame: paired, no wait
+                received = node.depth.stats()["depth_received"]
+                for m, pub in zip(_depth_msgs((480, 640), msg.header.stamp), (pub_depth, pub_info)):
+                    pub.publish(m)
+                deadline = time.monotonic() + 5.0
+                while node.depth.stats()["depth_received"] == received and time.monotonic() < deadline:
+                    rclpy.spin_once(node, timeout_sec=0.05)
             node.process(msg, time.perf_counter())
+        stats = node.depth.stats() if depth else {"frames_with_depth": frames + WARMUP, "process_ms": float("nan")}
+        if stats["frames_with_depth"] < frames:
+            raise RuntimeError(f"only {stats['frames_with_depth']} of {frames + WARMUP} frames were paired with depth")
         pose, overhead, cpu = (np.array(v)[WARMUP:] * 1e3 for v in
                                (node.timings.pose, node.timings.overhead, node.timings.overhead_cpu))
         deadline = time.monotonic() + 5.0  # the queued outputs: how many people were published, and whether
@@ -92,7 +127,8 @@ def measure(people: int, visualise: bool, frames: int, model: str = "", detector
             rclpy.spin_once(node, timeout_sec=0.1)  # markers and images went out
         total = pose + overhead
         return {"overhead": float(np.median(overhead)), "overhead_cpu": float(np.median(cpu)),
-                "end_to_end": float(np.median(total)), "share": float(np.median(overhead / total)),
+                "end_to_end": float(np.median(total)) + (stats["process_ms"] if depth else 0.0),
+                "share": float(np.median(overhead / total)), "depth": stats["process_ms"],
                 "people": got["humans"][-1] if got["humans"] else -1,
                 "visualised": got["markers"] + got["images"] == 2}
     finally:
@@ -120,6 +156,13 @@ def main(argv=None) -> int:
             mark = "ok" if m["share"] <= TARGET_SHARE else "over"
             print(f"  {m['people']} person(s), {what:<27}{m['overhead']:7.2f} ms{m['overhead_cpu']:7.2f} ms"
                   f"{m['end_to_end']:9.1f} ms   {m['share']:5.1%} ({mark})")
+    print("with depth on (HumanArray + humans/keypoints3d + humans/keep_out; depth paired, no wait):")
+    print(f"  {'':<12}{'3D step':>10}{'end to end':>12}{'FPS':>7}{'FPS without depth':>19}")
+    for people in (1, 5):
+        plain, with_depth = (measure(people, False, args.frames, args.model, args.detector, depth=d)
+                             for d in (False, True))
+        print(f"  {with_depth['people']} person(s){with_depth['depth']:7.2f} ms{with_depth['end_to_end']:9.1f} ms"
+              f"{1e3 / with_depth['end_to_end']:7.1f}{1e3 / plain['end_to_end']:19.1f}")
     return 0
 
 

@@ -32,7 +32,10 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
   destroys the publishers and frees the model. ``autostart`` (default true) configures and
   activates at start-up, so the node works without a lifecycle manager.
 - Per frame, in the worker: pipeline (detector, valid boxes, ``max_people``) -> tracker
-  (``Human.id``) -> HumanArray -> REP-155 bodies (``rep155``) -> markers / annotated image.
+  (``Human.id``) -> HumanArray -> REP-155 bodies (``rep155``) -> markers / annotated image ->
+  3D keypoints and keep-out capsules (``depth_topic`` set: :mod:`probpose_ros.depth_outputs`,
+  created on activate, closed on deactivate; it may wait up to ``depth_wait`` for the depth
+  image, after everything else went out; its counters and timings are ``depth.*`` in /diagnostics).
 - SIGINT / SIGTERM: the worker stops, the REP-155 body list is cleared, the node is destroyed,
   exit code 0. With ``autostart``, a missing or unusable model is a start-up error (message on
   stderr, exit code 2).
@@ -62,7 +65,7 @@ from probpose_core.detection import make_detector
 from probpose_core.errors import InputError
 from probpose_core.tracking import Tracker, TrackerConfig
 from probpose_msgs.msg import HumanArray
-from probpose_ros import diagnostics, markers, messages, rep155
+from probpose_ros import depth_outputs, diagnostics, markers, messages, rep155
 from probpose_ros.image_conversion import BadFrame, compressed_to_rgb, msg_to_rgb
 from probpose_ros.worker import LatestFrame, Timings, draw_humans, image_canvas
 
@@ -116,7 +119,7 @@ PARAMETERS = (
                              "unconfigured for the lifecycle services (<node>/change_state)."),
     Param("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible); "
                               "frames in between are dropped (counted)."),
-)
+) + tuple(Param(*p) for p in depth_outputs.PARAMETERS)  # depth_topic (empty: off), camera_info_topic, ...
 
 
 #: Parameters whose default depends on the machine (left out of config/params.yaml, which would fix it)
@@ -142,7 +145,7 @@ class PoseNode(LifecycleNode):
         self.timings = Timings()
         self._warned: set[str] = set()
         self.failure = ""  # why the last configure failed
-        self.pipeline = self.detector = self.tracker = self.rep155 = None
+        self.pipeline = self.detector = self.tracker = self.rep155 = self.depth = None
         self.pub_humans = self.pub_markers = self.pub_image = self.pub_diag = None
         self._subscription = self._worker = self._last_header = None
         self._last_stamp = float("-inf")
@@ -184,8 +187,10 @@ class PoseNode(LifecycleNode):
             return result
         try:
             self.rep155 = self._rep155_publisher()
+            self.depth = depth_outputs.DepthOutputs.from_params(self, self.params, self.presence_threshold)
         except InputError as exc:
             self.get_logger().error(f"activate failed: {exc}")
+            self._clear_rep155()
             super().on_deactivate(state)
             return TransitionCallbackReturn.FAILURE
         self._last_stamp, self._last_header = float("-inf"), None
@@ -199,7 +204,8 @@ class PoseNode(LifecycleNode):
         self._subscription = self.create_subscription(msg_type, self.params["image_topic"], self._on_image,
                                                       sensor_qos)
         self.get_logger().info(f"active: listening on {self.resolve_topic_name(self.params['image_topic'])} "
-                               f"({msg_type.__name__})")
+                               f"({msg_type.__name__})" + (f", depth on {self.resolve_topic_name(self.params['depth_topic'])}"
+                                                           if self.depth is not None else ""))
         return result
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -332,7 +338,6 @@ class PoseNode(LifecycleNode):
         self._last_header = msg.header
         if self.rep155 is not None:
             self.rep155.publish(humans, msg.header, (frame.shape[1], frame.shape[0]))
-        # depth / 3D outputs (issue 11 items 3-4) go here: depth_outputs.process(msg.header, humans)
         if self.pub_markers is not None and self.pub_markers.get_subscription_count():
             self.pub_markers.publish(markers.humans_to_markers(humans, msg.header, self.presence_threshold,
                                                                self.credible_level))
@@ -340,6 +345,9 @@ class PoseNode(LifecycleNode):
             canvas = draw_humans(image_canvas(frame), humans, self.presence_threshold, antialias=False)  # LINE_8
             self.pub_image.publish(messages.rgb_to_image_msg(canvas, msg.header))
         self.timings.add(pose, time.perf_counter() - started - pose, time.thread_time() - cpu_started - cpu_pose)
+        depth = self.depth  # read once: stop() may clear it meanwhile
+        if depth is not None:  # last: it may wait (depth_wait) for the depth image; its own timings
+            depth.process(msg.header, humans, (frame.shape[1], frame.shape[0]))
 
     def track(self, humans, header) -> None:
         """Set each human's ``id`` from the tracker (time = the image stamp, seconds). A stamp
@@ -359,6 +367,9 @@ class PoseNode(LifecycleNode):
         status = diagnostics.to_status(self.stats.snapshot(), name=f"probpose: {self.get_fully_qualified_name()}",
                                        hardware_id=self.model_id)
         status.values.extend(KeyValue(key=k, value=v) for k, v in self.timings.medians_ms().items())
+        depth = self.depth  # read once: stop() may clear it meanwhile
+        if depth is not None:
+            status.values.extend(KeyValue(key=k, value=v) for k, v in depth.diagnostic_values().items())
         return status
 
     def _publish_diagnostics(self):
@@ -366,12 +377,16 @@ class PoseNode(LifecycleNode):
             self.pub_diag.publish(diagnostics.to_array([self.diagnostic_status()], self.get_clock().now().to_msg()))
 
     def stop(self):
-        """Stop processing: unsubscribe, stop the worker (it finishes the frame in hand) and wait
-        for it, clear the REP-155 bodies. Idempotent."""
+        """Stop processing: unsubscribe, stop the worker (it finishes the frame in hand; a wait for
+        depth is cut short) and wait for it, clear the REP-155 bodies, close the depth outputs.
+        Idempotent."""
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
         self.slot.close()
+        depth, self.depth = self.depth, None
+        if depth is not None:
+            depth.close()  # wakes a process() waiting for depth (it then publishes nothing)
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             self._worker = None

@@ -491,3 +491,109 @@ def test_no_depth_within_slop_bad_inputs_and_the_wait(probe, under_test):
     out.close()
     assert out.process(header(t + 800 * MS), humans, (WIDTH, HEIGHT)) is None
     assert probe.wait_for(lambda: probe.node.count_publishers("/humans/keep_out") == 0, timeout=5.0)
+
+
+# ------------------------------------------------------------------ through the pose node
+
+
+class SceneDetectorPipeline:
+    """Stand-in for the node's Pipeline: the synthetic scene's people (true 2D keypoints), fresh
+    copies per frame; the 2D estimation itself is tested elsewhere, here the node's wiring is."""
+
+    def __init__(self, humans):
+        self.humans = humans
+        self.calls = 0
+
+    def __call__(self, frame):
+        import copy
+
+        assert frame.shape == (HEIGHT, WIDTH, 3)
+        self.calls += 1
+        people = copy.deepcopy(self.humans)
+        for h in people:
+            h.id = None  # the node's tracker sets the ids
+        return people
+
+
+def test_pose_node_with_depth_over_dds(domain, probe, tiny_model):
+    """image + aligned depth + camera_info over DDS -> the pose node (depth_topic set) ->
+    humans/keypoints3d and humans/keep_out with the IMAGE's stamp and the depth frame, every
+    person lifted within 2 cm (ears 8 cm), ids equal to the HumanArray's; depth.* counters in
+    /diagnostics; deactivate closes the depth side (subscriptions gone), activate brings it back."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from ros_harness import Spun, image_msg
+
+    from probpose_msgs.msg import HumanArray
+    from probpose_ros.pose_node import PoseNode
+
+    rng = np.random.default_rng(21)
+    joints, depth, humans = scene(rng)
+    qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=5)
+    pub_image = probe.node.create_publisher(Image, "/cam/image", qos)
+    pub_depth = probe.node.create_publisher(Image, "/cam/depth", qos)
+    pub_info = probe.node.create_publisher(CameraInfo, "/cam/depth_info", qos)
+    for msg_type, topic in ((HumanArray, "/humans/keypoints"), (Human3DArray, "/humans/keypoints3d"),
+                            (KeepOutArray, "/humans/keep_out"), (DiagnosticArray, "/diagnostics")):
+        probe.subscribe(msg_type, topic)
+    spun = Spun(domain)
+    params = dict(model=str(tiny_model), image_topic="/cam/image", depth_topic="/cam/depth",
+                  camera_info_topic="/cam/depth_info", publish_markers=False, publish_annotated_image=False,
+                  rep155=False, track_min_hits=1)
+    node = PoseNode(context=spun.context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    try:
+        assert node.start(), node.failure
+        node.pipeline = SceneDetectorPipeline(humans)
+        spun.spin(node)
+        assert node.depth is not None
+        assert probe.wait_for(lambda: all(p.get_subscription_count() for p in (pub_image, pub_depth, pub_info))
+                              and node.depth.pub_keep_out.get_subscription_count()), "discovery failed"
+        frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        base = 1_800_000_000 * 10**9
+        got = []
+        for i in range(30):
+            if len(got) >= 3:
+                break
+            t = base + i * 10**8
+            _send(probe, pub_info, info_msg(t), node.depth, "camera_info_received")
+            _send(probe, pub_depth, depth_msg(depth, t + 5 * MS), node.depth, "depth_received")
+            pub_image.publish(image_msg(frame, t, frame_id="color_optical"))
+            if probe.wait_for(lambda: any(stamp_of(m) == t for m in probe.messages("/humans/keep_out")), timeout=2.0):
+                got.append(t)
+        assert len(got) >= 3, f"only {len(got)} frames came back with 3D outputs"
+        errors = []
+        for t in got:
+            k_msg, o_msg = _received(probe, "/humans/keypoints3d", t), _received(probe, "/humans/keep_out", t)
+            h_msg = _received(probe, "/humans/keypoints", t)
+            assert [h.id for h in k_msg.humans] == [h.id for h in h_msg.humans] == [h.id for h in o_msg.humans]
+            assert all(h.id > 0 for h in h_msg.humans) and len(h_msg.humans) == 2
+            for m in (k_msg, o_msg):
+                assert m.header.frame_id == "depth_optical" and m.has_depth
+                assert stamp_of(m) == t and m.depth_stamp.sec * 10**9 + m.depth_stamp.nanosec == t + 5 * MS
+            for h2, h3, ko in zip(h_msg.humans, k_msg.humans, o_msg.humans):
+                truth = joints[int(np.argmin([abs(np.mean([p.x for p in h2.keypoints]) - np.mean(project(j)[:, 0]))
+                                              for j in joints]))]
+                pos = np.array([[p.position.x, p.position.y, p.position.z] for p in h3.keypoints])
+                assert all(p.valid for p in h3.keypoints) and not ko.incomplete
+                errors.append(np.linalg.norm(pos - truth, axis=1))
+        errors = np.array(errors)
+        others = np.delete(errors, EARS, axis=1)
+        print(f"\nthrough the node: {len(got)} frames, 3D error median {np.median(others) * 100:.2f} cm, max "
+              f"{others.max() * 100:.2f} cm, ears max {errors[:, EARS].max() * 100:.2f} cm")
+        assert others.max() < 0.02 and errors[:, EARS].max() < 0.08
+        assert probe.wait_for(lambda: int(probe.diagnostics().get("depth.frames_with_depth", "0")) >= len(got))
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.depth is None
+        assert probe.wait_for(lambda: pub_depth.get_subscription_count() == 0 and pub_info.get_subscription_count() == 0)
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.depth is not None
+        assert probe.wait_for(lambda: pub_depth.get_subscription_count() and pub_info.get_subscription_count())
+    finally:
+        node.stop()
+        spun.close()
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec

@@ -11,6 +11,7 @@ import numpy as np
 from ros_harness import (ROOT, TIMEOUT, Probe, Spun, child_env, image_msg, installed_executable, output, replay_cmd, sensor_qos,
                          start_node, stamp_ns, stop, write_video)
 
+from probpose_ros import depth_outputs
 from probpose_ros.pose_node import PARAMETERS, parameter_defaults
 
 
@@ -21,7 +22,7 @@ def test_parameters_have_descriptions_and_unique_names():
     assert {"image_topic", "compressed", "model", "runtime", "detector", "max_people", "presence_threshold",
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz",
             "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score",
-            "rep155", "autostart"} == set(names)
+            "rep155", "autostart"} | {p.name for p in depth_outputs.PARAMETERS} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
 
