@@ -77,6 +77,18 @@ def test_cnn_one_scale():
     assert len(_names(groups)) == len(list(model.parameters()))
 
 
+def test_prefix_lr_scale_multiplies_the_lr_of_matching_parameters(vit):
+    plain = {n: g["lr"] for g in param_groups(vit, 1e-3, 0.1, 0.8, DEPTH) for n in g["param_names"]}
+    scaled = param_groups(vit, 1e-3, 0.1, 0.8, DEPTH, lr_scale=[("backbone.layers.0.", 0.1), ("backbone.", 0.5)])
+    lrs = {n: g["lr"] for g in scaled for n in g["param_names"]}
+    assert lrs.keys() == plain.keys() and len(_names(scaled)) == len(lrs)  # each parameter once
+    for name, lr in lrs.items():  # the first matching prefix wins
+        factor = 0.1 if name.startswith("backbone.layers.0.") else 0.5 if name.startswith("backbone.") else 1.0
+        assert lr == pytest.approx(plain[name] * factor), name
+    assert any("_x0.1_" in g["name"] for g in scaled)
+    assert all(g["lr"] == pytest.approx(1e-3 * g["lr_scale"]) for g in scaled)
+
+
 def test_optimizer_uses_group_settings(vit):
     opt = build_optimizer(vit, 1e-3, 0.1, 0.5, (0.9, 0.99), DEPTH)
     assert isinstance(opt, torch.optim.AdamW)

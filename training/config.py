@@ -58,6 +58,9 @@ class OptimConfig:
     # optimiser; e.g. ["backbone."] fine-tunes only the head on a pretrained backbone; BN running
     # statistics of frozen layers still update in training mode).
     frozen: list[str] = field(default_factory=list)
+    # [prefix, scale] pairs: parameters whose names start with the prefix (the first that
+    # matches) train at lr x scale, e.g. [[backbone.features., 0.1]] (training/optim.py).
+    lr_scale: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass

@@ -4,7 +4,9 @@ Layer ids (ViTPose / BEiT scheme) for a ViT of ``depth`` blocks: ``backbone.pos_
 ``backbone.patch_embed.*`` are layer 0, ``backbone.layers.i.*`` is layer ``i + 1``, everything
 else (the final norm ``backbone.ln1``, the head) is layer ``depth + 1``. A parameter's lr is
 ``lr * layer_decay ** (depth + 1 - layer_id)``. The CNN backbone is not layered: every
-parameter gets the full lr.
+parameter gets the full lr. ``lr_scale`` (``[(prefix, scale)]``, the first prefix a name starts
+with) multiplies a parameter's lr further, e.g. ``[("backbone.features.", 0.1)]`` fine-tunes a
+pretrained part ten times slower than the rest.
 
 No weight decay for biases, ``pos_embed``, normalisation weights (LayerNorm / BatchNorm /
 GroupNorm) and any other 1-D parameter.
@@ -46,15 +48,16 @@ def no_decay_names(model: nn.Module) -> set[str]:
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float = 1.0,
-                 vit_depth: int | None = None) -> list[dict]:
-    """Optimiser parameter groups: one per (layer, decay / no decay).
+                 vit_depth: int | None = None, lr_scale=()) -> list[dict]:
+    """Optimiser parameter groups: one per (layer, prefix scale, decay / no decay).
 
-    ``vit_depth`` None (CNN backbone) puts every parameter in layer 0 with scale 1. Each group
-    holds ``params``, ``lr`` (already scaled), ``lr_scale``, ``weight_decay``, ``layer_id`` and a
-    ``name`` such as ``"layer_3_decay"``.
+    ``vit_depth`` None (CNN backbone) puts every parameter in layer 0 with scale 1. ``lr_scale``:
+    ``[(prefix, scale)]`` (module docstring). Each group holds ``params``, ``lr`` (already
+    scaled), ``lr_scale``, ``weight_decay``, ``layer_id`` and a ``name`` such as
+    ``"layer_3_decay"`` (``"layer_0_x0.1_decay"`` under a prefix scale).
     """
     skip = no_decay_names(model)
-    groups: dict[tuple[int, bool], dict] = {}
+    groups: dict[tuple[int, float, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -63,19 +66,22 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: 
         else:
             lid = layer_id(name, vit_depth)
             scale = layer_decay ** (vit_depth + 1 - lid)
+        prefix_scale = next((float(s) for prefix, s in lr_scale if name.startswith(prefix)), 1.0)
         decay = name not in skip
-        group = groups.setdefault((lid, decay), {
-            "name": f"layer_{lid}_{'decay' if decay else 'no_decay'}", "params": [], "param_names": [],
-            "lr": lr * scale, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0, "layer_id": lid})
+        tag = "" if prefix_scale == 1.0 else f"x{prefix_scale:g}_"
+        group = groups.setdefault((lid, prefix_scale, decay), {
+            "name": f"layer_{lid}_{tag}{'decay' if decay else 'no_decay'}", "params": [], "param_names": [],
+            "lr": lr * scale * prefix_scale, "lr_scale": scale * prefix_scale,
+            "weight_decay": weight_decay if decay else 0.0, "layer_id": lid})
         group["params"].append(param)
         group["param_names"].append(name)
     return [groups[key] for key in sorted(groups)]
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float, betas=(0.9, 0.999),
-                    vit_depth: int | None = None) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` (layer-wise lr decay for the ViT)."""
-    return torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay, vit_depth),
+                    vit_depth: int | None = None, lr_scale=()) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups` (layer-wise lr decay for the ViT, prefix lr scales)."""
+    return torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay, vit_depth, lr_scale),
                              lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 

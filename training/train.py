@@ -227,7 +227,7 @@ def _start(config: TrainConfig, info: D.DistInfo, resume) -> _Run:
     model = model.to(info.device)
     vit_depth = config.model.depth if config.model.backbone == "vit" else None
     optimizer = build_optimizer(model, scaled_lr(config, info.world_size), config.optim.weight_decay,
-                                config.optim.layer_decay, config.optim.betas, vit_depth)
+                                config.optim.layer_decay, config.optim.betas, vit_depth, config.optim.lr_scale)
     s = config.schedule
     scheduler = build_scheduler(optimizer, iters_per_epoch, s.warmup_iters, s.warmup_ratio, s.milestones, s.gamma)
     use_amp = run.amp and info.device.type == "cuda"
