@@ -71,14 +71,16 @@ class Timings:
 
 
 def draw_humans(canvas: np.ndarray, humans, threshold: float, antialias: bool = True) -> np.ndarray:
-    """Draw every human (keypoints, skeleton, regions, box, ``#i``) onto ``canvas (H, W, 3)`` RGB in place."""
+    """Draw every human (keypoints, skeleton, regions, box and label) onto ``canvas (H, W, 3)`` RGB
+    in place. The label is the track id (``id 7``, as in HumanArray's ``Human.id``), or ``#i``, the
+    index in ``humans``, for a person on no confirmed track."""
     from probpose_core.overlay import draw_pose
 
     for i, human in enumerate(humans):
         kp = human.keypoint_array()
         regions = [[poly for polys in k.regions.values() for poly in polys] for k in human.keypoints]
-        draw_pose(canvas, kp[:, :2], kp[:, 2], threshold, bbox=human.bbox, regions=regions, label=f"#{i}",
-                  antialias=antialias)
+        draw_pose(canvas, kp[:, :2], kp[:, 2], threshold, bbox=human.bbox, regions=regions,
+                  label=f"id {human.id}" if human.id else f"#{i}", antialias=antialias)
     return canvas
 
 

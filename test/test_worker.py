@@ -61,6 +61,21 @@ def test_annotate_draws_on_a_copy():
     assert out.any() and not frame.any()
 
 
+def test_people_are_labelled_by_track_id(monkeypatch):
+    """The annotated image names a tracked person by its track id (as HumanArray does), an
+    untracked one (id None or 0) by its index."""
+    import probpose_core.overlay as overlay
+
+    from probpose_ros.worker import draw_humans
+
+    labels = []
+    monkeypatch.setattr(overlay, "draw_pose", lambda *a, label=None, **kw: labels.append(label))
+    kps = [Keypoint(name=f"k{i}", x=10.0, y=30.0, presence=0.9, visibility=0.9, oks_quality=0.5) for i in range(17)]
+    people = [Human(bbox=(2, 2, 70, 50), score=0.5, keypoints=kps, id=track) for track in (7, None, 0, 12)]
+    draw_humans(np.zeros((60, 80, 3), np.uint8), people, 0.5)
+    assert labels == ["id 7", "#1", "#2", "id 12"]
+
+
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
 def test_annotated_image_never_draws_on_the_received_message(encoding):
     rgb = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
