@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .overlay import draw_humans
 from .jsonio import dump_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,18 +63,6 @@ def resolve_model(model=None) -> Path:
         return default_pose_model()
     except InputError as exc:
         raise InputError(f"no shipped pose model ({exc}); pass --model PATH (.pt checkpoint or .onnx)") from None
-
-
-def draw_humans(canvas: np.ndarray, humans, threshold: float) -> np.ndarray:
-    """Every human of ``humans`` drawn onto ``canvas (H, W, 3)`` RGB in place (box, ``#i``,
-    keypoints, skeleton, credible regions), with :func:`overlay.draw_pose`."""
-    from .overlay import draw_pose
-
-    for i, human in enumerate(humans):
-        kp = human.keypoint_array()
-        regions = [[poly for polys in k.regions.values() for poly in polys] for k in human.keypoints]
-        draw_pose(canvas, kp[:, :2], kp[:, 2], threshold, bbox=human.bbox, regions=regions, label=f"#{i}")
-    return canvas
 
 
 def contact_sheet(tiles: list, columns: int = SHEET_COLUMNS) -> np.ndarray:

@@ -64,3 +64,15 @@ def draw_pose(image: np.ndarray, keypoints, presence, threshold: float = 0.5, bb
         else:
             cv2.circle(image, center, thick + 1, color, 1, line)
     return image
+
+
+def draw_humans(canvas: np.ndarray, humans, threshold: float, antialias: bool = True) -> np.ndarray:
+    """Draw every human (keypoints, skeleton, regions, box and label) onto ``canvas (H, W, 3)`` RGB
+    in place. The label is the track id (``id 7``, as in HumanArray's ``Human.id``), or ``#i``, the
+    index in ``humans``, for a person on no confirmed track."""
+    for i, human in enumerate(humans):
+        kp = human.keypoint_array()
+        regions = [[poly for polys in k.regions.values() for poly in polys] for k in human.keypoints]
+        draw_pose(canvas, kp[:, :2], kp[:, 2], threshold, bbox=human.bbox, regions=regions,
+                  label=f"id {human.id}" if human.id else f"#{i}", antialias=antialias)
+    return canvas

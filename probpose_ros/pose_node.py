@@ -63,11 +63,12 @@ from visualization_msgs.msg import MarkerArray
 
 from probpose_core.detection import make_detector
 from probpose_core.errors import InputError
+from probpose_core.overlay import draw_humans
 from probpose_core.tracking import Tracker, TrackerConfig
 from probpose_msgs.msg import HumanArray
 from probpose_ros import depth_outputs, diagnostics, markers, messages, rep155
 from probpose_ros.image_conversion import BadFrame, compressed_to_rgb, msg_to_rgb
-from probpose_ros.worker import LatestFrame, Timings, draw_humans, image_canvas
+from probpose_ros.worker import LatestFrame, Timings, image_canvas
 
 NODE_NAME = "probpose"
 

@@ -2,12 +2,15 @@
 
 :class:`LatestFrame` is the one-slot buffer between the subscription callback and the worker
 thread; :class:`Timings` keeps the per-frame ``pose`` / ``overhead`` times for /diagnostics and
-the benchmark; :func:`draw_humans` and :func:`image_canvas` make the annotated image.
+the benchmark; :func:`image_canvas` is where the annotated image is drawn
+(:func:`probpose_core.overlay.draw_humans`).
 """
 import threading
 from collections import deque
 
 import numpy as np
+
+from probpose_core.overlay import draw_humans
 
 
 class LatestFrame:
@@ -68,20 +71,6 @@ class Timings:
         fmt = lambda values, f: f"{f(values) * 1e3:.3f}" if values else "nan"  # noqa: E731
         return {"pose_median_ms": fmt(pose, np.median), "overhead_median_ms": fmt(overhead, np.median),
                 "overhead_max_ms": fmt(overhead, max), "overhead_cpu_median_ms": fmt(cpu, np.median)}
-
-
-def draw_humans(canvas: np.ndarray, humans, threshold: float, antialias: bool = True) -> np.ndarray:
-    """Draw every human (keypoints, skeleton, regions, box and label) onto ``canvas (H, W, 3)`` RGB
-    in place. The label is the track id (``id 7``, as in HumanArray's ``Human.id``), or ``#i``, the
-    index in ``humans``, for a person on no confirmed track."""
-    from probpose_core.overlay import draw_pose
-
-    for i, human in enumerate(humans):
-        kp = human.keypoint_array()
-        regions = [[poly for polys in k.regions.values() for poly in polys] for k in human.keypoints]
-        draw_pose(canvas, kp[:, :2], kp[:, 2], threshold, bbox=human.bbox, regions=regions,
-                  label=f"id {human.id}" if human.id else f"#{i}", antialias=antialias)
-    return canvas
 
 
 def image_canvas(frame: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ def test_people_are_labelled_by_track_id(monkeypatch):
     untracked one (id None or 0) by its index."""
     import probpose_core.overlay as overlay
 
-    from probpose_ros.worker import draw_humans
+    from probpose_core.overlay import draw_humans
 
     labels = []
     monkeypatch.setattr(overlay, "draw_pose", lambda *a, label=None, **kw: labels.append(label))
