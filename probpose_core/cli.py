@@ -68,7 +68,8 @@ def _cmd_predict(args) -> None:
     from .detection import make_detector
     from .predict import predict_images
 
-    detector = None if args.ann else make_detector(args.detector, layout=args.detector_layout)
+    detector = None if args.ann else make_detector(args.detector, score_threshold=args.detector_threshold,
+                                                   layout=args.detector_layout)
     run = predict_images(args.images, args.out, model=args.model, ann=args.ann, runtime=args.runtime,
                          detector=detector, detections=args.detections)
     print(run.summary())
@@ -149,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "YOLOv8/YOLO11/YOLOX ONNX file")
     p.add_argument("--detector-layout", help="output layout of a YOLO-style ONNX detector: yolov8 (also YOLO11), "
                                              "yolov5, yolox, end2end (default: read from an unambiguous shape)")
+    p.add_argument("--detector-threshold", type=float,
+                   help="detector score threshold (default: the detector's own, NanoDet 0.35)")
     p.add_argument("--detections", help="with --ann: a COCO results file of person boxes and scores to use "
                                         "instead of the annotation's boxes")
     p.set_defaults(func=_cmd_predict)

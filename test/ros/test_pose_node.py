@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 from ros_harness import (ROOT, TIMEOUT, Probe, Spun, child_env, image_msg, installed_executable, output, replay_cmd, sensor_qos,
                          start_node, stamp_ns, stop, write_video)
 
@@ -22,7 +23,7 @@ def test_parameters_have_descriptions_and_unique_names():
     assert {"image_topic", "compressed", "model", "runtime", "detector", "max_people", "presence_threshold",
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz",
             "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score",
-            "rep155", "autostart"} | {p.name for p in depth_outputs.PARAMETERS} == set(names)
+            "rep155", "autostart", "detector_threshold"} | {p.name for p in depth_outputs.PARAMETERS} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
 
@@ -266,6 +267,18 @@ class NanFirstDetector:
         return self.boxes.copy(), self.scores.copy()
 
 
+def test_detector_threshold_parameter_reaches_the_detector(domain, tiny_model):
+    """detector_threshold: negative keeps the detector's default (NanoDet 0.35), a value sets it."""
+    from probpose_core.detection.nanodet import SCORE_THRESHOLD
+
+    for value, expected in ((-1.0, SCORE_THRESHOLD), (0.6, 0.6)):
+        node = InProcessNode(domain, model=str(tiny_model), detector="nanodet", detector_threshold=value)
+        try:
+            assert node.node.detector.score_threshold == pytest.approx(expected)
+        finally:
+            node.close()
+
+
 def test_max_people_applies_to_valid_boxes(domain, probe, tiny_model, monkeypatch):
     """max_people 1 and a detector whose best box is NaN: the best VALID box is the one person
     published (the old node cut to max_people before skipping invalid boxes: nobody)."""
@@ -274,7 +287,7 @@ def test_max_people_applies_to_valid_boxes(domain, probe, tiny_model, monkeypatc
     from probpose_msgs.msg import HumanArray
     from probpose_ros import pose_node
 
-    monkeypatch.setattr(pose_node, "make_detector", lambda name: NanFirstDetector())
+    monkeypatch.setattr(pose_node, "make_detector", lambda name, **kw: NanFirstDetector())
     probe.subscribe(HumanArray, "/humans/keypoints")
     pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
     node = InProcessNode(domain, model=str(tiny_model), max_people=1, image_topic="/camera/image_raw",
@@ -337,7 +350,7 @@ def test_track_ids_are_stable_over_a_replayed_sequence(domain, probe, tiny_model
     from probpose_msgs.msg import HumanArray
     from probpose_ros import pose_node
 
-    monkeypatch.setattr(pose_node, "make_detector", lambda name: BrightBlobDetector())
+    monkeypatch.setattr(pose_node, "make_detector", lambda name, **kw: BrightBlobDetector())
     probe.subscribe(HumanArray, "/humans/keypoints")
     node = InProcessNode(domain, model=str(tiny_model), image_topic="/camera/image_raw", track_min_hits=2,
                          publish_markers=False, publish_annotated_image=False)
