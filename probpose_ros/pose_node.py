@@ -382,19 +382,19 @@ class PoseNode(LifecycleNode):
             self.pub_diag.publish(diagnostics.to_array([self.diagnostic_status()], self.get_clock().now().to_msg()))
 
     def stop(self):
-        """Stop processing: unsubscribe, stop the worker (it finishes the frame in hand; a wait for
-        depth is cut short) and wait for it, clear the REP-155 bodies, close the depth outputs.
-        Idempotent."""
+        """Stop processing: unsubscribe, stop the worker (it finishes the frame in hand, depth
+        included: at most ``depth_wait`` more) and wait for it, then close the depth outputs and
+        clear the REP-155 bodies. Idempotent."""
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
         self.slot.close()
-        depth, self.depth = self.depth, None
-        if depth is not None:
-            depth.close()  # wakes a process() waiting for depth (it then publishes nothing)
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             self._worker = None
+        depth, self.depth = self.depth, None
+        if depth is not None:
+            depth.close()  # after the worker: nothing publishes on its publishers any more
         self._clear_rep155()
 
 
