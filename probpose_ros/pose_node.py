@@ -372,6 +372,9 @@ class PoseNode(LifecycleNode):
         status = diagnostics.to_status(self.stats.snapshot(), name=f"probpose: {self.get_fully_qualified_name()}",
                                        hardware_id=self.model_id)
         status.values.extend(KeyValue(key=k, value=v) for k, v in self.timings.medians_ms().items())
+        pipeline = self.pipeline  # read once: cleanup may clear it meanwhile
+        if pipeline is not None:  # detector boxes skipped as invalid (NaN, empty, ...), since configure
+            status.values.append(KeyValue(key="invalid_boxes_skipped", value=str(pipeline.skipped_total)))
         depth = self.depth  # read once: stop() may clear it meanwhile
         if depth is not None:
             status.values.extend(KeyValue(key=k, value=v) for k, v in depth.diagnostic_values().items())

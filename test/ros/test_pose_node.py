@@ -303,6 +303,8 @@ def test_max_people_applies_to_valid_boxes(domain, probe, tiny_model, monkeypatc
         assert msgs, "no HumanArray"
         assert [[list(h.bbox) for h in m.humans] for m in msgs] == [[[20.0, 10.0, 100.0, 200.0]]] * len(msgs)
         assert node.node.pipeline.skipped_total >= len(msgs)  # the NaN box was skipped, every frame
+        values = {kv.key: kv.value for kv in node.node.diagnostic_status().values}
+        assert int(values["invalid_boxes_skipped"]) == node.node.pipeline.skipped_total  # counted in /diagnostics
     finally:
         node.close()
 
