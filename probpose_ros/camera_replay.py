@@ -194,6 +194,7 @@ def replay(node, publisher, frames_factory, args) -> int:
 
 def main(argv=None) -> int:
     import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
@@ -230,6 +231,9 @@ def main(argv=None) -> int:
         node.get_logger().info(f"published {count} frames on {topic}")
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        if rclpy.ok():  # a real failure; after SIGINT / SIGTERM rclpy has shut the context down under
+            raise       # a publish in flight ("publisher's context is invalid"): a normal stop
     except InputError as exc:
         print(f"camera_replay: {exc}", file=sys.stderr)
         code = 2
