@@ -524,7 +524,7 @@ def test_pose_node_with_depth_over_dds(domain, probe, tiny_model):
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from ros_harness import Spun, image_msg
+    from ros_harness import Spun, image_msg, stamp_ns
 
     from probpose_msgs.msg import HumanArray
     from probpose_ros.pose_node import PoseNode
@@ -560,7 +560,7 @@ def test_pose_node_with_depth_over_dds(domain, probe, tiny_model):
             _send(probe, pub_info, info_msg(t), node.depth, "camera_info_received")
             _send(probe, pub_depth, depth_msg(depth, t + 5 * MS), node.depth, "depth_received")
             pub_image.publish(image_msg(frame, t, frame_id="color_optical"))
-            if probe.wait_for(lambda: any(stamp_of(m) == t for m in probe.messages("/humans/keep_out")), timeout=2.0):
+            if probe.wait_for(lambda: any(stamp_ns(m.header) == t for m in probe.messages("/humans/keep_out")), timeout=2.0):
                 got.append(t)
         assert len(got) >= 3, f"only {len(got)} frames came back with 3D outputs"
         errors = []
@@ -571,7 +571,7 @@ def test_pose_node_with_depth_over_dds(domain, probe, tiny_model):
             assert all(h.id > 0 for h in h_msg.humans) and len(h_msg.humans) == 2
             for m in (k_msg, o_msg):
                 assert m.header.frame_id == "depth_optical" and m.has_depth
-                assert stamp_of(m) == t and m.depth_stamp.sec * 10**9 + m.depth_stamp.nanosec == t + 5 * MS
+                assert stamp_ns(m.header) == t and m.depth_stamp.sec * 10**9 + m.depth_stamp.nanosec == t + 5 * MS
             for h2, h3, ko in zip(h_msg.humans, k_msg.humans, o_msg.humans):
                 truth = joints[int(np.argmin([abs(np.mean([p.x for p in h2.keypoints]) - np.mean(project(j)[:, 0]))
                                               for j in joints]))]
@@ -594,7 +594,3 @@ def test_pose_node_with_depth_over_dds(domain, probe, tiny_model):
     finally:
         node.stop()
         spun.close()
-
-
-def stamp_of(msg) -> int:
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
