@@ -37,9 +37,9 @@ LARGE = 96.0 ** 2
 class OrtModel:
     def __init__(self, path: Path, threads: int, score_threshold: float = 0.05, iou_threshold: float = 0.5):
         import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+        from probpose_core.runtime.ort_runner import session_options
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.score_threshold, self.iou_threshold = score_threshold, iou_threshold

@@ -32,6 +32,7 @@ import numpy as np
 
 from probpose_core import geometry
 from probpose_core.keypoints import NUM_KEYPOINTS
+from probpose_core.runtime.ort_runner import session_options
 
 CROP = 256
 BLAZEPOSE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
@@ -80,10 +81,7 @@ def _session(onnx_path, threads: int):
     path = Path(onnx_path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher model not found: {path} (build it with tools/build_models.sh)")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def _sigmoid(x):

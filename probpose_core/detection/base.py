@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from probpose_core.errors import InputError
+from probpose_core.runtime.ort_runner import session_options
 
 
 @runtime_checkable
@@ -47,10 +48,7 @@ def detector_session(path, score_threshold: float, iou_threshold: float, threads
     if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= iou_threshold <= 1.0:
         raise InputError(f"score_threshold and iou_threshold must lie in [0, 1], "
                          f"got {score_threshold}, {iou_threshold}")
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = int(threads)
     try:
-        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), session_options(threads), providers=providers or ["CPUExecutionProvider"])
     except Exception as err:  # ORT raises its own types for unreadable / invalid models
         raise InputError(f"cannot load detector model {path}: {err}") from err
