@@ -25,8 +25,8 @@ class DotRunner:
 
     name, input_size = "dot", geometry.INPUT_SIZE
 
-    def __init__(self, max_batch=16, presence=0.9):
-        self.max_batch, self.presence, self.batches = max_batch, presence, []
+    def __init__(self, max_batch=16, presence=0.9, quality=np.linspace(0.2, 0.9, NUM_KEYPOINTS)):
+        self.max_batch, self.presence, self.quality, self.batches = max_batch, presence, quality, []
 
     def run(self, images):
         assert images.dtype == np.float32 and images.shape[1:] == (3, IN_H, IN_W)
@@ -44,7 +44,7 @@ class DotRunner:
         k = np.arange(NUM_KEYPOINTS)
         presence = np.tile(np.where(k % 2 == 0, self.presence, 0.1), (n, 1)).astype(np.float32)
         return {"prob_maps": maps, "presence": presence, "visibility": np.full((n, NUM_KEYPOINTS), 0.6, np.float32),
-                "oks_quality": np.tile(np.linspace(0.2, 0.9, NUM_KEYPOINTS), (n, 1)).astype(np.float32)}
+                "oks_quality": np.tile(self.quality, (n, 1)).astype(np.float32)}
 
 
 def dot_frame(points, shape=(240, 320)):
@@ -97,11 +97,10 @@ def test_many_people_are_split_never_dropped():
     np.testing.assert_allclose([h.box_score for h in humans], scores)
 
 
-def test_presence_threshold_gates_regions_and_score():
+def test_presence_threshold_gates_regions():
     frame = dot_frame([(100, 120)])
     pipe = Pipeline(DotRunner(presence=0.9), credible_levels=(0.5, 0.9), presence_threshold=0.45)
     [h] = pipe.estimate(frame, [[60, 60, 80, 120]], [0.5])
-    quality = np.linspace(0.2, 0.9, NUM_KEYPOINTS)
     for k, kp in enumerate(h.keypoints):
         if k % 2 == 0:
             assert set(kp.regions) == {0.5, 0.9}
@@ -112,11 +111,20 @@ def test_presence_threshold_gates_regions_and_score():
         else:
             assert kp.regions == {}
         assert np.all(np.linalg.eigvalsh(kp.covariance) > 0)
-    assert h.score == pytest.approx(0.5 * quality[::2].mean())
-    # nobody present: the score averages every keypoint's OKS quality
-    [h] = Pipeline(DotRunner(presence=0.2)).estimate(frame, [[60, 60, 80, 120]], [0.5])
-    assert h.score == pytest.approx(0.5 * quality.mean())
+    [h] = Pipeline(DotRunner(presence=0.2), credible_levels=(0.5,)).estimate(frame, [[60, 60, 80, 120]], [0.5])
     assert all(kp.regions == {} for kp in h.keypoints)
+
+
+def test_score_is_box_score_times_presence_weighted_oks_quality():
+    frame = dot_frame([(100, 120)])
+    quality = np.where(np.arange(NUM_KEYPOINTS) % 2 == 0, 0.9, 0.1)  # present keypoints are the good ones
+    weights = np.where(np.arange(NUM_KEYPOINTS) % 2 == 0, 0.9, 0.1)  # DotRunner's presence
+    expected = 0.5 * (weights * quality).sum() / weights.sum()
+    for threshold in (0.05, 0.45, 0.95):  # the score does not depend on the presence threshold
+        [h] = Pipeline(DotRunner(presence=0.9, quality=quality), presence_threshold=threshold).estimate(
+            frame, [[60, 60, 80, 120]], [0.5])
+        assert h.score == pytest.approx(expected, rel=1e-5)
+    assert expected > 0.5 * quality.mean() + 0.1  # weighting by presence, not a plain mean
 
 
 def _shoelace(poly):
