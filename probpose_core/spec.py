@@ -38,7 +38,7 @@ def codec_settings(codec: ProbMapCodec) -> dict:
     return {"input_size": list(codec.input_size), "heatmap_size": list(codec.heatmap_size),
             "sigmas": [float(s) for s in codec.sigmas], "padding": float(codec.padding),
             "area_factor": float(codec.area_factor), "blur_sigma": float(codec.blur_sigma),
-            "refine_iters": int(codec.refine_iters)}
+            "refine_iters": int(codec.refine_iters), "decode_sharpness": float(codec.decode_sharpness)}
 
 
 def codec_from_settings(settings: dict) -> ProbMapCodec:

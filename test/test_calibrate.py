@@ -22,7 +22,7 @@ from probpose_core.geometry import bbox_to_center_scale, heatmap_to_image
 from probpose_core.models import build_model, cnn_config
 from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
 from probpose_core.codec import ProbMapCodec
-from training.calibrate import coverage_at, fit_map_temperature, main
+from training.calibrate import SHARPNESS_GRID, coverage_at, fit_map_temperature, main
 from training.evaluate import gt_outputs, logits_runner
 
 T_TRUE = 0.5
@@ -80,6 +80,12 @@ def test_cli_fixes_too_flat_maps_and_stores_the_result(calibrated_at_t_true, tmp
     assert meta["presence_threshold"] == metrics["presence_threshold"]
     assert metrics["checkpoint_presence_threshold"] == 0.6  # "before" is the input checkpoint's
     assert meta["extra"]["calibration"]["map_error_after"] == pytest.approx(after, abs=1e-4)
+    # the decode sharpness with the best Ex-AP on the split is stored in the codec
+    tried = {float(c): ap for c, ap in meta["extra"]["calibration"]["sharpness_ex_ap"].items()}
+    assert sorted(tried) == list(SHARPNESS_GRID)
+    best = max(tried, key=lambda c: (tried[c], -c))
+    assert meta["codec"]["decode_sharpness"] == best
+    assert f"decode sharpness: {best:g}" in printed
     for name in ("map_coverage_calibration.png", "map_coverage.png", "presence_reliability.png"):
         assert (plots / name).read_bytes()[:4] == b"\x89PNG"
     # fitting the calibrated checkpoint again starts from raw logits: no double temperature

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from probpose_core import geometry as g
 from probpose_core.codec import (ProbMapCodec, decode_expected_oks, expected_oks_maps, flip_merge, gaussian_heatmaps,
-                                 oks_rates, pixel_scale, refine_expected_oks, window_area)
+                                 oks_rates, pixel_scale, refine_expected_oks, sharpen_maps, window_area)
 from probpose_core.errors import InputError
 from probpose_core.keypoints import FLIP_INDEX, INDEX, SIGMAS
 from probpose_core.sparsemax import sparsemax_maps
@@ -369,3 +369,33 @@ def test_default_codec_equals_itself_and_decodes_with_tuple_sigmas():
         ProbMapCodec(sigmas=[])
     with pytest.raises(InputError, match="sigmas"):
         ProbMapCodec(sigmas=[[0.1, 0.2]])
+
+
+@pytest.mark.parametrize("temperature, factor", [(174.0, 16.0), (3.0, 2.5), (0.5, 1.0)])
+def test_sharpened_map_is_the_map_at_a_lower_temperature(temperature, factor):
+    logits = torch.randn(2, 17, 64, 48, generator=torch.Generator().manual_seed(3)) * 3
+    calibrated = sparsemax_maps(logits, temperature=temperature).numpy()
+    sharper = sparsemax_maps(logits, temperature=temperature / factor).numpy()
+    got = sharpen_maps(calibrated, factor)
+    np.testing.assert_allclose(got, sharper, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=(2, 3)), 1.0, atol=1e-5)
+    if factor > 1:  # a strictly smaller support: the decode reads a different map
+        assert np.count_nonzero(got) < np.count_nonzero(calibrated)
+
+
+def test_decode_reads_the_sharpened_map():
+    logits = torch.randn(1, 17, 64, 48, generator=torch.Generator().manual_seed(4)) * 3
+    center, scale = np.array([[100.0, 120.0]]), np.array([[150.0, 200.0]])
+    calibrated = sparsemax_maps(logits, temperature=40.0).numpy()
+    sharp = ProbMapCodec(decode_sharpness=8.0)
+    got, conf = sharp.decode(calibrated, center, scale)
+    want, want_conf = ProbMapCodec().decode(sparsemax_maps(logits, temperature=5.0).numpy(), center, scale)
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    np.testing.assert_allclose(conf, want_conf, atol=1e-5)
+    assert np.abs(got - ProbMapCodec().decode(calibrated, center, scale)[0]).max() > 0.1
+
+
+@pytest.mark.parametrize("bad", [0.5, 0.0, -2.0, float("nan")])
+def test_decode_sharpness_below_one_is_refused(bad):
+    with pytest.raises(InputError, match="decode_sharpness"):
+        ProbMapCodec(decode_sharpness=bad)

@@ -15,9 +15,13 @@ fitted to it, so evaluating on the same data afterwards reports fitted, optimist
    (annotated keypoints inside the activation window). It returns the total temperature
    ``T`` of ``sparsemax(logits / T)``; the checkpoint stores ``T / config.temperature``,
    which :func:`load_checkpoint` multiplies back into the head.
-2. Presence threshold: the model with the fitted temperature is evaluated on the whole split
-   (``evaluate.evaluate_model``, flip test as deployed) and the threshold with the best Ex-AP
-   (``search_presence_threshold``) is stored.
+2. Decode sharpness: the codec's ``decode_sharpness`` (``codec.sharpen_maps``: the decode
+   reads ``sparsemax(c * map)``, the map at a c-times lower temperature, while the credible
+   regions keep the calibrated map) is picked from :data:`SHARPNESS_GRID` by Ex-AP (at its best
+   presence threshold) on the whole split, flip test as deployed; ties go to the smaller c.
+3. Presence threshold: the model with the fitted temperature and sharpness is evaluated on the
+   whole split (``evaluate.evaluate_model``, flip test as deployed) and the threshold with the
+   best Ex-AP (``search_presence_threshold``) is stored.
 
 Prints the map calibration error before (the input checkpoint's temperature) and after, and
 writes the evaluation plots plus ``map_coverage_calibration.png`` (coverage before / after)
@@ -26,6 +30,8 @@ presence threshold is fitted. Bad input: one line on stderr, exit code 2.
 """
 import argparse
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +40,12 @@ from probpose_core.calibration import (Q_GRID, calibration_error, coverage_curve
                                        fit_temperature, plot_coverage_curve, temperature_maps)
 from probpose_core.errors import InputError
 
-from probpose_core.spec import ModelSpec
+from probpose_core.spec import ModelSpec, codec_settings, model_spec
 
-from .evaluate import evaluate_model, gt_outputs, logits_runner, run_command
+from .evaluate import evaluate_model, gt_outputs, keypoint_metrics, logits_runner, run_command
 
+#: decode sharpness factors tried (1 = decode the calibrated map itself)
+SHARPNESS_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 DEFAULT_MAX_INSTANCES = 1000  # logits of 1000 instances: ~210 MB float32
 _CHUNK = 256  # instances per chunk when turning logits into maps
 
@@ -74,6 +82,28 @@ def fit_map_temperature(model, instances, images, codec, progress: bool = True) 
             "coverage_before": before_curve, "coverage_after": after_curve}
 
 
+def fit_decode_sharpness(model, meta: dict, ann, images, flip_test: bool, grid=SHARPNESS_GRID,
+                         progress: bool = True) -> tuple[float, dict]:
+    """``(best factor, {factor: Ex-AP})``: the ``decode_sharpness`` of ``grid`` with the best
+    Ex-AP (best presence threshold) on ``ann`` / ``images``; ties go to the smaller factor."""
+    from probpose_core.evaluation import load_gt, load_predictions
+    from probpose_core.predict import predict_images
+    from probpose_core.runtime.torch_runner import TorchRunner
+
+    gt, spec, scores = load_gt(ann), ModelSpec.from_meta(meta), {}
+    for factor in sorted(float(c) for c in grid):
+        codec = replace(spec.codec, decode_sharpness=factor)
+        runner = TorchRunner(model, meta=dict(meta, codec=codec_settings(codec)))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "predictions.json"
+            predict_images(images, path, runner, ann=ann, progress=progress,
+                           pipeline_kw={"flip_test": flip_test, "spec": model_spec(runner)})
+            metrics = keypoint_metrics(gt, load_predictions(path, gt), spec.presence_threshold, codec.padding)
+        scores[factor] = float(metrics["Ex-AP"])
+    best = max(scores, key=lambda c: (scores[c], -c))
+    return best, scores
+
+
 def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bool = True,
                          max_instances: int = DEFAULT_MAX_INSTANCES, seed: int = 0, progress: bool = True) -> dict:
     """Fit temperature and presence threshold of ``checkpoint`` on the VALIDATION split ``ann``
@@ -103,6 +133,10 @@ def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bo
         fit = fit_map_temperature(model, instances, images, codec, progress=progress)
         model.head.temperature = fit["head_temperature_after"]
         temperature = fit["head_temperature_after"] / config.temperature
+        fit["decode_sharpness"], fit["sharpness_ex_ap"] = fit_decode_sharpness(model, meta, ann, images, flip_test,
+                                                                               progress=progress)
+        codec = replace(codec, decode_sharpness=fit["decode_sharpness"])
+        meta = dict(meta, codec=codec_settings(codec))
     runner = TorchRunner(model, meta=meta)  # the same ModelSpec (codec, heatmap_only) for evaluation
     metrics = evaluate_model(runner, ann, images, flip_test=flip_test, out_dir=plots, progress=progress)
     threshold = float(metrics["presence_threshold"])
@@ -110,6 +144,8 @@ def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bo
     extra["calibration"] = {"split": str(ann), "instances": None if fit is None else fit["instances"],
                             "map_error_before": None if fit is None else float(fit["error_before"]),
                             "map_error_after": None if fit is None else float(fit["error_after"]),
+                            "sharpness_ex_ap": None if fit is None else {f"{c:g}": ap for c, ap in
+                                                                         fit["sharpness_ex_ap"].items()},
                             "ex_ap": float(metrics["Ex-AP"]), "flip_test": bool(flip_test)}
     save_checkpoint(out, model, config, codec=codec, temperature=float(temperature), presence_threshold=threshold,
                     extra=extra)
@@ -131,6 +167,8 @@ def format_summary(summary: dict) -> str:
                      f"{fit['head_temperature_after']:.4g} (stored calibration factor {summary['temperature']:.4g}; {fit['keypoints']} keypoints of "
                      f"{fit['instances']} instances)")
         lines.append(f"map calibration error: before {fit['error_before']:.4f}, after {fit['error_after']:.4f}")
+        tried = ", ".join(f"{c:g}: {ap:.4f}" for c, ap in fit["sharpness_ex_ap"].items())
+        lines.append(f"decode sharpness: {fit['decode_sharpness']:g} (Ex-AP per factor: {tried})")
     m = summary["metrics"]
     lines.append(f"presence threshold: {m['checkpoint_presence_threshold']:.4g} -> {summary['presence_threshold']:.4g} "
                  f"(Ex-AP {m['at_checkpoint_threshold']['Ex-AP']:.4f} -> {m['Ex-AP']:.4f}, AP {m['AP']:.4f})")

@@ -6,7 +6,7 @@ Format (one ``torch.save`` dict of tensors and plain Python types only, so
     {"format": "probpose_core.checkpoint", "format_version": 1,
      "state_dict": {key: tensor},           # PoseModel weights (MMPose-1.x ProbPose key names)
      "config": PoseModelConfig.to_dict(),
-     "codec": {input_size, heatmap_size, sigmas, padding, area_factor, blur_sigma, refine_iters},
+     "codec": {input_size, heatmap_size, sigmas, padding, area_factor, blur_sigma, refine_iters, decode_sharpness},
      "temperature": float,                  # calibration temperature of the maps (1.0 = none);
                                             # load_checkpoint multiplies the head temperature by it
      "presence_threshold": float,
