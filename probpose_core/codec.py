@@ -66,17 +66,29 @@ _TINY = 1e-12
 def sharpen_maps(prob_maps, factor: float) -> np.ndarray:
     """``sparsemax(factor * p)`` over each map's pixels (N, K, H, W) float32: the map at a
     ``factor``-times lower temperature (module docstring); ``factor`` 1 returns the maps
-    (float32). Exact: sort, cumulative sum, support size, threshold ``tau``."""
+    (float32). Exact for any input: sort, cumulative sum, support size, threshold ``tau``."""
     maps = np.asarray(prob_maps, dtype=np.float32)
     if factor == 1.0 or maps.size == 0:
         return maps
     flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1]).astype(np.float64) * float(factor)
-    top = -np.sort(-flat, axis=1)
-    cumsum = np.cumsum(top, axis=1)
-    rank = np.arange(1, flat.shape[1] + 1)
-    support = np.count_nonzero(1.0 + rank * top > cumsum, axis=1)  # the top-j entries with z_j > tau_j
-    tau = (np.take_along_axis(cumsum, (support - 1)[:, None], axis=1) - 1.0) / support[:, None]
+    # a Sparsemax map's sharper support lies inside its own, so first only the largest m entries
+    # (m = the widest positive support; trained maps hold ~100 of 3072 pixels) are sorted; a
+    # support that fills all m (other inputs) is redone over every pixel
+    m = max(int(np.count_nonzero(flat > 0, axis=1).max()), 1)
+    tau, support = _sparsemax_threshold(flat, m)
+    if m < flat.shape[1] and np.any(support == m):
+        tau, _ = _sparsemax_threshold(flat, flat.shape[1])
     return np.maximum(flat - tau, 0.0).astype(np.float32).reshape(maps.shape)
+
+
+def _sparsemax_threshold(flat, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``tau (R, 1)`` and support sizes ``(R,)`` of Sparsemax over the ``m`` largest entries of
+    each row of ``flat (R, n)``."""
+    top = -np.partition(-flat, m - 1, axis=1)[:, :m] if m < flat.shape[1] else flat
+    top = -np.sort(-top, axis=1)
+    cumsum = np.cumsum(top, axis=1)
+    support = np.count_nonzero(1.0 + np.arange(1, m + 1) * top > cumsum, axis=1)  # entries with z_j > tau_j
+    return (np.take_along_axis(cumsum, (support - 1)[:, None], axis=1) - 1.0) / support[:, None], support
 
 
 def pixel_scale(scale, heatmap_size=geometry.HEATMAP_SIZE) -> np.ndarray:

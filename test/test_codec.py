@@ -395,6 +395,15 @@ def test_decode_reads_the_sharpened_map():
     assert np.abs(got - ProbMapCodec().decode(calibrated, center, scale)[0]).max() > 0.1
 
 
+def test_sharpen_is_exact_on_maps_that_are_not_sparsemax_outputs():
+    rng = np.random.default_rng(5)
+    maps = rng.normal(0.0, 0.01, (2, 3, 64, 48)).astype(np.float32)  # mostly-negative heatmap-like values
+    maps[0, 0] = 0.0
+    maps[0, 0, 10, 10] = 0.2  # one positive entry: its sparsemax needs entries beyond it
+    want = sparsemax_maps(torch.from_numpy(maps.astype(np.float64)) * 4.0).numpy()
+    np.testing.assert_allclose(sharpen_maps(maps, 4.0), want, atol=1e-6)
+
+
 @pytest.mark.parametrize("bad", [0.5, 0.0, -2.0, float("nan")])
 def test_decode_sharpness_below_one_is_refused(bad):
     with pytest.raises(InputError, match="decode_sharpness"):
