@@ -1,17 +1,19 @@
 """`probpose demo` / `make demo`: the real pipeline on the shipped clip ``demo/people.mp4``.
 
 Every frame of the clip goes through the shipped person detector (``make_detector("nanodet")``
-by default) and :class:`pipeline.Pipeline` (crops, ONNX Runtime, expected-OKS decode,
+by default), :class:`pipeline.Pipeline` (crops, ONNX Runtime, expected-OKS decode,
 presence, 50 % credible regions) with the shipped pose model
-(:func:`shipped.default_pose_model`) or ``--model`` (a .pt checkpoint or an .onnx). Written
-under the output folder:
+(:func:`shipped.default_pose_model`) or ``--model`` (a .pt checkpoint or an .onnx), and the
+node's person tracker (:class:`tracking.Tracker`, default settings, frame times from the clip's
+frame rate; its time counts in the pose stage). Written under the output folder:
 
 - ``annotated.mp4``: every frame with boxes, keypoints coloured by presence, the skeleton
-  between present keypoints and credible-region outlines (:func:`overlay.draw_pose`, as the
-  ROS node draws); mp4v, the clip's size and frame rate;
+  between present keypoints, credible-region outlines and track ids (:func:`overlay.draw_humans`,
+  as the ROS node draws); mp4v, the clip's size and frame rate;
 - ``contact_sheet.png``: :data:`SHEET_FRAMES` evenly spaced annotated frames, downscaled, in a grid;
 - ``frames.json``: ``[{"frame": i, "humans": [...]}, ...]``, each human as
-  :func:`results.humans_to_json` writes it (keypoints, presence, regions);
+  :func:`results.humans_to_json` writes it (keypoints, presence, regions; ``id`` the track id,
+  null while a person is on no confirmed track);
 - ``timing.md`` / ``timing.json`` (also printed): frames, people, end-to-end FPS and the median
   ms per frame of each stage in :data:`STAGES` (model loading is not counted; the first frame is);
 - with a labelled COCO folder (``--coco``, default ``../shared/data/coco_train`` next to the
@@ -171,6 +173,7 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
     from .pipeline import Pipeline
     from .results import humans_to_json
     from .runtime import make_runner
+    from .tracking import Tracker, TrackerConfig
 
     if max_frames is not None and int(max_frames) < 1:
         raise InputError(f"max_frames must be at least 1, got {max_frames}")
@@ -188,6 +191,7 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
     runner = make_runner(model, runtime=runtime)
     pipe = Pipeline(runner, detector=make_detector(detector), credible_levels=(CREDIBLE_LEVEL,), invalid_boxes="skip")
     threshold = pipe.presence_threshold  # the model's (ModelSpec)
+    tracker = Tracker(TrackerConfig(presence_threshold=threshold))
     out.mkdir(parents=True, exist_ok=True)
     sheet_at = set(np.linspace(0, (total or 1) - 1, min(SHEET_FRAMES, total or 1)).round().astype(int).tolist())
 
@@ -206,6 +210,7 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
             boxes, scores = pipe.detector.detect(frame)
             t2 = time.perf_counter()
             humans = pipe.estimate(frame, boxes, scores, skip_invalid=True)  # what Pipeline.__call__ does
+            tracker.update(humans, len(frames) / fps_in)
             t3 = time.perf_counter()
             canvas = draw_humans(frame, humans, threshold)  # the frame is ours: drawn in place
             t4 = time.perf_counter()

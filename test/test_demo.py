@@ -14,6 +14,7 @@ from probpose_core.cli import main
 from probpose_core.demo import STAGES, run_demo
 from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.results import humans_from_json, humans_to_json
+from probpose_core.tracking import TrackerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "demo" / "fixture"
@@ -60,6 +61,10 @@ def test_demo_writes_video_sheet_frames_timing_and_plots(tmp_path, model, capsys
             assert all(0.0 <= k.presence <= 1.0 for k in h.keypoints)
             assert all(set(k.regions) <= {0.5} for k in h.keypoints)
         assert any(k.regions for h in humans for k in h.keypoints) or not humans
+        ids = [h.id for h in humans if h.id is not None]
+        assert len(ids) == len(set(ids))  # track ids: one person each
+    if model is None:  # the shipped model: the clip's two people are tracked from the 3rd frame on
+        assert all(len({h["id"] for h in f["humans"]} - {None}) == 2 for f in frames[TrackerConfig.min_hits - 1:])
 
     cap = cv2.VideoCapture(str(out / "annotated.mp4"))
     size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
