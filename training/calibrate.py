@@ -30,7 +30,6 @@ presence threshold is fitted. Bad input: one line on stderr, exit code 2.
 """
 import argparse
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from probpose_core.errors import InputError
 
 from probpose_core.spec import ModelSpec, codec_settings, model_spec
 
-from .evaluate import evaluate_model, gt_outputs, keypoint_metrics, logits_runner, run_command
+from .evaluate import evaluate_model, gt_outputs, logits_runner, predict_and_score, run_command
 
 #: decode sharpness factors tried (1 = decode the calibrated map itself)
 SHARPNESS_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
@@ -86,19 +85,14 @@ def fit_decode_sharpness(model, meta: dict, ann, images, flip_test: bool, grid=S
                          progress: bool = True) -> tuple[float, dict]:
     """``(best factor, {factor: Ex-AP})``: the ``decode_sharpness`` of ``grid`` with the best
     Ex-AP (best presence threshold) on ``ann`` / ``images``; ties go to the smaller factor."""
-    from probpose_core.evaluation import load_gt, load_predictions
-    from probpose_core.predict import predict_images
+    from probpose_core.evaluation import load_gt
     from probpose_core.runtime.torch_runner import TorchRunner
 
     gt, spec, scores = load_gt(ann), ModelSpec.from_meta(meta), {}
     for factor in sorted(float(c) for c in grid):
-        codec = replace(spec.codec, decode_sharpness=factor)
-        runner = TorchRunner(model, meta=dict(meta, codec=codec_settings(codec)))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "predictions.json"
-            predict_images(images, path, runner, ann=ann, progress=progress,
-                           pipeline_kw={"flip_test": flip_test, "spec": model_spec(runner)})
-            metrics = keypoint_metrics(gt, load_predictions(path, gt), spec.presence_threshold, codec.padding)
+        runner = TorchRunner(model, meta=dict(meta, codec=codec_settings(replace(spec.codec, decode_sharpness=factor))))
+        metrics, _ = predict_and_score(runner, model_spec(runner), gt, ann, images, flip_test=flip_test,
+                                       progress=progress)
         scores[factor] = float(metrics["Ex-AP"])
     best = max(scores, key=lambda c: (scores[c], -c))
     return best, scores

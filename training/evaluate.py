@@ -136,6 +136,18 @@ def format_report(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def predict_and_score(runner, spec, gt: dict, ann, images, detections=None, flip_test: bool = True,
+                      out_dir=None, progress: bool = True) -> tuple[dict, list]:
+    """``(keypoint_metrics, predictions)`` of the pipeline with ``runner`` / ``spec`` on the
+    images of ``ann`` (GT boxes, or ``detections``); predictions.json goes to ``out_dir`` when given."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pred_path = Path(out_dir or tmp) / "predictions.json"
+        predict_images(images, pred_path, runner, ann=ann, detections=detections, progress=progress,
+                       pipeline_kw={"flip_test": flip_test, "spec": spec})
+        preds = load_predictions(pred_path, gt)
+    return keypoint_metrics(gt, preds, spec.presence_threshold, padding=spec.codec.padding), preds
+
+
 def evaluate_model(model, ann, images, detections=None, flip_test: bool = True, out_dir=None,
                    runtime: str = "torch", progress: bool = True) -> dict:
     """Predict, score and check calibration of ``model`` on the COCO keypoints set ``ann``.
@@ -155,14 +167,9 @@ def evaluate_model(model, ann, images, detections=None, flip_test: bool = True, 
     gt = load_gt(ann)
     was_training = getattr(model, "training", None)
     runner, spec = make_model_runner(model, runtime)
-    codec, threshold = spec.codec, spec.presence_threshold
+    codec = spec.codec
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            pred_path = Path(out_dir or tmp) / "predictions.json"
-            predict_images(images, pred_path, runner, ann=ann, detections=detections, progress=progress,
-                           pipeline_kw={"flip_test": flip_test, "spec": spec})
-            preds = load_predictions(pred_path, gt)
-        metrics = keypoint_metrics(gt, preds, threshold, padding=codec.padding)
+        metrics, preds = predict_and_score(runner, spec, gt, ann, images, detections, flip_test, out_dir, progress)
         instances, skipped = load_instances(ann, images_dir=images)
         outputs = gt_outputs(runner, instances, images, codec, flip_test=flip_test, progress=progress) \
             if instances else None

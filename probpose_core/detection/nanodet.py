@@ -14,7 +14,6 @@ threshold and at least every other class's; candidates go through the shared NMS
 """
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from probpose_core.detection.base import check_frame, detector_session
