@@ -26,14 +26,15 @@ from ..geometry import NORMALIZE_MEAN, NORMALIZE_STD  # noqa: F401  (ImageNet, R
 from ..keypoints import NUM_KEYPOINTS
 from ..runtime.base import HEATMAP_OUTPUT, OUTPUT_NAMES, WIDE_OUTPUT
 from .cnn import SmallCNN
+from .lite_hrnet import LiteHRNet
 from .mobilenet_fpn import MobileNetV2FPN
 from .probmap_head import ProbMapHead
 from .vit import VIT_SIZES, VisionTransformer, patch_grid
 
 MAP_KINDS = ("probmap", "heatmap")
-BACKBONES = ("vit", "cnn", "mobilenetv2_fpn")
+BACKBONES = ("vit", "cnn", "mobilenetv2_fpn", "lite_hrnet")
 #: backbones whose features are already at the map resolution (stride 4): the head does not upsample
-STRIDE4_BACKBONES = ("mobilenetv2_fpn",)
+STRIDE4_BACKBONES = {"mobilenetv2_fpn": MobileNetV2FPN, "lite_hrnet": LiteHRNet}
 SPARSEMAX_METHODS = ("exact", "topk", "bisect")
 
 
@@ -41,7 +42,7 @@ SPARSEMAX_METHODS = ("exact", "topk", "bisect")
 class PoseModelConfig:
     """Everything needed to build a PoseModel. Sizes are (W, H). Defaults: ProbPose-s."""
 
-    backbone: str = "vit"  # "vit" | "cnn" | "mobilenetv2_fpn"
+    backbone: str = "vit"  # "vit" | "cnn" | "mobilenetv2_fpn" | "lite_hrnet"
     embed_dim: int = 384  # backbone output channels (ViT width)
     depth: int = 12
     num_heads: int = 12
@@ -70,15 +71,16 @@ class PoseModelConfig:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.map_kind not in MAP_KINDS:
             raise ValueError(f"map_kind must be one of {MAP_KINDS}, got {self.map_kind!r}")
-        if self.backbone == "mobilenetv2_fpn" and self.embed_dim != MobileNetV2FPN.embed_dim:
-            raise ValueError(f"the mobilenetv2_fpn backbone gives {MobileNetV2FPN.embed_dim} channels: "
-                             f"embed_dim must be {MobileNetV2FPN.embed_dim}, got {self.embed_dim}")
+        fixed = STRIDE4_BACKBONES.get(self.backbone)
+        if fixed is not None and self.embed_dim != fixed.embed_dim:
+            raise ValueError(f"the {self.backbone} backbone gives {fixed.embed_dim} channels: "
+                             f"embed_dim must be {fixed.embed_dim}, got {self.embed_dim}")
         if self.map_kind == "heatmap" and self.double_heatmap:
             raise ValueError("the double-heatmap variant needs map_kind 'probmap'")
 
     @property
     def feature_grid(self) -> tuple[int, int]:
-        """Backbone feature grid (h, w): the ViT patch grid, input / 4 for mobilenetv2_fpn, else input / 16."""
+        """Backbone feature grid (h, w): the ViT patch grid, input / 4 for mobilenetv2_fpn / lite_hrnet, else input / 16."""
         if self.backbone == "vit":
             return patch_grid(self.input_size, self.patch_size, self.patch_padding)
         stride = 4 if self.backbone in STRIDE4_BACKBONES else 16
@@ -101,6 +103,16 @@ class PoseModelConfig:
         if unknown:
             raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
         return cls(**data)
+
+
+def lite_hrnet_config(**overrides) -> PoseModelConfig:
+    """The CPU student started from PP-TinyPose 256x192: Lite-HRNet-18 "wider naive" (stride-4
+    features of 40 ch, models/lite_hrnet.py), PP-TinyPose's last layers as the map layer
+    (depthwise 3x3 + 1x1 to 40 ch + ReLU), 32-ch branches. Temperature 0.1: PP-TinyPose's
+    heatmaps peak near 1, so logits / 0.1 give compact Sparsemax maps."""
+    return PoseModelConfig(**{"backbone": "lite_hrnet", "embed_dim": LiteHRNet.embed_dim, "depth": 0,
+                              "num_heads": 0, "drop_path": 0.0, "head_channels": LiteHRNet.embed_dim,
+                              "aux_channels": 32, "temperature": 0.1, **overrides})
 
 
 def vit_config(size: str = "s", **overrides) -> PoseModelConfig:
@@ -140,8 +152,8 @@ class PoseModel(nn.Module):
             self.backbone = VisionTransformer(config.embed_dim, config.depth, config.num_heads, config.mlp_ratio,
                                               config.drop_path, config.input_size, config.patch_size,
                                               config.patch_padding)
-        elif config.backbone == "mobilenetv2_fpn":
-            self.backbone = MobileNetV2FPN()
+        elif config.backbone in STRIDE4_BACKBONES:
+            self.backbone = STRIDE4_BACKBONES[config.backbone]()
         else:
             self.backbone = SmallCNN(config.embed_dim)
         self.head = ProbMapHead(config.embed_dim, config.num_keypoints, config.head_channels,
