@@ -215,14 +215,17 @@ class Pipeline:
         return out
 
     # -- post-processing --------------------------------------------------------------
-    def _spread(self, sources, present):
+    def _spread(self, sources, present, points):
         """Covariance ``(N, K, 2, 2)`` and credible-region outlines ``[n][k]`` of every keypoint
         from the map that gave its point. ``sources``: ``(maps (N, K, H, W), gave (N, K) bool or
-        None for all, center, scale)`` whose ``gave`` masks split the keypoints between them."""
+        None for all, center, scale)`` whose ``gave`` masks split the keypoints between them;
+        ``points (N, K, 2)``: the published points (image px). The covariance is the map's second
+        moment about the published point (:func:`regions.covariance_ellipse`), the point's error."""
         cov, regions = None, None
+        points = np.asarray(points, dtype=np.float64)[..., :2]
         for maps, gave, center, scale in sources:
             gave = np.ones(present.shape, dtype=bool) if gave is None else gave
-            _, part_cov = covariance_ellipse(maps, center, scale)
+            _, part_cov = covariance_ellipse(maps, center, scale, about=points)
             part = keypoint_regions(maps, present & gave, center, scale, self.credible_levels)
             cov = part_cov if cov is None else np.where(gave[..., None, None], part_cov, cov)
             regions = part if regions is None else [[mine or theirs for mine, theirs in zip(row, other)]
@@ -251,7 +254,7 @@ class Pipeline:
         if self.heatmap_only and HEATMAP_OUTPUT not in outputs:
             presence = np.asarray(confidence, dtype=np.float64)
         present = presence >= self.presence_threshold
-        cov, regions = self._spread(sources, present)
+        cov, regions = self._spread(sources, present, points)
         names = self.spec.keypoint_names
         out = []
         for n in range(len(boxes)):

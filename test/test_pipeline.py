@@ -236,6 +236,32 @@ def _blob(hx, hy, sigma=1.5):
     return (blob / blob.sum()).astype(np.float32)
 
 
+def test_published_covariance_is_the_spread_about_the_published_point():
+    """A two-peaked map, 70 % on one pixel and 30 % on another 8 px to its right: the decoded
+    point sits on the big peak, and the published covariance is the map's second moment about
+    THAT point (0.3 * 8^2 = 19.2 px^2 along x, plus a cell's 1/12), not its spread about the mean
+    (0.21 * 8^2 = 13.44 px^2), carried into image pixels."""
+    class TwoPeakRunner(DotRunner):
+        def run(self, images):
+            out = super().run(images)
+            maps = np.zeros_like(out["prob_maps"])
+            maps[:, :, 30, 20], maps[:, :, 30, 28] = 0.7, 0.3
+            out["prob_maps"] = maps
+            return out
+
+    frame = dot_frame([(130, 110)])
+    box = [100, 60, 60, 100]
+    [h] = Pipeline(TwoPeakRunner(), credible_levels=()).estimate(frame, [box])
+    center, scale = geometry.bbox_to_center_scale(box)
+    kx, ky = scale / (np.array([HM_W, HM_H]) - 1)
+    kp = h.keypoints[0]
+    np.testing.assert_allclose(geometry.image_to_heatmap(np.array([kp.x, kp.y]), center, scale), [20, 30], atol=0.5)
+    offset = geometry.image_to_heatmap(np.array([kp.x, kp.y]), center, scale) - [20, 30]
+    want_xx = 0.7 * offset[0] ** 2 + 0.3 * (8 - offset[0]) ** 2 + 1 / 12
+    np.testing.assert_allclose(kp.covariance[0, 0], kx ** 2 * want_xx, rtol=1e-6)
+    assert kp.covariance[0, 0] > 1.3 * kx ** 2 * (13.44 + 1 / 12)
+
+
 def test_double_heatmap_region_and_covariance_come_from_the_map_that_gave_the_point():
     """Keypoint 0 lies outside the activation window (the wide map's top-left corner): its
     published region must surround the published point and its covariance must be the wide
@@ -262,7 +288,7 @@ def test_double_heatmap_region_and_covariance_come_from_the_map_that_gave_the_po
     for q in (0.5, 0.9):
         [poly] = kp.regions[q]
         assert poly[:, 0].min() <= kp.x <= poly[:, 0].max() and poly[:, 1].min() <= kp.y <= poly[:, 1].max()
-    _, wide_cov = covariance_ellipse(_blob(3, 4), center, scale * geometry.WIDE_FACTOR)
+    _, wide_cov = covariance_ellipse(_blob(3, 4), center, scale * geometry.WIDE_FACTOR, about=[kp.x, kp.y])
     np.testing.assert_allclose(kp.covariance, wide_cov, rtol=1e-9)
     # keypoints inside the window keep the expert map's covariance and regions
     [plain] = Pipeline(DotRunner(), credible_levels=(0.5, 0.9)).estimate(frame, [box])
