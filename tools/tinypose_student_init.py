@@ -19,7 +19,11 @@ and their convs listed in post-order; the two lists must agree in length and in 
 shape, and the copy is then checked numerically.
 
     python tools/tinypose_student_init.py [--onnx ../shared/data/pp_tinypose/tinypose_256x192/model_from_ir.onnx]
-        [--out out/student_tinypose_init.pt]
+        [--out out/student_tinypose_init.pt] [--map-kind heatmap]
+
+``--map-kind heatmap`` writes PP-TinyPose itself as the house's heatmap baseline (raw heatmaps,
+UDP decode, presence = the heatmap maximum): the reference the student is compared with
+(``training/compare_tinypose.py``) and the pseudo-label teacher (``training/teachers.py``).
 
 Prints the largest difference between the student's map logits and PP-TinyPose's heatmaps
 (ONNX Runtime, crops of demo/people.mp4); refuses (exit 1) above 1e-3 (heatmaps reach ~1).
@@ -185,13 +189,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", default=str(DEFAULT_ONNX), help="PP-TinyPose 256x192 ONNX (../shared/data/pp_tinypose)")
     parser.add_argument("--out", default="out/student_tinypose_init.pt", help="checkpoint to write")
+    parser.add_argument("--map-kind", default="probmap", choices=("probmap", "heatmap"),
+                        help="probmap: the student's start; heatmap: PP-TinyPose itself (the baseline / teacher)")
     args = parser.parse_args(argv)
     onnx_path = Path(args.onnx)
     if not onnx_path.is_file():
         raise SystemExit(f"{onnx_path} not found (../shared/data/pp_tinypose/README.md)")
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     torch.manual_seed(0)
-    config = lite_hrnet_config()
+    config = lite_hrnet_config(map_kind=args.map_kind)
     model = build_model(config).eval()
     copied = load_tinypose(model, onnx_path)
     err = parity(model, onnx_path, parity_crops(8))

@@ -18,6 +18,12 @@ that is inverted exactly to map the keypoints back. The crop maps the square's c
 extent onto the crop's (pixel edges to pixel edges); the teachers' normalised outputs are read
 in the same convention (``u = n * 256`` in edge coordinates).
 
+- :class:`HouseModelTeacher`: a model of this package run through its own :class:`Pipeline`
+  on the box (3:4 activation window, padding 1.25, UDP crop), score = presence. ``tinypose``:
+  PP-TinyPose 256x192 as the house's heatmap model (``tools/tinypose_student_init.py
+  --map-kind heatmap`` + ``probpose export``: ``tinypose_heatmap.onnx`` in the teachers
+  folder; presence = the heatmap maximum, points by UDP decoding).
+
 Measured on coco_train with GT boxes (``python -m training.teachers``, see training/README.md).
 """
 import argparse
@@ -149,15 +155,37 @@ class BlazePoseTeacher:
         return np.concatenate([xy[idx], score[idx, None]], axis=1)
 
 
+class HouseModelTeacher:
+    """A model of this package on the box through its Pipeline (see the module docstring)."""
+
+    def __init__(self, model_path, threads: int = 2, name: str | None = None):
+        from probpose_core.pipeline import Pipeline
+        from probpose_core.runtime import make_runner
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"teacher model not found: {path} (see training/README.md, 'Pseudo-labels')")
+        self.pipeline = Pipeline(make_runner(path, runtime="ort", threads=threads), credible_levels=())
+        self.name = name or path.stem
+        self.padding = self.pipeline.codec.padding
+
+    def predict(self, frame_rgb: np.ndarray, box_xywh) -> np.ndarray:
+        """(17, 3) x, y, score (= presence) in image pixels."""
+        human = self.pipeline.estimate(frame_rgb, np.asarray(box_xywh, dtype=np.float64)[None])[0]
+        return human.keypoint_array()[:, :3]
+
+
 def make_teacher(name: str, onnx_dir, padding: float | None = None, threads: int = 2):
-    """A teacher by name (``movenet`` / ``blazepose``) from ``onnx_dir`` (tools/build_models.sh's
-    ``out/build_models/teachers``)."""
+    """A teacher by name (``movenet`` / ``blazepose`` from tools/build_models.sh's
+    ``out/build_models/teachers``; ``tinypose``: ``tinypose_heatmap.onnx`` there) from ``onnx_dir``."""
     onnx_dir = Path(onnx_dir)
+    if name == "tinypose":
+        return HouseModelTeacher(onnx_dir / "tinypose_heatmap.onnx", threads, name)
     if name == "movenet":
         return MoveNetTeacher(onnx_dir / "movenet-thunder.onnx", padding or DEFAULT_PADDING[name], threads)
     if name == "blazepose":
         return BlazePoseTeacher(onnx_dir / "blazepose-full.onnx", padding or DEFAULT_PADDING[name], threads)
-    raise ValueError(f"unknown teacher {name!r} (movenet, blazepose)")
+    raise ValueError(f"unknown teacher {name!r} (movenet, blazepose, tinypose)")
 
 
 # ---- measurement on a human-labelled COCO file ------------------------------------------------
