@@ -13,10 +13,13 @@
 - Timing: ``--rate`` frames per second; by default the source's own rate (the video's FPS,
   the bag's recorded timing, 10 Hz for a folder). Stamps: a bag's original header stamps
   (``--stamp now`` restamps), otherwise the time of publishing.
-- Publishes with sensor-data QoS (best effort, depth 1) unless ``--reliable`` (depth 10, and the
-  last frames are acknowledged before exiting). Waits for
-  ``--wait-subscribers`` subscribers (discovery) first, then publishes, loops with ``--loop``,
-  and exits 0 when done (or on SIGINT).
+- QoS: ``--qos reliable`` (default, as the pose node's ``image_qos`` default and camera drivers
+  on the ROS default QoS; keep-last ``--depth``, default 10; the last frames are acknowledged
+  before exiting) or ``--qos best_effort`` (sensor-data QoS, as some drivers; depth 1 unless
+  ``--depth``). ``--reliable`` is the old spelling of ``--qos reliable``.
+- ``--size WxH`` scales every frame (e.g. 1920x1080 -> 640x480) before publishing.
+- Waits for ``--wait-subscribers`` subscribers (discovery) first, then publishes, loops with
+  ``--loop``, and exits 0 when done (or on SIGINT).
 """
 import argparse
 import array
@@ -109,20 +112,24 @@ def _stamp(stamp_ns: int):
     return Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
 
 
-def make_message(frame, compressed: bool, encoding: str = "bgr8", jpeg_quality: int = 90):
-    """An Image (in ``encoding``) or CompressedImage (JPEG) from an RGB array or a bag message.
+def make_message(frame, compressed: bool, encoding: str = "bgr8", jpeg_quality: int = 90, size=None):
+    """An Image (in ``encoding``) or CompressedImage (JPEG) from an RGB array or a bag message,
+    scaled to ``size`` ``(width, height)`` when given.
 
-    A bag message already of the requested kind is returned as is.
+    A bag message already of the requested kind (and size) is returned as is.
     """
     from sensor_msgs.msg import CompressedImage, Image
 
-    if isinstance(frame, CompressedImage if compressed else Image):
+    if isinstance(frame, CompressedImage if compressed else Image) and size is None:
         return frame
     if isinstance(frame, (Image, CompressedImage)):
         header = frame.header
-        frame = compressed_to_rgb(frame.data) if isinstance(frame, CompressedImage) else msg_to_rgb(frame)
+        frame = compressed_to_rgb(frame.data, 0) if isinstance(frame, CompressedImage) else msg_to_rgb(frame, 0)
     else:
         header = None
+    if size is not None and (frame.shape[1], frame.shape[0]) != tuple(size):
+        shrink = size[0] * size[1] < frame.shape[0] * frame.shape[1]
+        frame = cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     if compressed:
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         if not ok:
@@ -155,12 +162,27 @@ def parse_args(argv):
     p.add_argument("--stamp", choices=("original", "now"), default="original",
                    help="original: a bag's header stamps; now: the publishing time (always for video/folder)")
     p.add_argument("--bag-topic", default=None, help="the image topic to read from a bag with several")
-    p.add_argument("--reliable", action="store_true", help="reliable QoS (default: best effort, depth 1)")
+    p.add_argument("--qos", choices=("reliable", "best_effort"), default="reliable",
+                   help="QoS reliability (default reliable, as the pose node's image_qos; best_effort = sensor-data "
+                        "QoS, which only a best-effort subscriber matches)")
+    p.add_argument("--reliable", dest="qos", action="store_const", const="reliable", help=argparse.SUPPRESS)
+    p.add_argument("--depth", type=int, default=0, help="keep-last history depth (default: 10 reliable, 1 best effort)")
+    p.add_argument("--size", default=None, help="scale frames to WIDTHxHEIGHT (e.g. 640x480)")
     p.add_argument("--wait-subscribers", type=int, default=0, help="wait until this many subscribers match")
     p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds to wait for them (then fail, exit 3)")
     args, ros_args = p.parse_known_args(argv)
     if args.rate < 0:
         p.error("--rate must be positive")
+    if args.depth < 0:
+        p.error("--depth must be >= 1")
+    args.depth = args.depth or (10 if args.qos == "reliable" else 1)
+    if args.size is not None:
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+            assert w > 0 and h > 0
+        except (ValueError, AssertionError):
+            p.error(f"--size must be WIDTHxHEIGHT, e.g. 640x480, got {args.size!r}")
+        args.size = (w, h)
     return args, ros_args
 
 
@@ -171,7 +193,7 @@ def replay(node, publisher, frames_factory, args) -> int:
         any_frame = False
         for frame, stamp_ns, period in frames_factory():
             any_frame = True
-            msg = make_message(frame, args.compressed, args.encoding)
+            msg = make_message(frame, args.compressed, args.encoding, size=args.size)
             if stamp_ns is None:
                 msg.header.frame_id = args.frame_id
             gap = 1.0 / args.rate if args.rate > 0 else period
@@ -196,8 +218,9 @@ def main(argv=None) -> int:
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import ExternalShutdownException
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
+
+    from probpose_ros.image_qos import image_qos
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args, ros_args = parse_args(argv)
@@ -209,9 +232,8 @@ def main(argv=None) -> int:
         return 2
     rclpy.init(args=["camera_replay"] + ros_args)
     node = rclpy.create_node("camera_replay")
-    qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE if args.reliable else ReliabilityPolicy.BEST_EFFORT,
-                     history=HistoryPolicy.KEEP_LAST, depth=10 if args.reliable else 1)
-    publisher = node.create_publisher(CompressedImage if args.compressed else Image, topic, qos)
+    publisher = node.create_publisher(CompressedImage if args.compressed else Image, topic,
+                                      image_qos(args.qos, args.depth))
     code = 0
     try:
         deadline = time.monotonic() + args.wait_timeout
@@ -224,7 +246,7 @@ def main(argv=None) -> int:
         if not rclpy.ok():  # SIGINT / SIGTERM while waiting
             return 0
         count = replay(node, publisher, frames_factory, args)
-        if args.reliable:  # let matched subscribers acknowledge the last frames before exiting
+        if args.qos == "reliable":  # let matched subscribers acknowledge the last frames before exiting
             from rclpy.duration import Duration
 
             publisher.wait_for_all_acked(Duration(seconds=5.0))

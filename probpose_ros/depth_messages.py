@@ -6,7 +6,7 @@ and tested on their own:
 - :func:`depth_image_to_array`: a ``sensor_msgs/Image`` in ``16UC1`` (millimetres) or ``32FC1``
   (metres) -> ``(H, W)`` uint16 / float32 view of its data (``step`` and ``is_bigendian``
   honoured); anything else raises :class:`~probpose_ros.image_conversion.BadFrame` with a
-  ``kind``: ``depth_encoding``, ``depth_empty``, ``depth_truncated``.
+  ``kind``: ``depth_encoding``, ``depth_empty``, ``depth_oversized``, ``depth_truncated``.
 - :func:`camera_matrix_from_info`: ``K (3, 3)`` of a ``sensor_msgs/CameraInfo`` (BadFrame
   ``camera_info`` when it is all zeros / not a camera matrix). The distortion ``d`` is ignored.
 - :func:`keypoints3d_to_msg` / :func:`keep_out_to_msg`: ``probpose_core.lifting.Keypoints3D``
@@ -34,7 +34,7 @@ from probpose_core.keep_out import KeepOut, limb_part
 from probpose_core.keypoints import NAMES, NUM_KEYPOINTS
 from probpose_core.lifting import Keypoints3D, check_camera_matrix
 
-from .image_conversion import BadFrame
+from .image_conversion import DEFAULT_MAX_IMAGE_PIXELS, BadFrame, pixel_rows
 from .markers import to_duration
 
 #: depth encoding -> numpy dtype (little-endian; big-endian data is byte-swapped on read)
@@ -46,24 +46,19 @@ BOUNDING_RGBA = (0.9, 0.0, 0.1, 0.15)
 
 
 # -- inputs ------------------------------------------------------------------------------
-def depth_image_to_array(msg) -> np.ndarray:
+def depth_image_to_array(msg, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image`` (or anything with its fields) in 16UC1 / 32FC1 -> ``(H, W)`` uint16
-    millimetres / float32 metres, a read-only view of ``msg.data`` when it is little-endian."""
+    millimetres / float32 metres, a read-only view of ``msg.data`` when it is little-endian.
+    The buffer is parsed by :func:`~probpose_ros.image_conversion.pixel_rows` (kinds
+    ``depth_empty``, ``depth_oversized``, ``depth_truncated``)."""
     encoding = msg.encoding
     if encoding not in DEPTH_ENCODINGS:
         raise BadFrame("depth_encoding", f"depth image encoding {encoding!r} is not supported; "
                                          f"use 16UC1 (millimetres) or 32FC1 (metres)")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise BadFrame("depth_empty", f"depth image has zero size ({width}x{height})")
+    height, width = int(msg.height), int(msg.width)
     dtype = DEPTH_ENCODINGS[encoding]
-    row_bytes = width * dtype.itemsize
-    buf = np.frombuffer(memoryview(msg.data), dtype=np.uint8)
-    needed = step * (height - 1) + row_bytes
-    if step < row_bytes or buf.size < needed:
-        raise BadFrame("depth_truncated", f"{encoding} {width}x{height} with step {step} needs "
-                                          f"{max(needed, row_bytes * height)} bytes, got {buf.size}")
-    rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1))
+    rows = pixel_rows(msg.data, height, width, msg.step, dtype.itemsize, f"depth {encoding}", max_pixels,
+                      prefix="depth_")
     depth = rows.view(dtype.newbyteorder(">" if msg.is_bigendian else "<")).reshape(height, width)
     if msg.is_bigendian:
         depth = depth.astype(dtype)

@@ -7,8 +7,10 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
   whether hri_msgs imports, is left out of the file: :data:`MACHINE_DEFAULTS`). They are read at start-up
   (``read_only``): change them with a params file or ``-p name:=value``.
 - Images (``sensor_msgs/Image``, or ``CompressedImage`` with ``compressed: true``) are
-  subscribed with sensor-data QoS (best effort, depth 1) on ``image_topic`` (default ``image``,
-  meant to be remapped: ``-r image:=/camera/image_raw``).
+  subscribed with ``image_qos`` (reliable by default, keep-last depth 1; best_effort for a
+  camera on sensor-data QoS: :mod:`probpose_ros.image_qos`) on ``image_topic`` (default ``image``,
+  meant to be remapped: ``-r image:=/camera/image_raw``). Frames above ``max_image_pixels``
+  are refused as bad (compressed ones by their header, before decoding).
 - The subscription callback only drops the message into a one-slot buffer
   (:class:`~probpose_ros.worker.LatestFrame`); a worker thread takes the LATEST frame, converts, detects, estimates
   and publishes. A frame replaced before the worker took it is counted as dropped, so queues
@@ -57,7 +59,6 @@ from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
@@ -66,8 +67,8 @@ from probpose_core.errors import InputError
 from probpose_core.overlay import draw_humans
 from probpose_core.tracking import Tracker, TrackerConfig
 from probpose_msgs.msg import HumanArray
-from probpose_ros import depth_outputs, diagnostics, markers, messages, rep155
-from probpose_ros.image_conversion import BadFrame, compressed_to_rgb, msg_to_rgb
+from probpose_ros import depth_outputs, diagnostics, image_qos, markers, messages, rep155
+from probpose_ros.image_conversion import DEFAULT_MAX_IMAGE_PIXELS, BadFrame, compressed_to_rgb, msg_to_rgb
 from probpose_ros.worker import LatestFrame, Timings, image_canvas
 
 NODE_NAME = "probpose"
@@ -85,8 +86,17 @@ PARAMETERS = (
                                   "compressed: true it must carry sensor_msgs/CompressedImage (.../compressed)."),
     Param("compressed", False, "Subscribe to sensor_msgs/CompressedImage (JPEG/PNG, decoded with OpenCV) "
                                "instead of sensor_msgs/Image."),
+    Param("image_qos", image_qos.DEFAULT, image_qos.DESCRIPTION),
+    Param("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Largest accepted image, in pixels (width x height; "
+                                                        "default 4096x3072 = 12.6 MP): larger raw frames, and "
+                                                        "compressed frames whose JPEG/PNG header claims more, are "
+                                                        "refused as bad (kind oversized, counted) before any "
+                                                        "copy or decoding. 0 = no limit."),
     Param("model", "", "Pose model: our .pt checkpoint or an exported .onnx (with its sidecar); empty = the "
                        "shipped model (models/probpose_student.onnx)."),
+    Param("allow_uncalibrated", False, "Run an .onnx model that has no metadata sidecar (.json) with the default "
+                                       "settings (uncalibrated presence threshold and credible regions; a warning "
+                                       "is printed). false: such a model is refused with an error naming the file."),
     Param("runtime", "ort", "Inference runtime: ort (ONNX Runtime, CUDA first when available), torch, or trt."),
     Param("detector", "nanodet", "Person detector: nanodet (the shipped NanoDet, default), full_frame (one box = "
                                  "the whole image, for cameras framing one person), hog (OpenCV HOG, weak), or "
@@ -192,6 +202,7 @@ class PoseNode(LifecycleNode):
         try:
             self.rep155 = self._rep155_publisher()
             self.depth = depth_outputs.DepthOutputs.from_params(self, self.params, self.presence_threshold)
+            qos = image_qos.image_qos(self.params["image_qos"])
         except InputError as exc:
             self.get_logger().error(f"activate failed: {exc}")
             self._clear_rep155()
@@ -203,10 +214,11 @@ class PoseNode(LifecycleNode):
         self.slot = LatestFrame()
         self._worker = threading.Thread(target=self._work, name="probpose-worker", daemon=True)
         self._worker.start()
-        sensor_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1)
         msg_type = CompressedImage if self.params["compressed"] else Image
-        self._subscription = self.create_subscription(msg_type, self.params["image_topic"], self._on_image,
-                                                      sensor_qos)
+        topic = self.resolve_topic_name(self.params["image_topic"])
+        self._subscription = self.create_subscription(
+            msg_type, self.params["image_topic"], self._on_image, qos,
+            event_callbacks=image_qos.subscription_events(self.get_logger(), topic, self.params["image_qos"]))
         self.get_logger().info(f"active: listening on {self.resolve_topic_name(self.params['image_topic'])} "
                                f"({msg_type.__name__})" + (f", depth on {self.resolve_topic_name(self.params['depth_topic'])}"
                                                            if self.depth is not None else ""))
@@ -255,7 +267,7 @@ class PoseNode(LifecycleNode):
         self.credible_level = level if level > 0 else None
         det_threshold = float(p["detector_threshold"])
         self.detector = make_detector(p["detector"], score_threshold=det_threshold if det_threshold >= 0 else None)
-        runner = make_runner(p["model"], runtime=p["runtime"])
+        runner = make_runner(p["model"], runtime=p["runtime"], allow_uncalibrated=bool(p["allow_uncalibrated"]))
         threshold = float(p["presence_threshold"])
         self.pipeline = Pipeline(runner, detector=self.detector, credible_levels=(level,) if level > 0 else (),
                                  presence_threshold=None if threshold < 0 else threshold, invalid_boxes="skip",
@@ -330,7 +342,8 @@ class PoseNode(LifecycleNode):
     def process(self, msg, received: float):
         """Convert, detect, estimate and publish one frame received at ``received`` (perf_counter)."""
         started, cpu_started = time.perf_counter(), time.thread_time()
-        frame = compressed_to_rgb(msg.data) if self.params["compressed"] else msg_to_rgb(msg)
+        limit = int(self.params["max_image_pixels"])
+        frame = compressed_to_rgb(msg.data, limit) if self.params["compressed"] else msg_to_rgb(msg, limit)
         t_pose, cpu_pose = time.perf_counter(), time.thread_time()
         humans = self.pipeline(frame)  # detect, skip invalid boxes, then the max_people best valid ones
         pose, cpu_pose = time.perf_counter() - t_pose, time.thread_time() - cpu_pose

@@ -186,9 +186,11 @@ class Spun:
 
 
 def sensor_qos():
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    """The QoS the tests send camera frames with: the node's default ``image_qos`` (reliable, keep-last
+    depth 1; probpose_ros.image_qos). A best-effort publisher would not match the node's subscription."""
+    from probpose_ros.image_qos import image_qos
 
-    return QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1)
+    return image_qos()
 
 
 def image_msg(rgb, stamp_ns: int, frame_id: str = "camera", encoding: str = "rgb8"):

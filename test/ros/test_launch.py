@@ -87,7 +87,7 @@ def test_installed_node_with_the_arguments_launch_ros_generates(tiny_model, tmp_
 
         assert probe.wait_for(lambda: subscribers() == [("probpose", "/robot1")]), subscribers()
         subs = probe.node.get_subscriptions_info_by_topic("/camera/image_raw")
-        assert subs[0].qos_profile.reliability.name == "BEST_EFFORT"  # (depth is not shared by discovery)
+        assert subs[0].qos_profile.reliability.name == "RELIABLE"  # image_qos default (depth is not shared by discovery)
     finally:
         probe.close()
         code = stop(node)

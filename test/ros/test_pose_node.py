@@ -23,7 +23,8 @@ def test_parameters_have_descriptions_and_unique_names():
     assert {"image_topic", "compressed", "model", "runtime", "detector", "max_people", "presence_threshold",
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz",
             "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score",
-            "rep155", "autostart", "detector_threshold"} | {p.name for p in depth_outputs.PARAMETERS} == set(names)
+            "rep155", "autostart", "detector_threshold", "image_qos", "max_image_pixels", "allow_uncalibrated"} | \
+        {p.name for p in depth_outputs.PARAMETERS} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
 
