@@ -1,5 +1,7 @@
 """Runners: input validation, batch splitting (never dropping), TorchRunner vs OrtRunner,
 load-time checks of the ONNX input size, static-batch models, providers and make_runner."""
+import warnings
+
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +13,7 @@ from test_export import TINY_VIT, peaked_model
 from probpose_core.errors import InputError
 from probpose_core.models.checkpoints import save_checkpoint
 from probpose_core.models.pose_model import vit_config
-from probpose_core.runtime import Runner, make_runner
+from probpose_core.runtime import Runner, as_runner, make_runner
 from probpose_core.runtime import export
 from probpose_core.runtime.base import SupportCheck, run_in_chunks, sidecar_path, topk_bound, validate_images
 from probpose_core.runtime.export import export_onnx, sample_images
@@ -129,6 +131,7 @@ def test_static_batch_model_is_padded_and_split(tiny, tmp_path):
     for value in list(fixed.graph.input) + list(fixed.graph.output):
         value.type.tensor_type.shape.dim[0].dim_value = 4
     onnx.save(fixed, str(tmp_path / "b4.onnx"))
+    sidecar_path(tmp_path / "b4.onnx").write_text(sidecar_path(onnx_path).read_text())  # same model, same calibration
     runner = OrtRunner(tmp_path / "b4.onnx")
     assert runner.static_batch == 4 and runner.max_batch == 4
     images = sample_images(6, SIZE, seed=2)
@@ -203,3 +206,24 @@ def test_support_check_bound_from_the_sidecar(sparsemax, k):
 def test_make_runner_errors(tiny, path, runtime, message):
     with pytest.raises(InputError, match=message):
         make_runner(tiny[2].parent / path, runtime=runtime)
+
+
+def test_onnx_without_its_sidecar_is_refused_unless_explicitly_allowed(tiny, tmp_path):
+    """The sidecar holds the calibration (presence threshold, temperature, sharpness): without it a
+    model would silently run with the defaults, so every way of loading one refuses it with one
+    error naming the missing file; allow_uncalibrated runs it with a warning, once per file."""
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(tiny[1].read_bytes())
+    missing = str(sidecar_path(bare))
+    for load in (lambda: OrtRunner(bare), lambda: make_runner(bare), lambda: as_runner(str(bare))):
+        with pytest.raises(InputError, match="no metadata sidecar") as info:
+            load()
+        assert missing in str(info.value) and "--allow-uncalibrated" in str(info.value)
+    with pytest.warns(UserWarning, match="UNCALIBRATED") as caught:
+        runner = make_runner(bare, allow_uncalibrated=True)
+    assert len(caught) == 1 and missing in str(caught[0].message)
+    assert isinstance(runner, OrtRunner) and runner.meta == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second load of the same file does not warn again
+        assert as_runner(bare, allow_uncalibrated=True).meta == {}
+        assert OrtRunner(tiny[1]).meta["presence_threshold"] == 0.45  # with its sidecar: no warning

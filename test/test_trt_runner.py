@@ -123,6 +123,7 @@ def test_changed_onnx_or_tensorrt_version_rebuilds(trt, onnx_path, tmp_path, mon
     changed = onnx.load(str(onnx_path))
     changed.doc_string = "re-exported"  # different bytes, same graph
     onnx.save(changed, str(tmp_path / "tiny.onnx"))
+    (tmp_path / "tiny.json").write_text(onnx_path.with_suffix(".json").read_text())  # its calibration too
     rebuilt = TrtRunner(tmp_path / "tiny.onnx", tmp_path, buffers=trt.FakeBuffers())
     assert rebuilt.built and rebuilt.cache_key["onnx_sha256"] != file_sha256(onnx_path)
     assert len(_calls("build")) == 3

@@ -3,7 +3,8 @@
 ``make_runner(model_path, runtime)`` picks one from a file:
 
 - ``runtime="torch"``: our ``.pt`` checkpoint -> :class:`TorchRunner` (an ``.onnx`` is refused).
-- ``runtime="ort"``: an ``.onnx`` (with its sidecar) -> :class:`OrtRunner`. A ``.pt`` checkpoint
+- ``runtime="ort"``: an ``.onnx`` with its sidecar -> :class:`OrtRunner` (an ``.onnx`` without
+  its sidecar is refused: it would run uncalibrated; ``allow_uncalibrated=True`` runs it, warned). A ``.pt`` checkpoint
   is exported first (``export_onnx`` with its defaults: exact Sparsemax) into ``cache_dir``
   (default ``$PROBPOSE_CACHE`` or ``~/.cache/probpose``) under a key of the checkpoint file's
   SHA-256 and the exporter's version and options (``export.export_options``), once: later calls
@@ -64,11 +65,13 @@ def onnx_for_checkpoint(checkpoint_path, cache_dir=None) -> Path:
     return target
 
 
-def make_runner(model_path, runtime: str = "ort", **kw) -> Runner:
+def make_runner(model_path, runtime: str = "ort", *, allow_uncalibrated: bool = False, **kw) -> Runner:
     """A Runner for ``model_path`` (``.pt`` checkpoint or ``.onnx``) on ``runtime`` (see module doc).
 
-    Keyword arguments go to the runner (``threads``, ``providers``, ``max_batch``, ``device``,
-    ``fp16``, ...); ``cache_dir`` sets where exports and TensorRT engines are cached.
+    allow_uncalibrated: run an ``.onnx`` that has no sidecar (its calibration) with the default
+    settings, with a warning, instead of refusing it (:func:`base.model_sidecar`). Other keyword
+    arguments go to the runner (``threads``, ``providers``, ``max_batch``, ``device``, ``fp16``,
+    ...); ``cache_dir`` sets where exports and TensorRT engines are cached.
     """
     if runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
@@ -96,22 +99,23 @@ def make_runner(model_path, runtime: str = "ort", **kw) -> Runner:
     if runtime == "ort":
         from .ort_runner import OrtRunner
 
-        return OrtRunner(onnx_path, **kw)
+        return OrtRunner(onnx_path, allow_uncalibrated=allow_uncalibrated, **kw)
     from .trt_runner import TrtRunner
 
     engines = Path(cache_dir) / "trt" if cache_dir is not None else default_cache_dir() / "trt"
-    return TrtRunner(onnx_path, engines, **kw)
+    return TrtRunner(onnx_path, engines, allow_uncalibrated=allow_uncalibrated, **kw)
 
 
-def as_runner(model, runtime: str = "ort") -> Runner:
-    """A Runner from a path (.pt / .onnx, via :func:`make_runner`; empty or None: the shipped
-    model), a Runner (returned as it is), or a torch module (a TorchRunner around it)."""
+def as_runner(model, runtime: str = "ort", allow_uncalibrated: bool = False) -> Runner:
+    """A Runner from a path (.pt / .onnx, via :func:`make_runner`, which ``allow_uncalibrated``
+    goes to; empty or None: the shipped model), a Runner (returned as it is), or a torch module
+    (a TorchRunner around it)."""
     if model is None or model == "":
         from ..shipped import default_pose_model
 
         model = default_pose_model()
     if isinstance(model, (str, Path)):
-        return make_runner(model, runtime=runtime)
+        return make_runner(model, runtime=runtime, allow_uncalibrated=allow_uncalibrated)
     if hasattr(model, "run"):
         return model
     from .torch_runner import TorchRunner

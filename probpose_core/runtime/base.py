@@ -6,6 +6,7 @@ numpy arrays under the model's output names. Batches larger than a runner's ``ma
 split and concatenated here, never dropped.
 """
 import hashlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -25,6 +26,7 @@ HEATMAP_OUTPUT = "heatmaps"
 LOGITS_OUTPUT = "map_logits"
 INPUT_NAME = "images"
 DEFAULT_MAX_BATCH = 16
+_WARNED_UNCALIBRATED: set[str] = set()  # sidecars found missing and warned about (model_sidecar)
 
 
 class RuntimeUnavailableError(InputError):
@@ -142,6 +144,32 @@ def load_sidecar(onnx_path) -> dict | None:
     """The export metadata of ``onnx_path``, or None when there is no sidecar."""
     path = sidecar_path(onnx_path)
     return load_json(path, "ONNX metadata sidecar") if path.exists() else None
+
+
+def model_sidecar(onnx_path, allow_uncalibrated: bool = False) -> dict:
+    """The sidecar of the pose model ``onnx_path``, which carries its calibration (presence
+    threshold, map temperature, decode sharpness) and codec; the one check runners make.
+
+    Without the sidecar the model would run with the defaults (presence threshold 0.45,
+    temperature 1, sharpness 1): uncalibrated presence and regions. That is an InputError naming
+    the missing file, unless ``allow_uncalibrated`` (an explicit choice: ``--allow-uncalibrated``,
+    the node's ``allow_uncalibrated``), which warns (once per file and process) and returns {}.
+    """
+    sidecar = load_sidecar(onnx_path)
+    if sidecar is not None:
+        return sidecar
+    missing = sidecar_path(onnx_path)
+    if not allow_uncalibrated:
+        raise InputError(f"{onnx_path} has no metadata sidecar: {missing} is missing (it holds the model's "
+                         f"calibrated presence threshold, temperature and codec; `probpose export` writes it). "
+                         f"Pass allow_uncalibrated=True / --allow-uncalibrated to run it uncalibrated")
+    if str(missing) in _WARNED_UNCALIBRATED:
+        return {}
+    _WARNED_UNCALIBRATED.add(str(missing))
+    warnings.warn(f"{onnx_path} runs UNCALIBRATED: its sidecar {missing} is missing, so it uses the default "
+                  f"presence threshold, temperature 1 and sharpness 1 (presence and credible regions are not "
+                  f"calibrated)", UserWarning, stacklevel=2)
+    return {}
 
 
 def file_sha256(path) -> str:

@@ -439,12 +439,13 @@ def export_model(checkpoint_path, onnx_path, int8: bool = False, *, sparsemax_to
             f"(export with sparsemax_topk, e.g. 128: exact only while a map's support is below k)")
     if int8:
         int8_path = quantize_int8(onnx_path, onnx_path.with_suffix(".int8.onnx"))
-        summary["int8"] = {"onnx": str(int8_path),
-                           "parity": parity_report(reference, OrtRunner(int8_path), images, codec)}
-        int8_sidecar = dict(sidecar, onnx_sha256=file_sha256(int8_path), parity=summary["int8"]["parity"],
+        int8_sidecar = dict(sidecar, onnx_sha256=file_sha256(int8_path),
                             quantization={"type": "onnxruntime dynamic", "weights": "int8",
                                           "ops": list(INT8_OPS)})
-        dump_json(int8_sidecar, sidecar_path(int8_path))
+        dump_json(int8_sidecar, sidecar_path(int8_path))  # first: a runner refuses a model without one
+        summary["int8"] = {"onnx": str(int8_path),
+                           "parity": parity_report(reference, OrtRunner(int8_path), images, codec)}
+        dump_json(dict(int8_sidecar, parity=summary["int8"]["parity"]), sidecar_path(int8_path))
         log(f"wrote {int8_path} and {sidecar_path(int8_path)}")
         log(_format_parity("int8", summary["int8"]["parity"]))
     return summary

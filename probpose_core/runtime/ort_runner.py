@@ -12,7 +12,7 @@ from .base import (
     DEFAULT_MAX_BATCH,
     SupportCheck,
     check_outputs,
-    load_sidecar,
+    model_sidecar,
     onnx_input_size,
     run_in_chunks,
     validate_images,
@@ -52,14 +52,16 @@ class OrtRunner:
     providers in priority order (None = :func:`default_providers`); max_batch: largest batch
     per call (None = the model's static batch, or 16 for a dynamic batch axis). A model with a
     static batch b gets smaller chunks zero-padded to b and the padding cut off again.
-    ``meta`` is the export sidecar (temperature, presence threshold, ...), {} without one;
+    ``meta`` is the export sidecar (temperature, presence threshold, ...); a model without one is
+    refused unless ``allow_uncalibrated`` (then {} and a warning, :func:`base.model_sidecar`);
     ``support_check`` (:class:`base.SupportCheck`) counts maps a small-k top-k export may have
     truncated.
     """
 
     name = "ort"
 
-    def __init__(self, onnx_path, threads=None, providers=None, max_batch=None, input_size=None):
+    def __init__(self, onnx_path, threads=None, providers=None, max_batch=None, input_size=None,
+                 allow_uncalibrated: bool = False):
         import onnxruntime as ort
 
         self.input_size, self.static_batch = onnx_input_size(onnx_path, expected=input_size)
@@ -76,7 +78,7 @@ class OrtRunner:
         else:
             self.max_batch = DEFAULT_MAX_BATCH if max_batch is None else int(max_batch)
         self.providers = self.session.get_providers()
-        self.meta = load_sidecar(onnx_path) or {}
+        self.meta = model_sidecar(onnx_path, allow_uncalibrated)
         self.support_check = SupportCheck(self.meta)
 
     def _run_batch(self, images: np.ndarray) -> dict:

@@ -52,7 +52,7 @@ from .base import (
     SupportCheck,
     check_outputs,
     file_sha256,
-    load_sidecar,
+    model_sidecar,
     onnx_input_size,
     run_in_chunks,
     validate_images,
@@ -228,7 +228,8 @@ def check_parity(runner, onnx_path, max_px: float = PARITY_MAX_PX) -> dict:
     from .export import parity_report, sample_images
     from .ort_runner import OrtRunner
 
-    reference = OrtRunner(onnx_path, providers=["CPUExecutionProvider"])
+    # runner.meta is {} only where the runner was allowed to run uncalibrated (and warned)
+    reference = OrtRunner(onnx_path, providers=["CPUExecutionProvider"], allow_uncalibrated=not runner.meta)
     codec = ModelSpec.from_meta(runner.meta, {"input_size": list(runner.input_size)}).codec
     report = parity_report(reference, runner, sample_images(PARITY_IMAGES, runner.input_size), codec)
     report["max_px"] = float(max_px)
@@ -249,8 +250,9 @@ class TrtRunner:
     device-buffer provider (default :class:`TorchCudaBuffers` on ``device``; it also makes its
     device current in ``activate()``); device: the CUDA device index the engine is built,
     deserialised and run on; parity_max_px: a new engine is refused (:class:`EngineParityError`,
-    not cached) when its decoded keypoints differ from ONNX Runtime's by more crop pixels.
-    Attributes: ``engine_path``, ``cache_key`` (dict), ``built`` (True when this instance built
+    not cached) when its decoded keypoints differ from ONNX Runtime's by more crop pixels;
+    allow_uncalibrated: run a model without its sidecar (warned; refused otherwise, see
+    :func:`base.model_sidecar`). Attributes: ``engine_path``, ``cache_key`` (dict), ``built`` (True when this instance built
     the engine rather than loading it from the cache), ``parity`` (the parity report of the build,
     None for a cached engine without one), ``support_check`` (maps a small-k top-k export may
     have truncated, :class:`base.SupportCheck`).
@@ -260,7 +262,7 @@ class TrtRunner:
 
     def __init__(self, onnx_path, cache_dir, *, fp16: bool = True, workspace_bytes: int = DEFAULT_WORKSPACE,
                  profile=DEFAULT_PROFILE, buffers=None, input_size=None, device: int = 0,
-                 parity_max_px: float = PARITY_MAX_PX):
+                 parity_max_px: float = PARITY_MAX_PX, allow_uncalibrated: bool = False):
         trt = import_tensorrt()
         self.input_size, static_batch = onnx_input_size(onnx_path, expected=input_size)
         if static_batch:
@@ -270,7 +272,7 @@ class TrtRunner:
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.profile = tuple(int(b) for b in profile)
         self.max_batch = self.profile[2]
-        self.meta = load_sidecar(onnx_path) or {}
+        self.meta = model_sidecar(onnx_path, allow_uncalibrated)
         self.support_check = SupportCheck(self.meta)
         gpu_name, capability = self.buffers.gpu()
         self.cache_key = engine_cache_key(gpu_name, capability, str(trt.__version__), file_sha256(onnx_path),
