@@ -49,6 +49,7 @@ class NetworkDefinitionCreationFlag:
 
 class BuilderFlag:
     FP16 = "FP16"
+    TF32 = "TF32"
     PREFER_PRECISION_CONSTRAINTS = "PREFER_PRECISION_CONSTRAINTS"
     OBEY_PRECISION_CONSTRAINTS = "OBEY_PRECISION_CONSTRAINTS"
 
@@ -182,10 +183,13 @@ class _Profile:
 
 class _Config:
     def __init__(self):
-        self.flags, self.pools, self.profiles = set(), {}, []
+        self.flags, self.pools, self.profiles = {BuilderFlag.TF32}, {}, []  # TF32 is on by default
 
     def set_flag(self, flag):
         self.flags.add(flag)
+
+    def clear_flag(self, flag):
+        self.flags.discard(flag)
 
     def set_memory_pool_limit(self, pool, size):
         self.pools[pool] = size

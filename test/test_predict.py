@@ -226,6 +226,31 @@ def test_predict_reports_through_its_return_value_and_logging(tmp_path, capsys, 
     assert run.summary() in caplog.text
 
 
+def peak_at_the_first_map_pixel(model, height: float = 0.9):
+    """Give every heatmap of a (cnn, map_kind "heatmap") model one maximum at map pixel (0, 0),
+    ~``height`` above the rest whatever the input, so its argmax cannot tie (issue 19: a random
+    model's heatmaps were flat at ~1e-9 and a tie flipped with the CPU's rounding).
+
+    The first deconv's channel 0 becomes the constant 1 (BN scale 0, shift 1); the second deconv
+    turns it alone into its channel 0 with the kernel a ⊗ a, a = (0, 1, 0, -1): a stride-2 4x4
+    transposed conv gives output pixel 0 the tap a1 = 1, every other pixel a1 + a3 = 0 or
+    a0 + a2 = 0 (the last one a2 = 0), all exact in float, so that channel is ``height`` at (0, 0)
+    and exactly 0 elsewhere; the map layer adds it to every keypoint's map. The rest of the map
+    stays the random model's (small weights: values ~1e-4)."""
+    import torch
+
+    first_bn, second, second_bn = model.head.deconv_layers[1], model.head.deconv_layers[3], model.head.deconv_layers[4]
+    a = torch.tensor([0.0, 1.0, 0.0, -1.0])
+    with torch.no_grad():
+        model.head.final_layer.weight.normal_(std=0.3)
+        first_bn.weight[0], first_bn.bias[0] = 0.0, 1.0
+        second.weight[0], second.weight[:, 0] = 0.0, 0.0  # channel 0 feeds and is fed by nothing else
+        second.weight[0, 0] = torch.outer(a, a)
+        second_bn.weight[0], second_bn.bias[0] = height, 0.0
+        model.head.final_layer.weight[:, 0] = 1.0
+    return model
+
+
 def test_heatmap_model_through_torch_onnx_export_and_ort(tmp_path):
     import onnx
     import torch
@@ -237,9 +262,7 @@ def test_heatmap_model_through_torch_onnx_export_and_ort(tmp_path):
     from probpose_core.runtime.torch_runner import TorchRunner
 
     torch.manual_seed(2)
-    model = build_model(cnn_config(map_kind="heatmap")).eval()
-    with torch.no_grad():  # peaked heatmaps, as a trained model gives
-        model.head.final_layer.weight.normal_(std=3.0)
+    model = peak_at_the_first_map_pixel(build_model(cnn_config(map_kind="heatmap")).eval())
     ckpt = save_checkpoint(tmp_path / "hm.pt", model, model.config)
     onnx_path = export_onnx(model, tmp_path / "hm.onnx")
     assert [o.name for o in onnx.load(str(onnx_path)).graph.output] == list(model.output_names)
@@ -247,7 +270,11 @@ def test_heatmap_model_through_torch_onnx_export_and_ort(tmp_path):
     sidecar = json.loads(onnx_path.with_suffix(".json").read_text())
     assert sidecar["output_names"][0] == "heatmaps" and sidecar["sparsemax"] is None
     images = Pipeline(DotRunner()).crops(dot_frame([(100, 100)]), [[60, 40, 80, 120], [10, 10, 50, 90]])[0]
+    heatmaps = TorchRunner(model).run(images)["heatmaps"]
+    rest = heatmaps.reshape(2, NUM_KEYPOINTS, -1)[..., 1:]
+    assert (heatmaps[:, :, 0, 0] - np.abs(rest).max(-1) > 0.8).all()  # the unique peak, by construction
     report = parity_report(TorchRunner(model), OrtRunner(onnx_path), images)
+    assert report["keypoints_compared"] == report["keypoints_total"] == 2 * NUM_KEYPOINTS
     assert report["max_abs_diff"]["heatmaps"] < 1e-3 and report["keypoints_max_px_diff"] < 0.05
     for t, o in predict_torch_and_ort(ckpt, onnx_path, tmp_path):
         kt, ko = np.reshape(t["keypoints"], (-1, 3)), np.reshape(o["keypoints"], (-1, 3))

@@ -18,7 +18,7 @@ For each model and runtime: parity against ONNX Runtime on the CPU in FP32 (the 
 checks itself (max and median keypoint difference in crop pixels, max |diff| of the maps and
 of presence), and persons/s at batch 1 / 8 / 32 (median time of ``runner.run`` on host arrays,
 so the host-device copies are included). TensorRT FP16 engines are built by ``TrtRunner`` (batch
-profile 1 / 8 / 32; the Sparsemax kept in FP32; the build's own parity check at 0.5 px). An
+profile 1 / 8 / 32; the Sparsemax kept in FP32; the build's own parity check, per-precision tolerances). An
 engine the check refuses is reported as refused, then rebuilt with the check off so that its
 numbers still show. With the ablation (default on, random ViT-S only) an FP16 engine is also
 built without the FP32 marks, to show what they change.
@@ -103,7 +103,10 @@ def runners(onnx_path, model, work: Path, log, ablation: bool, time_left):
 def trt_runners(onnx_path, work: Path, log, ablation: bool, time_left, build_s: float = 150.0):
     """TensorRT FP16 (and the ablation); a build is only started with ``build_s`` seconds left."""
     from probpose_core.runtime import trt_runner
+    from probpose_core.runtime.export import PARITY_TOLERANCES
     from probpose_core.runtime.trt_runner import EngineParityError, TrtRunner
+
+    unchecked = dict.fromkeys(PARITY_TOLERANCES["fp16"], float("inf"))  # measure, refuse nothing
 
     def build(cache, **kw):
         t0 = time.perf_counter()
@@ -124,8 +127,8 @@ def trt_runners(onnx_path, work: Path, log, ablation: bool, time_left, build_s: 
     except EngineParityError as exc:
         log(f"REFUSED: {exc}")
         try:
-            runner, note = build("trt-unchecked", parity_max_px=float("inf"))
-            yield "trt fp16", runner, f"{note}; REFUSED by the 0.5 px build check (numbers of the refused engine)"
+            runner, note = build("trt-unchecked", parity_tolerances=unchecked)
+            yield "trt fp16", runner, f"{note}; REFUSED by the FP16 build check (numbers of the refused engine)"
         except Exception as again:  # noqa: BLE001
             yield "trt fp16", None, f"refused, then failed: {str(again).splitlines()[0]}"
     except Exception as exc:  # noqa: BLE001
@@ -136,7 +139,7 @@ def trt_runners(onnx_path, work: Path, log, ablation: bool, time_left, build_s: 
         original = trt_runner.keep_fp32
         trt_runner.keep_fp32 = lambda trt, network, start_tensors: []  # no FP32 marks
         try:
-            runner, note = build("trt-no-fp32-marks", parity_max_px=float("inf"))
+            runner, note = build("trt-no-fp32-marks", parity_tolerances=unchecked)
             yield "trt fp16, Sparsemax not kept FP32", runner, f"{note}; ablation, check off"
         except Exception as exc:  # noqa: BLE001
             yield "trt fp16, Sparsemax not kept FP32", None, f"failed: {str(exc).splitlines()[0]}"

@@ -15,8 +15,11 @@
   calibration temperature, presence threshold, ``heatmap_only``, codec settings (all read back
   as one ``spec.ModelSpec``), model hash, output names, sparsemax variant, exporter version
   and options (:func:`export_options`, also the auto-export cache's key).
-- :func:`parity_report` compares torch (exact sparsemax) with ONNX Runtime on every output and
-  on the keypoints decoded from both; :func:`export_model` (``probpose export``) writes it into
+- :func:`parity_report` compares torch (exact sparsemax) with ONNX Runtime on every output
+  (maps, presence, visibility, oks_quality) and on the keypoints decoded from both where the
+  reference map is well-conditioned (present and :func:`peaked`: a flat map's decoded point
+  jumps with 1e-8 noise); :func:`parity_problems` judges it against :data:`PARITY_TOLERANCES`
+  (per precision, FP32 / FP16). :func:`export_model` (``probpose export``) writes the report into
   the sidecar and prints it, as well as for the optional ORT dynamic-int8 model.
 - :func:`check_tensorrt_constraints` lists what TensorRT would reject (opset, non-batch dynamic
   shapes, TopK k, data-dependent shapes) with onnx and onnxruntime only (no dev extras).
@@ -38,7 +41,7 @@ from ..codec import ProbMapCodec
 from ..errors import InputError
 from ..jsonio import dump_json, load_json
 from ..sparsemax import sparsemax_maps
-from ..spec import ModelSpec, codec_settings
+from ..spec import DEFAULT_PRESENCE_THRESHOLD, ModelSpec, codec_settings
 from .base import INPUT_NAME, WIDE_OUTPUT, file_sha256, load_onnx, sidecar_path
 
 SIDECAR_FORMAT = "probpose-onnx/1"
@@ -233,12 +236,44 @@ def sample_images(n: int, input_size, seed: int = 0) -> np.ndarray:
     return (smooth + 0.3 * torch.from_numpy(rng.standard_normal((n, 3, h, w), np.float32))).numpy()
 
 
-def parity_report(reference, candidate, images: np.ndarray, codec: ProbMapCodec | None = None) -> dict:
-    """Compare two runners on ``images``: max |diff| per output and of the decoded keypoints.
+#: Parity tolerances per precision: the largest |difference| of each output from the reference
+#: (maps, presence, visibility, oks_quality: all in [0, 1] units) and of the keypoints decoded where
+#: the reference map is well-conditioned (``keypoints_px``, crop pixels). FP32 is tight (different
+#: kernels, same precision); FP16 rounds every layer to a 10-bit mantissa, so its outputs move by
+#: about 1e-2 and its points by a fraction of a map pixel (4 crop px).
+PARITY_TOLERANCES = {
+    "fp32": {"maps": 1e-3, "presence": 1e-3, "visibility": 1e-3, "oks_quality": 1e-3, "keypoints_px": 0.1},
+    "fp16": {"maps": 0.05, "presence": 0.05, "visibility": 0.05, "oks_quality": 0.05, "keypoints_px": 1.0},
+}
+#: A map is peaked when at least PEAKED_MASS of its (positive) mass lies within PEAK_RADIUS map
+#: pixels of its maximum and that maximum is at least MIN_PEAK: only there is the decoded point
+#: a stable function of the map (a flat or many-peaked map's point jumps with 1e-8 noise).
+PEAK_RADIUS, PEAKED_MASS, MIN_PEAK = 3, 0.6, 1e-3
+MAP_OUTPUTS = ("prob_maps", "heatmaps", WIDE_OUTPUT)
 
-    Keypoints are decoded (expected-OKS) from both runners' maps on one shared window (the crop
-    itself in input pixels), so the pixel difference is in crop pixels. Also reports the
-    largest map support of the reference (a small-k top-k export is exact while it is < k).
+
+def peaked(maps: np.ndarray, radius: int = PEAK_RADIUS) -> np.ndarray:
+    """maps (N, K, H, W) -> bool (N, K): the maps whose decoded point is well-conditioned (see PEAKED_MASS)."""
+    n, k, h, w = maps.shape
+    mass = np.maximum(maps, 0).reshape(n, k, h * w).astype(np.float64)
+    peak_y, peak_x = np.divmod(mass.argmax(-1), w)
+    near_y = np.abs(np.arange(h) - peak_y[..., None]) <= radius  # (N, K, H)
+    near_x = np.abs(np.arange(w) - peak_x[..., None]) <= radius  # (N, K, W)
+    near = (mass.reshape(n, k, h, w) * near_y[..., :, None] * near_x[..., None, :]).sum((2, 3))
+    total = mass.sum(-1)
+    return (mass.max(-1) >= MIN_PEAK) & (near >= PEAKED_MASS * total)
+
+
+def parity_report(reference, candidate, images: np.ndarray, codec: ProbMapCodec | None = None,
+                  presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD) -> dict:
+    """Compare two runners on ``images``: max |diff| of every output, and of the decoded keypoints
+    where the reference's map is well-conditioned (present at ``presence_threshold`` and
+    :func:`peaked`; ``keypoints_compared`` of ``keypoints_total``).
+
+    Keypoints are decoded (expected-OKS; UDP for a heatmap model) from both runners' maps on one
+    shared window (the crop itself in input pixels), so the distance is in crop pixels. Also
+    reports the largest map support of the reference (a small-k top-k export is exact while it is
+    < k). :func:`parity_problems` judges a report against :data:`PARITY_TOLERANCES`.
     """
     codec = codec or ProbMapCodec()
     ref, got = reference.run(images), candidate.run(images)
@@ -250,13 +285,32 @@ def parity_report(reference, candidate, images: np.ndarray, codec: ProbMapCodec 
     key, method = ("heatmaps", "udp") if "heatmaps" in ref else ("prob_maps", "expected_oks")  # heatmap baseline
     kp_ref, _ = codec.decode(ref[key], center, scale, method=method)
     kp_got, _ = codec.decode(got[key], center, scale, method=method)
+    compared = (ref["presence"] >= presence_threshold) & peaked(ref[key])
+    dist = np.linalg.norm(kp_ref - kp_got, axis=-1)[compared]
     return {
         "images": len(images),
         "max_abs_diff": {k: float(np.max(np.abs(ref[k] - got[k]))) for k in ref},
-        "keypoints_max_px_diff": float(np.max(np.abs(kp_ref - kp_got))),
-        "keypoints_median_px_diff": float(np.median(np.linalg.norm(kp_ref - kp_got, axis=-1))),
+        "keypoints_compared": int(compared.sum()),
+        "keypoints_total": int(compared.size),
+        "keypoints_max_px_diff": float(dist.max()) if dist.size else 0.0,
+        "keypoints_median_px_diff": float(np.median(dist)) if dist.size else 0.0,
         "max_support": int((ref[key] > 0).reshape(*ref[key].shape[:2], -1).sum(-1).max()),
     }
+
+
+def parity_problems(report: dict, tolerances: dict) -> list[str]:
+    """What in a :func:`parity_report` exceeds ``tolerances`` (one of :data:`PARITY_TOLERANCES`);
+    empty when the candidate agrees. A NaN difference is a problem."""
+    problems = []
+    for name, diff in report["max_abs_diff"].items():
+        tolerance = tolerances["maps" if name in MAP_OUTPUTS else name]
+        if not diff <= tolerance:
+            problems.append(f"{name} differ by up to {diff:.3g} (tolerance {tolerance:g})")
+    diff = report["keypoints_max_px_diff"]
+    if not diff <= tolerances["keypoints_px"]:
+        problems.append(f"decoded keypoints differ by up to {diff:.3f} px (tolerance {tolerances['keypoints_px']:g} px, "
+                        f"crop pixels, {report['keypoints_compared']} well-conditioned keypoints)")
+    return problems
 
 
 def quantize_int8(onnx_path, out_path) -> Path:
@@ -396,11 +450,16 @@ def sparsemax_inputs(model) -> list[str]:
     return starts
 
 
-def _format_parity(label: str, report: dict) -> str:
+def _format_parity(label: str, report: dict, tolerances: dict | None = None) -> str:
     diffs = ", ".join(f"{k} {v:.2e}" for k, v in report["max_abs_diff"].items())
-    return (f"{label}: max |diff| vs torch {diffs}; decoded keypoints max diff "
+    line = (f"{label}: max |diff| vs torch {diffs}; decoded keypoints max diff "
             f"{report['keypoints_max_px_diff']:.2e} px, median {report['keypoints_median_px_diff']:.2e} px "
-            f"(crop pixels, {report['images']} images)")
+            f"(crop pixels, {report['keypoints_compared']} of {report['keypoints_total']} keypoints well-conditioned, "
+            f"{report['images']} images)")
+    if tolerances is not None:
+        problems = parity_problems(report, tolerances)
+        line += f"; {label} tolerances: " + ("ok" if not problems else "EXCEEDED: " + "; ".join(problems))
+    return line
 
 
 def export_model(checkpoint_path, onnx_path, int8: bool = False, *, sparsemax_topk: int | None = None,
@@ -418,16 +477,18 @@ def export_model(checkpoint_path, onnx_path, int8: bool = False, *, sparsemax_to
     model, meta = load_checkpoint(checkpoint_path)
     onnx_path = Path(onnx_path)
     export_onnx(model, onnx_path, sparsemax_topk=sparsemax_topk, meta=meta)
-    codec = ModelSpec.from_meta(meta).codec
+    spec = ModelSpec.from_meta(meta)
+    codec, present = spec.codec, spec.presence_threshold
     reference = TorchRunner(model)
     images = sample_images(4, model.config.input_size)
-    summary = {"onnx": str(onnx_path), "parity": parity_report(reference, OrtRunner(onnx_path), images, codec),
+    summary = {"onnx": str(onnx_path),
+               "parity": parity_report(reference, OrtRunner(onnx_path), images, codec, present),
                "tensorrt_problems": check_tensorrt_constraints(onnx_path)}
     sidecar = load_json(sidecar_path(onnx_path))
     sidecar.update(parity=summary["parity"], tensorrt_problems=summary["tensorrt_problems"])
     dump_json(sidecar, sidecar_path(onnx_path))
     log(f"wrote {onnx_path} and {sidecar_path(onnx_path)}")
-    log(_format_parity("fp32", summary["parity"]))
+    log(_format_parity("fp32", summary["parity"], PARITY_TOLERANCES["fp32"]))
     support, sparse = summary["parity"]["max_support"], sidecar["sparsemax"] or {}
     k = sparse.get("k")
     if k and not sparse.get("exact") and support >= k:
@@ -444,7 +505,7 @@ def export_model(checkpoint_path, onnx_path, int8: bool = False, *, sparsemax_to
                                           "ops": list(INT8_OPS)})
         dump_json(int8_sidecar, sidecar_path(int8_path))  # first: a runner refuses a model without one
         summary["int8"] = {"onnx": str(int8_path),
-                           "parity": parity_report(reference, OrtRunner(int8_path), images, codec)}
+                           "parity": parity_report(reference, OrtRunner(int8_path), images, codec, present)}
         dump_json(dict(int8_sidecar, parity=summary["int8"]["parity"]), sidecar_path(int8_path))
         log(f"wrote {int8_path} and {sidecar_path(int8_path)}")
         log(_format_parity("int8", summary["int8"]["parity"]))

@@ -24,10 +24,15 @@ only in needing the explicit-batch network flag, handled here.
   FP32 float outputs, and the build prefers those constraints
   (``PREFER_PRECISION_CONSTRAINTS``: a layer TensorRT cannot run in FP32 falls back with a
   warning; the parity check below decides whether the result is good enough).
+- **FP32 is FP32.** An ``fp16=False`` build clears ``BuilderFlag.TF32`` (on by default: it
+  rounds convolution and matmul inputs to a 10-bit mantissa), so it meets the FP32 tolerances.
 - **Parity.** A freshly built engine is run on :data:`PARITY_IMAGES` fixed sample crops
-  (``export.sample_images``) next to ONNX Runtime on the CPU (``export.parity_report``); if the
-  decoded keypoints differ by more than ``parity_max_px`` (0.5 crop pixels) the engine is
-  refused with :class:`EngineParityError` and not written to the cache. The report is kept as
+  (``export.sample_images``) next to ONNX Runtime on the CPU (``export.parity_report``): maps,
+  presence, visibility and oks_quality, and the decoded keypoints where ONNX Runtime's map is
+  well-conditioned (present and peaked; a flat map's point is not a function of the map). If
+  anything exceeds the tolerances of the build's precision (``export.PARITY_TOLERANCES``: FP32
+  tight, FP16 loose enough for half precision) the engine is refused with
+  :class:`EngineParityError` and not written to the cache. The report is kept as
   ``runner.parity`` and in the engine's ``.json``.
 
 Engines are only valid for one GPU model / compute capability / TensorRT version, so they are
@@ -61,13 +66,12 @@ from .base import (
 #: Optimisation profile on the batch axis: (min, opt, max).
 DEFAULT_PROFILE = (1, 4, 16)
 DEFAULT_WORKSPACE = 1 << 30
-#: A freshly built engine whose decoded keypoints differ from ONNX Runtime's by more is refused (crop px).
-PARITY_MAX_PX = 0.5
 #: Fixed sample crops (``export.sample_images``, seed 0) the parity check runs.
 PARITY_IMAGES = 8
 #: Bumped when engines are built differently for the same ONNX and settings (2: the Sparsemax
-#: is kept in FP32 under FP16 and a new engine must pass the parity check), so old engines rebuild.
-BUILD_RECIPE = 2
+#: is kept in FP32 under FP16 and a new engine must pass the parity check; 3: FP32 builds clear
+#: TF32 and the check compares outputs with per-precision tolerances), so old engines rebuild.
+BUILD_RECIPE = 3
 
 
 class EngineParityError(RuntimeUnavailableError):
@@ -208,6 +212,8 @@ def build_engine(trt, onnx_bytes: bytes, input_chw, *, fp16: bool = True, worksp
         config.set_flag(trt.BuilderFlag.FP16)
         if keep_fp32(trt, network, sparsemax_inputs(onnx.load_from_string(onnx_bytes))):
             config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; FP32 parity tolerances assume FP32
     batch_profile = builder.create_optimization_profile()
     lo, opt, hi = (int(b) for b in profile)
     chw = tuple(int(v) for v in input_chw)
@@ -219,26 +225,26 @@ def build_engine(trt, onnx_bytes: bytes, input_chw, *, fp16: bool = True, worksp
     return bytes(serialized)
 
 
-def check_parity(runner, onnx_path, max_px: float = PARITY_MAX_PX) -> dict:
+def check_parity(runner, onnx_path, tolerances: dict) -> dict:
     """``export.parity_report`` of ``runner`` against ONNX Runtime (CPU, the reference) on
-    :data:`PARITY_IMAGES` fixed sample crops, with the model's codec; ``max_px`` is added to it.
-    EngineParityError when the decoded keypoints differ by more than ``max_px`` crop pixels
-    (or are not finite)."""
+    :data:`PARITY_IMAGES` fixed sample crops, with the model's codec and presence threshold;
+    ``tolerances`` (one of ``export.PARITY_TOLERANCES``) is added to it. EngineParityError when
+    ``export.parity_problems`` finds any (NaN included)."""
     from ..spec import ModelSpec
-    from .export import parity_report, sample_images
+    from .export import parity_problems, parity_report, sample_images
     from .ort_runner import OrtRunner
 
     # runner.meta is {} only where the runner was allowed to run uncalibrated (and warned)
     reference = OrtRunner(onnx_path, providers=["CPUExecutionProvider"], allow_uncalibrated=not runner.meta)
-    codec = ModelSpec.from_meta(runner.meta, {"input_size": list(runner.input_size)}).codec
-    report = parity_report(reference, runner, sample_images(PARITY_IMAGES, runner.input_size), codec)
-    report["max_px"] = float(max_px)
-    diff = report["keypoints_max_px_diff"]
-    if not diff <= max_px:  # NaN is refused too
+    spec = ModelSpec.from_meta(runner.meta, {"input_size": list(runner.input_size)})
+    report = parity_report(reference, runner, sample_images(PARITY_IMAGES, runner.input_size), spec.codec,
+                           spec.presence_threshold)
+    report["tolerances"] = dict(tolerances)
+    problems = parity_problems(report, tolerances)
+    if problems:
         raise EngineParityError(
-            f"TensorRT engine refused: its decoded keypoints differ from ONNX Runtime's by up to {diff:.3f} px "
-            f"(threshold {max_px:g} px, crop pixels, {report['images']} sample crops); the engine was not cached. "
-            f"Build with fp16=False or use --runtime ort")
+            f"TensorRT engine refused, it differs from ONNX Runtime on {report['images']} sample crops: "
+            f"{'; '.join(problems)}; the engine was not cached. Build with fp16=False or use --runtime ort")
     return report
 
 
@@ -249,8 +255,9 @@ class TrtRunner:
     max) — ``max_batch`` is the profile's max and larger inputs are split; buffers: a
     device-buffer provider (default :class:`TorchCudaBuffers` on ``device``; it also makes its
     device current in ``activate()``); device: the CUDA device index the engine is built,
-    deserialised and run on; parity_max_px: a new engine is refused (:class:`EngineParityError`,
-    not cached) when its decoded keypoints differ from ONNX Runtime's by more crop pixels;
+    deserialised and run on; parity_tolerances: a new engine is refused (:class:`EngineParityError`,
+    not cached) when it differs from ONNX Runtime by more (default: ``export.PARITY_TOLERANCES``
+    of the build's precision);
     allow_uncalibrated: run a model without its sidecar (warned; refused otherwise, see
     :func:`base.model_sidecar`). Attributes: ``engine_path``, ``cache_key`` (dict), ``built`` (True when this instance built
     the engine rather than loading it from the cache), ``parity`` (the parity report of the build,
@@ -262,7 +269,7 @@ class TrtRunner:
 
     def __init__(self, onnx_path, cache_dir, *, fp16: bool = True, workspace_bytes: int = DEFAULT_WORKSPACE,
                  profile=DEFAULT_PROFILE, buffers=None, input_size=None, device: int = 0,
-                 parity_max_px: float = PARITY_MAX_PX, allow_uncalibrated: bool = False):
+                 parity_tolerances: dict | None = None, allow_uncalibrated: bool = False):
         trt = import_tensorrt()
         self.input_size, static_batch = onnx_input_size(onnx_path, expected=input_size)
         if static_batch:
@@ -296,7 +303,10 @@ class TrtRunner:
             self._bind(onnx_path)
         record = self.engine_path.with_suffix(".json")
         if self.built:  # cached only once it agrees with ONNX Runtime
-            self.parity = check_parity(self, onnx_path, parity_max_px)
+            from .export import PARITY_TOLERANCES  # export imports torch: only for a build
+
+            tolerances = parity_tolerances or PARITY_TOLERANCES["fp16" if fp16 else "fp32"]
+            self.parity = check_parity(self, onnx_path, tolerances)
             self.support_check = SupportCheck(self.meta)  # the parity run's maps are not counted
             tmp = self.engine_path.with_suffix(".engine.tmp")
             tmp.write_bytes(blob)
