@@ -1,9 +1,12 @@
-"""training.compare_thunder: the in/out-of-window error, the balanced subset, the CropCOCO twin,
-the student's per-keypoint pass against gt_outputs, and the whole run on a tiny synthetic set
-with an untrained model and a stand-in thunder (an oracle that returns the GT keypoints of a
-box). The real-data run (coco_train + MoveNet thunder) is skipped where ../shared or the
-teachers are absent (CI)."""
+"""training.compare: the in/out-of-window error, the balanced subset, the CropCOCO twin, the
+per-keypoint pass (probmap and heatmap models) against gt_outputs, coverage per group and region
+size, and the whole run on a tiny synthetic set with an untrained candidate, an untrained heatmap
+reference, a stand-in thunder (an oracle that returns the GT keypoints of a box) and a stand-in
+original graph; thunder left out when its teachers folder is missing. The real-data run
+(coco_train + PP-TinyPose + the shipped student) is skipped where ../shared or out/ lack them (CI).
+No timing assertions."""
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +20,15 @@ from probpose_core.data.synthetic import write_synthetic_coco
 from probpose_core.models import build_model, cnn_config
 from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
 from probpose_core.runtime.torch_runner import TorchRunner
-from training.compare_thunder import (balanced_subset, compare, coverage_at, cropcoco_twin, format_report, inout_error,
-                                      inout_summary, limit_set, main, student_scores)
+from training.compare import (GROUPS, GraphNetwork, balanced_subset, compare, coverage_at, coverage_summary,
+                              cropcoco_twin, format_report, inout_error, inout_ratio, inout_summary, limit_set, main,
+                              model_labels, model_scores, split_models)
 from training.evaluate import gt_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "coco_train"
-TEACHERS = REPO / "out" / "build_models" / "teachers"
+REFERENCE = REPO / "out" / "tinypose_heatmap.onnx"
+STUDENT = REPO / "models" / "probpose_student.onnx"
 
 
 # ------------------------------------------------------------------------------ in / out error
@@ -66,25 +71,60 @@ def test_balanced_subset():
     assert balanced_subset(np.ones(4, bool)) is None
 
 
-def test_inout_summary_ratio():
+def test_inout_summary():
     truth = np.array([1, 1, 1, 0, 0, 1, 1, 1], bool)
-    scalars = {"student_presence": truth * 0.8 + 0.1,  # perfect
-               "student_map_max": np.array([0.9, 0.2, 0.9, 0.5, 0.1, 0.9, 0.9, 0.9]),  # 1 error of 8
-               "thunder_score": np.array([0.9, 0.9, 0.9, 0.95, 0.1, 0.05, 0.9, 0.9])}  # 2 of 8 at best
+    scalars = {"presence": truth * 0.8 + 0.1,  # perfect
+               "map_max": np.array([0.9, 0.2, 0.9, 0.5, 0.1, 0.9, 0.9, 0.9])}  # 1 error of 8
     out = inout_summary(scalars, truth, seed=0)
-    assert out["all"]["student_map_max"]["error"] == pytest.approx(1 / 8)
-    assert out["all"]["thunder_score"]["error"] == pytest.approx(2 / 8)
-    assert out["all"]["ratio"] == 0.0
+    assert out["all"]["presence"]["error"] == 0.0
+    assert out["all"]["map_max"]["error"] == pytest.approx(1 / 8)
+    assert out["all"]["keypoints"] == 8 and out["all"]["out_of_window"] == 2
     assert out["balanced"]["keypoints"] == 4 and out["balanced"]["in_window"] == 2
-    scalars["student_presence"] = np.array([0.9, 0.9, 0.9, 0.9, 0.95, 0.9, 0.9, 0.9])  # 2 errors at best
-    assert inout_summary(scalars, truth)["all"]["ratio"] == pytest.approx(2.0)
+    assert inout_summary(scalars, np.ones(8, bool))["balanced"] is None
+
+
+def test_inout_ratio():
+    cand = {"presence": {"error": 0.1, "threshold": 0.5}}
+    ref = {"presence": {"error": 0.4, "threshold": 0.3}}
+    assert inout_ratio(cand, ref) == pytest.approx(0.25)
+    assert inout_ratio(cand, None) is None
+    assert inout_ratio(cand, {"presence": {"error": 0.0, "threshold": 0.3}}) is None  # a perfect reference
+    assert inout_ratio({"presence": {"error": None, "threshold": None}}, ref) is None
 
 
 def test_coverage_at_reads_the_curve():
     grid = [round(0.05 * i, 10) for i in range(1, 20)]
     cal = {"maps": {"grid": grid, "coverage": [g / 2 for g in grid]}}
-    assert coverage_at(cal) == {"0.5": pytest.approx(0.25), "0.9": pytest.approx(0.45)}
-    assert coverage_at(None) == {"0.5": None, "0.9": None}
+    assert coverage_at(cal) == {"0.5": pytest.approx(0.25), "0.9": pytest.approx(0.45), "0.95": pytest.approx(0.475)}
+    assert coverage_at(None) == {"0.5": None, "0.9": None, "0.95": None}
+
+
+def test_coverage_summary_groups_worst_and_region_size():
+    n = 4
+    lo = np.full((n, 17), 0.2)  # every GT pixel at credible level 0.2 ...
+    lo[:, GROUPS["arms"]] = 0.92  # ... except the arms: inside the 0.95 regions only
+    lo[0, 0] = np.nan  # off the map: not counted
+    weights = np.ones((n, 17))
+    weights[1, :] = 0.0  # no map target: not counted
+    share = np.zeros((n, 17, 3))
+    share[..., 0], share[..., 1], share[..., 2] = 0.01, 0.02, 0.03
+    share[1] = 9.0  # an uncounted person's huge regions do not move the median
+    scores = {"level_lo": lo, "level_hi": lo.copy(), "map_weights": weights, "region_share": share}
+    out = coverage_summary(scores, None)
+    assert out["keypoints"] == 3 * 17 - 1
+    assert out["overall"] == {"0.5": None, "0.9": None, "0.95": None}  # no calibration curve given
+    assert out["groups"]["face"] == {"0.5": 1.0, "0.9": 1.0, "0.95": 1.0}
+    assert out["groups"]["arms"] == {"0.5": 0.0, "0.9": 0.0, "0.95": 1.0}
+    assert out["worst"]["0.9"] == {"group": "arms", "coverage": 0.0}
+    assert out["worst"]["0.95"]["coverage"] == 1.0
+    assert out["overall_recount"]["0.5"] == pytest.approx(1 - 3 * 6 / (3 * 17 - 1))
+    assert out["region_share"] == {"0.5": pytest.approx(0.01), "0.9": pytest.approx(0.02), "0.95": pytest.approx(0.03)}
+
+
+def test_model_labels_and_split_models():
+    assert split_models(["a.onnx,b.pt", " c.onnx ", ""]) == ["a.onnx", "b.pt", "c.onnx"]
+    assert model_labels(["models/x.onnx", "out/y.pt"]) == ["x", "y"]
+    assert model_labels(["a/m.onnx", "b/m.onnx"]) == ["a/m", "b/m"]
 
 
 # ------------------------------------------------------------------------------ tiny synthetic set
@@ -104,6 +144,26 @@ def checkpoint(tmp_path_factory):
     with torch.no_grad():  # structured maps instead of near-uniform ones
         model.head.final_layer.weight.mul_(300.0)
     return save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", model, config, presence_threshold=0.3)
+
+
+@pytest.fixture(scope="module")
+def heatmap_checkpoint(tmp_path_factory):
+    """A stand-in for PP-TinyPose: an untrained heatmap model (map_kind "heatmap")."""
+    torch.manual_seed(1)
+    config = cnn_config(map_kind="heatmap")
+    model = build_model(config).eval()
+    return save_checkpoint(tmp_path_factory.mktemp("reference") / "reference.pt", model, config)
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    """A stand-in for PP-TinyPose's original graph: one conv on (N, 3, 256, 192), input "image"."""
+    path = tmp_path_factory.mktemp("graph") / "model_from_ir.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        torch.onnx.export(torch.nn.Conv2d(3, 17, 3, stride=4, padding=1).eval(), (torch.zeros(1, 3, 256, 192),),
+                          str(path), dynamo=False, input_names=["image"], output_names=["heatmaps"], opset_version=17)
+    return path
 
 
 class OracleThunder:
@@ -154,73 +214,124 @@ def test_cropcoco_twin_is_reused(dataset, tmp_path, capsys):
     assert load_coco(path)["info"]["cropcoco"]["seed"] == 2
 
 
-def test_student_scores_match_gt_outputs(dataset, checkpoint):
+@pytest.mark.parametrize("which", ["probmap", "heatmap"])
+def test_model_scores_match_gt_outputs(dataset, checkpoint, heatmap_checkpoint, which):
     ann, images = dataset
-    model, _ = load_checkpoint(checkpoint)
+    model, _ = load_checkpoint(checkpoint if which == "probmap" else heatmap_checkpoint)
     runner = TorchRunner(model)
     instances, _ = load_instances(ann, images_dir=images)
     for flip in (False, True):
-        mine = student_scores(runner, instances, images, ProbMapCodec(), flip_test=flip)
-        ref = gt_outputs(runner, instances, images, flip_test=flip)
-        for key in ("presence", "presence_target", "keypoint_weights"):
+        mine = model_scores(runner, instances, images, ProbMapCodec(), flip_test=flip)
+        ref = gt_outputs(runner, instances, images, ProbMapCodec(), flip_test=flip)
+        for key in ("presence", "presence_target", "keypoint_weights", "map_weights", "level_lo", "level_hi"):
             np.testing.assert_allclose(mine[key], ref[key], atol=1e-6)
         assert mine["map_max"].shape == ref["presence"].shape
-        assert np.all((mine["map_max"] > 0) & (mine["map_max"] <= 1 + 1e-6))
+        if which == "probmap":
+            assert np.all((mine["map_max"] > 0) & (mine["map_max"] <= 1 + 1e-6))
+        else:  # the heatmap maximum IS its presence (read_heatmaps clips it to [0, 1])
+            np.testing.assert_allclose(np.clip(mine["map_max"], 0, 1), mine["presence"], atol=1e-6)
+        share = mine["region_share"]
+        assert share.shape == ref["presence"].shape + (3,) and np.all(share > 0)
+        assert np.all(np.diff(share, axis=-1) >= 0)  # a larger level, a region at least as large
 
 
-def test_compare_end_to_end(dataset, checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setenv("PROBPOSE_CACHE", str(tmp_path / "cache"))  # the .pt's ONNX export goes here
+def test_compare_end_to_end(dataset, checkpoint, heatmap_checkpoint, graph, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROBPOSE_CACHE", str(tmp_path / "cache"))  # the .pt's ONNX exports go here
     ann, images = dataset
     out = tmp_path / "compare"
     twin, _ = cropcoco_twin(ann, images, out / "cropcoco", seed=0, progress=False)
     thunder = OracleThunder(ann, twin)
-    result = compare(checkpoint, ann, images, out, thunder=thunder, speed_people=2, speed_repeats=2,
-                     progress=False)
+    result = compare([checkpoint], ann, images, out, reference=heatmap_checkpoint, reference_label="TinyStandIn",
+                     thunder=thunder, tinypose_graph=graph, speed_people=2, speed_repeats=2, progress=False)
     assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(result))
-    assert result["settings"]["student_runtime"] == "ort"
+    roles = {m["label"]: (m["role"], m["map_kind"], m["runtime"]) for m in result["models"]}
+    assert roles == {"model": ("candidate", "probmap", "ort"), "TinyStandIn": ("reference", "heatmap", "ort")}
     for name in ("coco_train", "cropcoco"):
         s = result["sets"][name]
-        assert (out / name / "student" / "metrics.json").is_file()
-        assert len(json.loads((out / name / "thunder_predictions.json").read_text())) == s["thunder"]["predictions"]
-        assert s["thunder"]["AP"] == pytest.approx(1.0)  # the oracle's keypoints are the GT
-        assert 0.0 <= s["student"]["AP"] <= 1.0
-        assert all(v is None or 0.0 <= v <= 1.0 for v in s["student"]["coverage"].values())
+        assert set(s["models"]) == {"model", "TinyStandIn", "thunder"}
+        assert (out / name / "model" / "metrics.json").is_file() and (out / name / "TinyStandIn" / "metrics.json").is_file()
+        assert len(json.loads((out / name / "thunder_predictions.json").read_text())) == \
+            s["models"]["thunder"]["predictions"]
+        assert s["models"]["thunder"]["AP"] == pytest.approx(1.0)  # the oracle's keypoints are the GT
+        for label in ("model", "TinyStandIn"):
+            m = s["models"][label]
+            assert 0.0 <= m["AP"] <= 1.0
+            cov = m["coverage"]
+            for q in ("0.5", "0.9", "0.95"):  # evaluate_model's curve and the recount from the same intervals
+                assert cov["overall"][q] == pytest.approx(cov["overall_recount"][q], abs=1e-9)
+                assert cov["worst"][q]["coverage"] == min(cov["groups"][g][q] for g in GROUPS)
+                assert cov["region_share"][q] > 0
         # thunder's in/out error: the oracle says "in the image"; truth is "in the window"
         instances, _ = load_instances(s["ann"], images_dir=s["images"])
-        ref = gt_outputs(TorchRunner(load_checkpoint(checkpoint)[0]), instances, s["images"])
+        ref = gt_outputs(TorchRunner(load_checkpoint(checkpoint)[0]), instances, s["images"], ProbMapCodec())
         labelled = ref["keypoint_weights"] > 0
         in_image = np.stack([np.isin(i.keypoints[:, 2], (1, 2)) for i in instances])[labelled]
         truth = ref["presence_target"][labelled] > 0
         expected = min(np.mean(in_image != truth), np.mean(truth), np.mean(~truth))
-        inout = s["inout"]["all"]
+        inout = s["models"]["thunder"]["inout"]["all"]
         assert inout["keypoints"] == labelled.sum() and inout["in_window"] == truth.sum()
-        assert inout["thunder_score"]["error"] == pytest.approx(expected)
-    assert result["sets"]["cropcoco"]["inout"]["all"]["out_of_window"] > 0
+        assert inout["presence"]["error"] == pytest.approx(expected)
+        assert s["models"]["model"]["inout"]["all"]["in_window"] == truth.sum()
+    assert result["sets"]["cropcoco"]["models"]["model"]["inout"]["all"]["out_of_window"] > 0
     speed = result["speed"]
-    assert speed["people"] == 2 and speed["student_pipeline_ms"] > 0 and speed["thunder_ms"] > 0
+    assert speed["people"] == 2 and speed["thunder_ms"] > 0 and speed["tinypose_graph_ms"] > 0
+    assert set(speed["models"]) == {"model", "TinyStandIn"}
+    assert all(t["pipeline_ms"] > 0 and t["network_ms"] > 0 for t in speed["models"].values())
+    targets = [v["target"] for v in result["verdicts"]]
+    assert {v["model"] for v in result["verdicts"]} == {"model"}  # verdicts for candidates only
+    assert len(targets) == 2 + 2 + 3 + 2 * 3
+    assert all(v["ok"] is not None for v in result["verdicts"])  # everything measurable with a reference
     report = format_report(result)
-    assert "| student (presence) |" in report and "| thunder |" in report and "| target | value | verdict |" in report
-    assert {v["ok"] for v in result["verdicts"]} <= {True, False, None}
+    for row in ("| model |", "| TinyStandIn |", "| thunder |", "| model | target | value | verdict |"):
+        assert row in report
+    assert "original graph" in report
 
 
-def test_cli_missing_teacher_is_one_error_line(dataset, tmp_path, checkpoint, capsys):
-    pytest.importorskip("training.teachers")
+def test_cli_without_thunder_or_reference(dataset, tmp_path, checkpoint, heatmap_checkpoint, monkeypatch, capsys):
+    """Thunder is optional: no teachers folder -> its cells read –, a note, exit 0. Two candidates
+    (a comma list), no reference: the reference verdicts are n/a."""
+    monkeypatch.setenv("PROBPOSE_CACHE", str(tmp_path / "cache"))
     ann, images = dataset
-    code = main(["--model", str(checkpoint), "--gt", str(ann), "--images", str(images), "--teachers",
-                 str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--quiet"])
+    code = main(["--model", f"{checkpoint},{heatmap_checkpoint}", "--gt", str(ann), "--images", str(images),
+                 "--teachers", str(tmp_path / "none"), "--reference", "none", "--tinypose-graph", "none",
+                 "--out", str(tmp_path / "o"), "--speed-people", "1", "--speed-repeats", "1", "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    result = json.loads((tmp_path / "o" / "compare.json").read_text())
+    assert result["settings"]["thunder"] is None and result["settings"]["reference"] is None
+    assert any("movenet-thunder.onnx" in n for n in result["notes"])
+    assert "thunder" not in result["sets"]["coco_train"]["models"]
+    assert [m["label"] for m in result["models"]] == ["model", "reference"]
+    assert "| thunder | – | – | – |" in text and "Note: thunder: no movenet-thunder.onnx" in text
+    by_target = {(v["model"], v["target"].split(" ")[0]): v["ok"] for v in result["verdicts"]}
+    assert by_target[("model", "AP")] is None and by_target[("model", "network")] is None
+    assert by_target[("model", "ms/person")] in (True, False)
+
+
+def test_cli_errors_are_one_line(dataset, tmp_path, checkpoint, capsys):
+    ann, images = dataset
+    code = main(["--model", str(checkpoint), "--gt", str(ann), "--images", str(images), "--reference",
+                 str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "o"), "--quiet"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "movenet-thunder.onnx" in err[0]
+    assert len(err) == 1 and "missing.onnx" in err[0]
 
 
-@pytest.mark.skipif(not (SHARED / "gt.json").is_file() or not (TEACHERS / "movenet-thunder.onnx").is_file(),
-                    reason="needs ../shared/data/coco_train and out/build_models/teachers (not in CI)")
-def test_real_data_quick_run(checkpoint, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("PROBPOSE_CACHE", str(tmp_path / "cache"))
-    code = main(["--model", str(checkpoint), "--gt", str(SHARED / "gt.json"), "--images", str(SHARED / "images"),
-                 "--teachers", str(TEACHERS), "--out", str(tmp_path / "o"), "--limit", "3", "--speed-people", "2",
-                 "--speed-repeats", "1", "--quiet"])
+def test_graph_network_fits(graph):
+    net = GraphNetwork(graph, threads=1)
+    assert net.input_name == "image"
+    crop = np.zeros((1, 3, 256, 192), np.float32)
+    assert net.fits(crop) and not net.fits(np.zeros((1, 3, 128, 96), np.float32))
+    assert net.run(crop)[0].shape == (1, 17, 64, 48)
+
+
+@pytest.mark.skipif(not (SHARED / "gt.json").is_file() or not REFERENCE.is_file() or not STUDENT.is_file(),
+                    reason="needs ../shared/data/coco_train, out/tinypose_heatmap.onnx and the shipped student (not in CI)")
+def test_real_data_quick_run(tmp_path, capsys):
+    code = main(["--model", str(STUDENT), "--reference", str(REFERENCE), "--gt", str(SHARED / "gt.json"),
+                 "--images", str(SHARED / "images"), "--teachers", "none", "--out", str(tmp_path / "o"),
+                 "--limit", "2", "--speed-people", "2", "--speed-repeats", "1", "--quiet"])
     assert code == 0
     result = json.loads((tmp_path / "o" / "compare.json").read_text())
-    assert result["settings"]["thunder"] == "movenet"
-    assert "| thunder |" in capsys.readouterr().out
+    assert [m["map_kind"] for m in result["models"]] == ["probmap", "heatmap"]
+    assert "| PP-TinyPose-256 |" in capsys.readouterr().out
