@@ -66,13 +66,26 @@ def _cmd_export(args) -> None:
 
 def _cmd_predict(args) -> None:
     from .detection import make_detector
-    from .predict import predict_images
+    from .predict import DEFAULT_CREDIBLE_LEVELS, parse_credible_levels, predict_images
 
+    if args.credible_levels is not None and not args.humans_out:
+        raise InputError("--credible-levels sets the regions of --humans-out: give --humans-out too")
+    levels = DEFAULT_CREDIBLE_LEVELS if args.credible_levels is None else parse_credible_levels(args.credible_levels)
     detector = None if args.ann else make_detector(args.detector, score_threshold=args.detector_threshold,
                                                    layout=args.detector_layout)
     run = predict_images(args.images, args.out, model=args.model, ann=args.ann, runtime=args.runtime,
-                         detector=detector, detections=args.detections)
+                         detector=detector, detections=args.detections, humans_out=args.humans_out,
+                         credible_levels=levels, allow_uncalibrated=args.allow_uncalibrated)
     print(run.summary())
+
+
+def _cmd_coverage(args) -> None:
+    from .evaluation.coverage import run_coverage
+    from .predict import parse_credible_levels
+
+    levels = None if args.levels is None else parse_credible_levels(args.levels)
+    run_coverage(args.images, args.ann, model=args.model, runtime=args.runtime, out=args.out, levels=levels,
+                 flip_test=args.flip_test, progress=not args.quiet)
 
 
 def _cmd_bench(args) -> None:
@@ -95,7 +108,7 @@ def _cmd_demo(args) -> None:
 
     coco = {} if args.coco is None else {"coco": args.coco}  # None: run_demo's default (../shared/data/coco_train)
     run_demo(args.out, model=args.model, video=args.video, max_frames=args.max_frames, detector=args.detector,
-             runtime=args.runtime, **coco)
+             runtime=args.runtime, allow_uncalibrated=args.allow_uncalibrated, **coco)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector score threshold (default: the detector's own, NanoDet 0.35)")
     p.add_argument("--detections", help="with --ann: a COCO results file of person boxes and scores to use "
                                         "instead of the annotation's boxes")
+    p.add_argument("--humans-out", help="also write the people here: a JSON list, one entry per image "
+                                        "{image_id, file_name, humans}, each human as results.humans_to_json "
+                                        "plus ann_id (its annotation with --ann), credible regions for the "
+                                        "keypoints the model declares present")
+    p.add_argument("--credible-levels", help="comma-separated credible levels in (0, 1) of the --humans-out "
+                                             "regions (default 0.5,0.9)")
+    p.add_argument("--allow-uncalibrated", action="store_true",
+                   help="run an .onnx model that has no metadata sidecar (.json) with default settings "
+                        "(uncalibrated presence threshold and regions; warned) instead of refusing it")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("coverage", help="how often published regions / ellipses hold the labelled keypoint, per "
+                                       "level, keypoint group and box size (GT boxes), + reliability plot")
+    p.add_argument("--images", required=True, help="folder of the annotation's images")
+    p.add_argument("--ann", required=True, help="COCO keypoints annotations (never the model's calibration data)")
+    p.add_argument("--model", default="", help="our checkpoint (.pt) or an exported .onnx (default: the shipped model)")
+    p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
+    p.add_argument("--out", help="folder for coverage.json and coverage_reliability.png")
+    p.add_argument("--levels", help="comma-separated levels (default: the model's calibrated levels)")
+    p.add_argument("--flip-test", action="store_true", help="run with the flip test (the node runs without)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_coverage)
 
     p = sub.add_parser("bench", help="timings (medians): decode / loss / calibration, or a model's runtimes with --model")
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions per item (default 20)")
@@ -176,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coco", help="labelled COCO folder (gt.json or annotations.json + images/) for the calibration "
                                   "plots; skipped with a note when absent or '' (default: ../shared/data/coco_train "
                                   "next to the repository)")
+    p.add_argument("--allow-uncalibrated", action="store_true",
+                   help="run an .onnx model that has no metadata sidecar (.json) uncalibrated (warned) instead of "
+                        "refusing it")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -12,21 +12,29 @@ joint centres; its radius is ``part radius + uncertainty radius``:
   forearm 0.15 m (the forearm and most of the hand: a hand reaches ~0.19 m past the wrist),
   thigh 0.10 m, shank 0.12 m (the shank and most of the foot). Hands and feet are covered only
   within that radius of the wrist / ankle; a held tool is not;
-- the uncertainty radius is ``sqrt(chi2_3(q') * lambda_max)`` with ``lambda_max`` the largest
-  eigenvalue of the two endpoints' 3x3 covariances and ``q' = (1 + coverage) / 2``.
+- the uncertainty radius is ``max_e sqrt(R2_e * lambda_e)`` over the two endpoints ``e``, with
+  ``lambda_e`` the largest eigenvalue of the endpoint's 3x3 covariance, ``q' = (1 + coverage) /
+  2`` the per-endpoint level and ``R2_e = max(r2_e(q'), chi2_3(q'))``: ``r2_e(q')`` the squared
+  Mahalanobis radius of the endpoint's level-q' 2D ellipse in the model's coverage table
+  (``lift.coverage``, :mod:`conformal`: measured on held-out data, per keypoint group and box),
+  ``chi2_3(q')`` the Gaussian value (the floor, and all there is for a model without a table).
 
-**What is promised.** If each endpoint's estimation error is Gaussian with its published
-covariance (the 2D probability maps are calibrated and the depth-noise model of
-:class:`lifting.DepthNoise` holds for the camera) and the part radius bounds the body part,
-then for each limb, with probability at least ``coverage``, the capsule contains that body
-part (every point within the part radius of the true segment), the true segment included.
-Why: the sphere of the uncertainty radius contains the ``q'``-ellipsoid of each endpoint, so
-each true joint lies within that radius of its estimate with probability ``>= q'``, both with
-probability ``>= 2 q' - 1 = coverage`` (union bound, no independence assumed); and when both
-do, every point of the true segment lies within that radius of the matching point of the
-estimated one (convexity), so the part radius adds up. The claim is per limb, not for a whole
-person at once, and it holds only as far as the 2D calibration holds: the shipped model is
-over-confident (README), so read its capsules as too small.
+**What is promised.** In the image plane the claim is measured: with the model's coverage
+table, each endpoint's true 2D position lies within Mahalanobis radius ``r(q')`` of its
+published point (under its published 2D covariance) in a fraction ``q'`` of held-out cases
+(README: per keypoint group, the measured numbers and where they miss). In depth it still rests
+on the depth-noise model of :class:`lifting.DepthNoise` holding for the camera (the ``chi2_3``
+floor), and the part radius must bound the body part. Then for each limb, with probability at
+least ``coverage``, the capsule contains that body part (every point within the part radius of
+the true segment), the true segment included. Why: the sphere of the uncertainty radius
+contains each endpoint's ``q'``-region, so each true joint lies within that radius of its
+estimate with probability ``>= q'``, both with probability ``>= 2 q' - 1 = coverage`` (union
+bound, no independence assumed); and when both do, every point of the true segment lies within
+that radius of the matching point of the estimated one (convexity), so the part radius adds up.
+The claim is per limb, not for a whole person at once. ``coverage`` must have its per-endpoint
+level ``q'`` in the model's table (0.975 for the default 0.95): any other is refused. Without a
+table the capsules use the Gaussian value only, an unmeasured claim (the raw maps are
+over-confident, README: read such capsules as too small).
 
 **Incomplete persons.** ``incomplete`` is True, with the reasons, when (a) a present
 keypoint (``presence >= lift.presence_threshold``) has no valid 3D point (no depth there, off the
@@ -97,6 +105,16 @@ class KeepOutConfig:
     def __post_init__(self):
         if not 0.0 < self.coverage < 1.0:
             raise InputError(f"coverage must lie in (0, 1), got {self.coverage}")
+        table = self.lift.coverage
+        if table is not None:
+            q = endpoint_level(self.coverage)
+            try:
+                table.check_level(q)
+            except InputError:
+                usable = ", ".join(f"{2 * v - 1:g}" for v in table.levels if v > 0.5)
+                raise InputError(f"keep_out_coverage {self.coverage:g} needs its per-endpoint level {q:g} in the "
+                                 f"model's coverage table, which holds {', '.join(f'{v:g}' for v in table.levels)}: "
+                                 f"use one of {usable}, or recalibrate with that level") from None
         missing = set(PART_RADIUS) - set(self.part_radius)
         if missing or any(float(r) < 0 for r in self.part_radius.values()):
             raise InputError(f"part_radius needs a radius >= 0 for each of {sorted(PART_RADIUS)} "
@@ -145,21 +163,40 @@ def _chi2_3(q: float) -> float:
     return float(chi2.ppf(q, 3))
 
 
-def uncertainty_radius(cov_a, cov_b, coverage: float) -> float:
-    """``sqrt(chi2_3((1 + coverage) / 2) * lambda_max)`` over the two endpoint covariances (3, 3)."""
-    lam = max(float(np.linalg.eigvalsh(np.asarray(c, dtype=np.float64))[-1]) for c in (cov_a, cov_b))
-    return float(np.sqrt(_chi2_3((1.0 + float(coverage)) / 2.0) * max(lam, 0.0)))
+def endpoint_level(coverage: float) -> float:
+    """``(1 + coverage) / 2``: the level each endpoint must hold for a limb to hold ``coverage``."""
+    return (1.0 + float(coverage)) / 2.0
 
 
-def limb_capsules(kp3d, config: KeepOutConfig = KeepOutConfig()) -> list[Capsule]:
-    """A capsule per limb whose two keypoints are valid (module docstring)."""
+def uncertainty_radius(cov_a, cov_b, coverage: float, radius2=(None, None)) -> float:
+    """``max_e sqrt(R2_e * lambda_e)`` over the two endpoint covariances (3, 3) (module docstring):
+    ``R2_e = max(radius2[e], chi2_3(q'))``, just ``chi2_3(q')`` where ``radius2[e]`` is None."""
+    floor = _chi2_3(endpoint_level(coverage))
+    return max(float(np.sqrt(max(floor, float(r2) if r2 is not None else floor)
+                             * max(float(np.linalg.eigvalsh(np.asarray(c, dtype=np.float64))[-1]), 0.0)))
+               for c, r2 in zip((cov_a, cov_b), radius2))
+
+
+def limb_capsules(kp3d, config: KeepOutConfig = KeepOutConfig(), radius2=None) -> list[Capsule]:
+    """A capsule per limb whose two keypoints are valid (module docstring); ``radius2 (K,)``: each
+    keypoint's calibrated 2D radius^2 at the per-endpoint level (None: Gaussian only)."""
     out = []
     for a, b in SKELETON:
         if kp3d.valid[a] and kp3d.valid[b]:
+            r2 = (None, None) if radius2 is None else (radius2[a], radius2[b])
             radius = float(config.part_radius[limb_part(a, b)]) + uncertainty_radius(
-                kp3d.covariance[a], kp3d.covariance[b], config.coverage)
+                kp3d.covariance[a], kp3d.covariance[b], config.coverage, r2)
             out.append(Capsule(kp3d.position[a].copy(), kp3d.position[b].copy(), radius, (a, b)))
     return out
+
+
+def calibrated_radius2(human, config: KeepOutConfig):
+    """The person's per-keypoint calibrated radius^2 ``(K,)`` at the per-endpoint level, or None
+    without a coverage table."""
+    table = config.lift.coverage
+    if table is None:
+        return None
+    return table.ellipse_radius2(endpoint_level(config.coverage), [human.bbox[2] * human.bbox[3]])[0]
 
 
 def _touches(bbox, image_size, margin: float) -> dict:
@@ -217,7 +254,7 @@ def keep_out(human, kp3d, depth_m, camera_matrix, config: KeepOutConfig = KeepOu
         reasons.append(f"absent keypoints with the box at the image border ({', '.join(touches)})")
     if not kp3d.valid.any():
         reasons.append("no valid keypoint")
-    capsules = limb_capsules(kp3d, config)
+    capsules = limb_capsules(kp3d, config, calibrated_radius2(human, config))
     if reasons:
         bounding = bounding_capsule(human.bbox, depth_m, camera_matrix, kp3d, config)
         if bounding is None:

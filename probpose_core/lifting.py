@@ -10,7 +10,10 @@ Per keypoint ``k`` with ``presence >= presence_threshold``:
 
 1. **Sampling region** (image px): the union of the keypoint's credible-region outlines at
    ``sample_level`` (``Keypoint.regions``, when the pipeline computed that level), the ellipse
-   of its 2D covariance at ``sample_level`` (Gaussian, :func:`regions.ellipse_axes`) and a disc
+   of its 2D covariance (the map's second moment about the published point) at
+   ``sample_level`` (:func:`regions.ellipse_axes`: with the model's coverage table in
+   ``LiftConfig.coverage`` its calibrated radius for the keypoint's group and box, else a
+   Gaussian's ``chi2_2``) and a disc
    of ``min_radius_px`` about ``(x, y)``. The level is 0.9 by default, not the pipeline's 0.5,
    so that a thin limb is inside the region even when the estimate is off it.
 2. **Robust depth** of the valid pixels of that region: the region also holds background
@@ -25,8 +28,8 @@ Per keypoint ``k`` with ``presence >= presence_threshold``:
    ``J diag(Sigma_uv + pixel_sigma^2 I, sigma_z^2) J^T`` with the Jacobian of ``(u, v, z) ->
    X``: ``J = [z K^-1[:, 0], z K^-1[:, 1], K^-1 [u, v, 1]]``, and ``sigma_z = a + b z^2``
    (:class:`DepthNoise`, a parameter: the default is of the order of an active-stereo camera's
-   RMS error, not a measurement of the user's camera). ``pixel_sigma`` (1 px) keeps a
-   one-pixel probability map (covariance 0) from claiming exactness. The joint offset is a
+   RMS error, not a measurement of the user's camera). ``pixel_sigma`` (1 image px) keeps a
+   small probability map from claiming more than the image's resolution. The joint offset is a
    constant: its error is not in the covariance (the keep-out body-part radius covers it).
 
 ``valid[k]`` is True exactly when the keypoint is present, ``(x, y)`` is finite and inside
@@ -77,10 +80,14 @@ class LiftConfig:
     pixel_sigma: float = 1.0
     noise: DepthNoise = field(default_factory=DepthNoise)
     joint_offset: bool = True
+    #: the model's conformal.CoverageTable (spec.coverage), or None: Gaussian ellipse radii
+    coverage: object = None
 
     def __post_init__(self):
         if not 0.0 < self.sample_level < 1.0:
             raise InputError(f"sample_level must lie in (0, 1), got {self.sample_level}")
+        if self.coverage is not None:
+            self.coverage.check_level(self.sample_level)
         if int(self.min_pixels) < 1 or self.min_radius_px < 0 or self.band_m < 0:
             raise InputError("min_pixels must be >= 1, min_radius_px and band_m >= 0")
 
@@ -150,16 +157,17 @@ def back_project_covariance(uv, z, cov_uv, sigma_z, camera_matrix) -> np.ndarray
     return jac @ cov_in @ jac.transpose(0, 2, 1)
 
 
-def region_samples(depth_m, keypoint, level: float, min_radius_px: float, extra_cov=None) -> np.ndarray:
+def region_samples(depth_m, keypoint, level: float, min_radius_px: float, extra_cov=None, radius2=None) -> np.ndarray:
     """Valid depths (metres) of the pixels in the sampling region of ``keypoint`` (module
-    docstring, step 1) in ``depth_m`` (float, NaN = none); empty when it is off the image."""
+    docstring, step 1) in ``depth_m`` (float, NaN = none); empty when it is off the image.
+    ``radius2``: the level's squared Mahalanobis radius (calibrated), None for a Gaussian's."""
     h, w = depth_m.shape
     cx, cy = float(keypoint.x), float(keypoint.y)
     polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in keypoint.regions.get(level, [])]
     cov = np.asarray(keypoint.covariance, dtype=np.float64)
     if extra_cov is not None:
         cov = cov + extra_cov
-    (major, minor), angle = ellipse_axes(cov, level) if np.isfinite(cov).all() else ((0.0, 0.0), 0.0)
+    (major, minor), angle = ellipse_axes(cov, level, radius2) if np.isfinite(cov).all() else ((0.0, 0.0), 0.0)
     reach = max(float(major), float(min_radius_px), 0.0)
     pts = np.concatenate(polys + [np.array([[cx - reach, cy - reach], [cx + reach, cy + reach]])])
     x0, y0 = np.floor(pts.min(axis=0)).astype(int) - 1
@@ -207,11 +215,13 @@ def lift_human(human, depth_m, camera_matrix, config: LiftConfig = LiftConfig())
     z = np.full(NUM_KEYPOINTS, np.nan)
     counts = np.zeros(NUM_KEYPOINTS, dtype=int)
     cov_uv = np.stack([np.asarray(k.covariance, dtype=np.float64).reshape(2, 2) for k in human.keypoints]) + extra
+    radius2 = [None] * NUM_KEYPOINTS if config.coverage is None else \
+        config.coverage.ellipse_radius2(config.sample_level, [human.bbox[2] * human.bbox[3]])[0]
     for i, k in enumerate(human.keypoints):
         inside = np.isfinite(kp[i, :2]).all() and -0.5 <= kp[i, 0] < w - 0.5 and -0.5 <= kp[i, 1] < h - 0.5
         if kp[i, 2] < config.presence_threshold or not inside or not np.isfinite(cov_uv[i]).all():
             continue
-        samples = region_samples(depth_m, k, config.sample_level, config.min_radius_px, extra)
+        samples = region_samples(depth_m, k, config.sample_level, config.min_radius_px, extra, radius2[i])
         counts[i] = len(samples)
         z[i] = robust_depth(samples, config)
     valid = np.isfinite(z)

@@ -15,16 +15,21 @@ Steps, each reusing the one implementation in the house:
    split, never dropped. Optional flip test: the mirrored batch runs too and
    :func:`codec.flip_merge` averages maps and scores.
 3. :meth:`ProbMapCodec.decode` (expected-OKS by default) with the instance area
-   ``area_factor * w * h`` of each box (0.53, as exococotools), the map covariance from
-   :func:`regions.covariance_ellipse`, and credible-region outlines from
-   :func:`regions.keypoint_regions` (all maps of a frame in one batch per level, ~0.03 ms per
-   map and level for compact maps), computed only at the configured ``credible_levels`` and
+   ``area_factor * w * h`` of each box (0.53, as exococotools), the covariance (the map's
+   second moment about the published point, :func:`regions.covariance_ellipse`), and
+   credible-region outlines from :func:`regions.keypoint_regions` (all maps of a frame in one
+   batch per level, ~0.03 ms per map and level for compact maps; a region grown by a
+   calibrated dilation costs more), computed only at the configured ``credible_levels`` and
    only for keypoints with ``presence >= presence_threshold`` (the others get
    ``regions == {}``); ``credible_levels=()`` turns them off. Double-heatmap models (a
    ``wide_prob_maps`` output) are read by :func:`read_double`: the wide map (2x window)
    decides, the expert map refines where the wide point falls inside the activation window;
    covariance and outlines come from the map that gave the point, so a published region
-   always belongs to the published point. The maps are taken as calibrated: the calibration
+   always belongs to the published point. With the model's coverage table
+   (``spec.coverage``, :mod:`conformal`) the region at level q is the calibrated one (mass
+   level and dilation per keypoint group / box bucket) and a level outside the table is an
+   InputError; without it the raw credible sets are published, ``regions_calibrated`` is
+   False and a warning says so. The maps are taken as calibrated: the calibration
    temperature is applied by the model before Sparsemax, the pipeline does not touch map
    values.
    Heatmap-baseline models (``map_kind="heatmap"``: a ``heatmaps`` output instead of
@@ -165,6 +170,16 @@ class Pipeline:
                              f"crops {tuple(codec.input_size)}")
         self.runner, self.detector, self.codec = runner, detector, codec
         self.credible_levels = levels
+        # Coverage: with the model's calibrated table a level-q region is the table's (it holds the
+        # truth in q of held-out cases); without it the raw credible sets are published and say so.
+        self.coverage = self.spec.coverage
+        self.regions_calibrated = self.coverage is not None
+        if self.coverage is not None:
+            for q in levels:
+                self.coverage.check_level(q)
+        elif levels:
+            log.warning("the model carries no coverage table: its credible regions are raw (uncalibrated "
+                        "coverage: a level-q region holds q of the map's mass, not the truth in q of cases)")
         self.presence_threshold = self.spec.presence_threshold if presence_threshold is None \
             else float(presence_threshold)
         runner_batch = getattr(runner, "max_batch", None)
@@ -215,7 +230,7 @@ class Pipeline:
         return out
 
     # -- post-processing --------------------------------------------------------------
-    def _spread(self, sources, present, points):
+    def _spread(self, sources, present, points, box_area):
         """Covariance ``(N, K, 2, 2)`` and credible-region outlines ``[n][k]`` of every keypoint
         from the map that gave its point. ``sources``: ``(maps (N, K, H, W), gave (N, K) bool or
         None for all, center, scale)`` whose ``gave`` masks split the keypoints between them;
@@ -226,7 +241,8 @@ class Pipeline:
         for maps, gave, center, scale in sources:
             gave = np.ones(present.shape, dtype=bool) if gave is None else gave
             _, part_cov = covariance_ellipse(maps, center, scale, about=points)
-            part = keypoint_regions(maps, present & gave, center, scale, self.credible_levels)
+            params = None if self.coverage is None else (lambda q: self.coverage.region_params(q, box_area))
+            part = keypoint_regions(maps, present & gave, center, scale, self.credible_levels, params)
             cov = part_cov if cov is None else np.where(gave[..., None, None], part_cov, cov)
             regions = part if regions is None else [[mine or theirs for mine, theirs in zip(row, other)]
                                                     for row, other in zip(regions, part)]
@@ -254,7 +270,7 @@ class Pipeline:
         if self.heatmap_only and HEATMAP_OUTPUT not in outputs:
             presence = np.asarray(confidence, dtype=np.float64)
         present = presence >= self.presence_threshold
-        cov, regions = self._spread(sources, present, points)
+        cov, regions = self._spread(sources, present, points, boxes[:, 2] * boxes[:, 3])
         names = self.spec.keypoint_names
         out = []
         for n in range(len(boxes)):

@@ -14,7 +14,11 @@ and thresholds from one :class:`ModelSpec`, never from the metadata directly:
 - ``presence_threshold``: keypoints with presence at or above it count as present
   (:data:`DEFAULT_PRESENCE_THRESHOLD` when the model does not say);
 - ``temperature``: the calibration temperature (already applied inside the model, recorded
-  for reports); ``keypoint_names``: one per map.
+  for reports); ``keypoint_names``: one per map;
+- ``coverage``: the model's :class:`conformal.CoverageTable` (the calibrated levels, and per
+  keypoint group / box bucket the region and ellipse constants that make a level-q region hold
+  the truth in q of held-out cases), or None: **uncalibrated coverage**
+  (``coverage_calibrated`` False): the raw credible sets' levels are only the maps' mass.
 
 Where it is read from (:meth:`ModelSpec.from_meta`): the ``meta`` every runner carries — our
 checkpoint's (``models.checkpoints.load_checkpoint``: ``config`` a PoseModelConfig) or the
@@ -25,6 +29,7 @@ an in-memory torch module) gets the defaults, sized to its model's config when i
 from dataclasses import dataclass, field
 
 from .codec import ProbMapCodec
+from .conformal import CoverageTable
 from .errors import InputError
 from .keypoints import NAMES
 
@@ -67,6 +72,7 @@ class ModelSpec:
     presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD
     temperature: float = 1.0
     keypoint_names: tuple = NAMES
+    coverage: CoverageTable | None = None
 
     def __post_init__(self):
         if self.map_kind not in MAP_KINDS:
@@ -79,6 +85,15 @@ class ModelSpec:
         if len(self.keypoint_names) != len(self.codec.sigmas):
             raise InputError(f"the model names {len(self.keypoint_names)} keypoints but its codec has "
                              f"{len(self.codec.sigmas)} sigmas")
+        if self.coverage is not None and sorted(k for ks in self.coverage.groups.values() for k in ks) != list(
+                range(len(self.keypoint_names))):
+            raise InputError(f"the coverage table's keypoint groups {self.coverage.groups} do not cover the model's "
+                             f"{len(self.keypoint_names)} keypoints once each")
+
+    @property
+    def coverage_calibrated(self) -> bool:
+        """Whether the model carries a coverage table (else its region levels are uncalibrated)."""
+        return self.coverage is not None
 
     @property
     def input_size(self) -> tuple:
@@ -109,7 +124,9 @@ class ModelSpec:
         names = (meta.get("keypoints") or {}).get("names")
         extra = meta.get("extra") or {}
         threshold = meta.get("presence_threshold")
-        return cls(codec=codec, map_kind=str(_config_value(config, "map_kind", "probmap")),
+        table = meta.get("coverage") or extra.get("coverage")  # sidecar / checkpoint (extra)
+        return cls(coverage=None if table is None else CoverageTable.from_dict(table),
+                   codec=codec, map_kind=str(_config_value(config, "map_kind", "probmap")),
                    double_heatmap=bool(_config_value(config, "double_heatmap", False)),
                    heatmap_only=bool(meta.get("heatmap_only") or extra.get("heatmap_only")),
                    presence_threshold=DEFAULT_PRESENCE_THRESHOLD if threshold is None else float(threshold),

@@ -94,7 +94,10 @@ PARAMETERS = (
                                        "parameter: set it for your camera."),
     DepthParam("depth_noise_b", 0.002, "Depth noise sigma_z = a + b z^2, quadratic part (1/metres)."),
     DepthParam("keep_out_coverage", 0.95, "Per-limb probability, in (0, 1), that a keep-out capsule contains its "
-                                          "body part under the Gaussian model (sets the uncertainty radius)."),
+                                          "body part (sets the uncertainty radius). With the model's coverage "
+                                          "table its per-endpoint level (1 + c) / 2 must be calibrated (0.95 -> "
+                                          "0.975, 0.9 -> 0.95): the 2D part is then measured; without a table, "
+                                          "the Gaussian model only."),
 ) + tuple(DepthParam(f"part_radius_{part}", radius, f"Keep-out body-part radius of the {part.replace('_', ' ')} "
                                                      f"(metres) around the segment between the joint centres.")
           for part, radius in PART_RADIUS.items())
@@ -110,15 +113,16 @@ class DepthOutputs:
 
     node: the ``rclpy`` node (subscriptions and publishers are created on it, topic names
     relative); depth_topic: required, non-empty; presence_threshold: the node's (keypoints below
-    it are absent). The rest are the :data:`PARAMETERS` (``part_radius``: part -> metres, the
-    defaults of :data:`probpose_core.keep_out.PART_RADIUS` for missing parts). Bad values raise
-    InputError.
+    it are absent); coverage: the model's conformal.CoverageTable (``from_params`` takes the
+    node pipeline's), None for Gaussian-only radii. The rest are the :data:`PARAMETERS`
+    (``part_radius``: part -> metres, the defaults of :data:`probpose_core.keep_out.PART_RADIUS`
+    for missing parts). Bad values raise InputError (a keep_out_coverage the table cannot back).
     """
 
     def __init__(self, node, depth_topic: str, camera_info_topic: str = "camera_info", sync_slop: float = 0.02,
                  depth_wait: float = 0.1, depth_queue_size: int = 20, depth_noise_a: float = 0.001,
                  depth_noise_b: float = 0.002, keep_out_coverage: float = 0.95, part_radius: dict | None = None,
-                 presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD):
+                 presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD, coverage=None):
         if not depth_topic:
             raise InputError("DepthOutputs needs a depth_topic")
         if not float(sync_slop) >= 0 or not float(depth_wait) >= 0 or int(depth_queue_size) < 1:
@@ -127,7 +131,7 @@ class DepthOutputs:
         if float(depth_noise_a) < 0 or float(depth_noise_b) < 0:
             raise InputError(f"depth noise a, b must be >= 0, got {depth_noise_a}, {depth_noise_b}")
         lift = LiftConfig(presence_threshold=float(presence_threshold),
-                          noise=DepthNoise(a=float(depth_noise_a), b=float(depth_noise_b)))
+                          noise=DepthNoise(a=float(depth_noise_a), b=float(depth_noise_b)), coverage=coverage)
         radii = dict(PART_RADIUS, **{k: float(v) for k, v in (part_radius or {}).items()})
         self.config = KeepOutConfig(coverage=float(keep_out_coverage), part_radius=radii, lift=lift)
         self.node = node
@@ -158,9 +162,10 @@ class DepthOutputs:
         if not p["depth_topic"]:
             return None
         radii = {part: p[f"part_radius_{part}"] for part in PART_RADIUS}
+        coverage = getattr(getattr(node, "pipeline", None), "coverage", None)  # the model's table (spec.coverage)
         return cls(node, p["depth_topic"], p["camera_info_topic"], p["sync_slop"], p["depth_wait"],
                    p["depth_queue_size"], p["depth_noise_a"], p["depth_noise_b"], p["keep_out_coverage"], radii,
-                   presence_threshold)
+                   presence_threshold, coverage)
 
     # -- executor thread ------------------------------------------------------------------
     def _bad(self, kind: str, message: str) -> None:

@@ -152,3 +152,42 @@ def test_present_keypoint_without_depth_and_no_depth_at_all():
     assert any("no depth" in r for r in out.reasons) and any("no valid keypoint" in r for r in out.reasons)
     with pytest.raises(InputError):
         keep_out_humans([human], [], empty, K)
+
+
+def _coverage_table(r2_face, r2_other, levels=(0.5, 0.9, 0.95, 0.975)):
+    from probpose_core.conformal import GROUPS, CoverageTable
+
+    cells = {g: {"region": [0.5] * len(levels), "ellipse_r2": [r2_face if g == "face" else r2_other] * len(levels)}
+             for g in GROUPS}
+    return CoverageTable(levels=levels, groups=GROUPS, cells=cells)
+
+
+def test_keep_out_uses_the_calibrated_radius_of_the_coverage_table():
+    """With a table, each endpoint's radius^2 is the table's at (1 + coverage) / 2 (per keypoint
+    group), floored at the Gaussian chi2_3; a coverage whose endpoint level the table lacks is refused."""
+    from probpose_core.lifting import LiftConfig
+
+    s = 0.02
+    floor = chi2.ppf(0.975, 3)
+    assert uncertainty_radius(np.eye(3) * s ** 2, np.eye(3) * 1e-8, 0.95, (40.0, None)) == pytest.approx(s * np.sqrt(40.0))
+    assert uncertainty_radius(np.eye(3) * s ** 2, np.eye(3) * 1e-8, 0.95, (1.0, None)) == pytest.approx(s * np.sqrt(floor))
+    # the endpoint with the larger r^2 * lambda decides
+    assert uncertainty_radius(np.eye(3) * s ** 2, np.eye(3) * (2 * s) ** 2, 0.95, (40.0, 12.0)) == \
+        pytest.approx(2 * s * np.sqrt(max(12.0, floor)))
+
+    joints, head = skeleton()
+    depth = render_depth(joints, head).astype(np.float32)
+    human = human_from(project(joints), [np.eye(2)] * NUM_KEYPOINTS)
+    kp3d = lift_humans([human], depth, K)[0]
+    plain = keep_out_humans([human], [kp3d], depth, K, KeepOutConfig())[0]
+    table = _coverage_table(r2_face=60.0, r2_other=1.0)
+    calibrated = keep_out_humans([human], [kp3d], depth, K, KeepOutConfig(lift=LiftConfig(coverage=table)))[0]
+    for a, b in zip(plain.capsules, calibrated.capsules):
+        assert a.limb == b.limb
+        if limb_part(*a.limb) == "head":  # face keypoints: r^2 60 > chi2_3(0.975) = 9.35
+            assert b.radius > a.radius + 1e-4
+        elif all(k >= 5 for k in a.limb):  # arms / legs: r^2 1 < the floor: Gaussian radius
+            assert b.radius == pytest.approx(a.radius)
+    with pytest.raises(InputError, match="0.975"):
+        KeepOutConfig(coverage=0.95, lift=LiftConfig(coverage=_coverage_table(9.0, 9.0, levels=(0.5, 0.9, 0.95))))
+    KeepOutConfig(coverage=0.9, lift=LiftConfig(coverage=_coverage_table(9.0, 9.0, levels=(0.5, 0.9, 0.95))))

@@ -122,3 +122,24 @@ def test_sampling_region_uses_the_credible_region_outline():
     samples = region_samples(depth, kp, 0.9, 2.0)
     assert (samples == 1.0).sum() == 100 and len(samples) == 10 * 35
     assert len(region_samples(depth, kp, 0.5, 2.0)) < 20  # another level: not that outline
+
+
+def test_sampling_ellipse_takes_the_calibrated_radius():
+    """With a coverage table the sampling ellipse at sample_level has the table's radius^2 for the
+    keypoint's group instead of a Gaussian's; a sample_level the table lacks is refused."""
+    from probpose_core.conformal import GROUPS, CoverageTable
+
+    depth = np.full((60, 60), 3.0, np.float32)
+    depth[10, 22] = 1.0  # 12 px right of the keypoint at (10, 10): outside chi2_2(0.9) = 4.6 (sigma 2 px)
+    cov = np.eye(2) * 4.0
+    kp = human_from(np.full((NUM_KEYPOINTS, 2), 10.0), [cov] * NUM_KEYPOINTS).keypoints[0]
+    assert 1.0 not in region_samples(depth, kp, 0.9, 2.0)
+    assert 1.0 in region_samples(depth, kp, 0.9, 2.0, radius2=40.0)  # radius sqrt(40) * 2 = 12.6 px
+    cells = {g: {"region": [0.5, 0.9], "ellipse_r2": [1.0, 40.0]} for g in GROUPS}
+    table = CoverageTable(levels=(0.5, 0.9), groups=GROUPS, cells=cells)
+    human = human_from(np.full((NUM_KEYPOINTS, 2), 10.0), [cov] * NUM_KEYPOINTS, bbox=(0, 0, 40, 40))
+    plain = lift_humans([human], depth, K, LiftConfig(pixel_sigma=0.0))[0]
+    wide = lift_humans([human], depth, K, LiftConfig(pixel_sigma=0.0, coverage=table))[0]
+    assert wide.depth_pixels[0] > plain.depth_pixels[0]
+    with pytest.raises(InputError, match="0.5, 0.9"):
+        LiftConfig(sample_level=0.95, coverage=table)

@@ -75,3 +75,49 @@ def test_bad_metadata_is_a_clear_error():
     with pytest.raises(InputError, match="codec settings"):
         codec_from_settings({"padding": 1.25, "colour": "red"})
     assert codec_from_settings(codec_settings(ProbMapCodec(padding=1.1))) == ProbMapCodec(padding=1.1)
+
+
+def _table(levels=(0.5, 0.9)):
+    from probpose_core.conformal import GROUPS, CoverageTable
+
+    cells = {g: {"region": [0.3 + 0.01 * i, 1.7], "ellipse_r2": [1.2, 6.5 + i], "n": 50 + i}
+             for i, g in enumerate(GROUPS)}
+    return CoverageTable(levels=levels, groups=GROUPS, cells=cells, data="unit test")
+
+
+def test_coverage_table_round_trips_through_checkpoint_and_sidecar(tmp_path):
+    """The table is stored in the checkpoint (extra) and the sidecar, and only ModelSpec reads it;
+    a model without one is "uncalibrated coverage": the pipeline publishes raw regions and says so."""
+    import logging
+
+    torch.manual_seed(0)
+    config = cnn_config(**SMALL)
+    model = build_model(config).eval()
+    table = _table()
+    ckpt = save_checkpoint(tmp_path / "m.pt", model, config, codec=ProbMapCodec(**SMALL),
+                           extra={"coverage": table.to_dict()})
+    loaded, meta = load_checkpoint(ckpt)
+    onnx_path = export_onnx(loaded, tmp_path / "m.onnx", meta=meta)
+    from_ckpt = ModelSpec.from_meta(meta)
+    from_sidecar = ModelSpec.from_meta(json.loads(onnx_path.with_suffix(".json").read_text()))
+    assert from_ckpt.coverage == table == from_sidecar.coverage and from_ckpt.coverage_calibrated
+    for runner in (OrtRunner(onnx_path), TorchRunner(loaded, meta=meta)):
+        pipe = Pipeline(runner, credible_levels=(0.5, 0.9))
+        assert pipe.regions_calibrated and pipe.coverage == table
+        with pytest.raises(InputError, match="0.5, 0.9"):
+            Pipeline(runner, credible_levels=(0.8,))  # a level the table does not hold: refused
+    bare = ModelSpec.from_meta({})
+    assert bare.coverage is None and not bare.coverage_calibrated
+    logger = logging.getLogger("probpose_core.pipeline")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        pipe = Pipeline(TorchRunner(model), credible_levels=(0.8,))  # no table: any level, raw, with a warning
+    finally:
+        logger.removeHandler(handler)
+    assert not pipe.regions_calibrated and any("uncalibrated coverage" in r.getMessage() for r in records)
+    with pytest.raises(InputError, match="coverage table"):
+        ModelSpec.from_meta({"coverage": {"format": 1, "levels": [0.5], "groups": {"all": [0, 1]},
+                                          "cells": {"all": {"region": [0.5], "ellipse_r2": [1.0]}}}})

@@ -1,7 +1,8 @@
 """Calibrate a checkpoint: the probability-map temperature and the presence threshold.
 
 ``python -m training.calibrate --checkpoint M.pt --ann VAL.json --images DIR --out CALIBRATED.pt
-[--plots DIR] [--max-instances N] [--no-flip-test]``
+[--plots DIR] [--max-instances N] [--no-flip-test] [--coverage-data ANN IMAGES]... [--coverage-levels
+0.5,0.9,0.95,0.975] [--coverage-by-bucket] [--coverage-only]``
 
 The split passed MUST be a validation split (e.g. COCO val, or a part of train held back
 from training), never the held-out data the model is finally evaluated on: both numbers are
@@ -22,6 +23,13 @@ fitted to it, so evaluating on the same data afterwards reports fitted, optimist
 3. Presence threshold: the model with the fitted temperature and sharpness is evaluated on the
    whole split (``evaluate.evaluate_model``, flip test as deployed) and the threshold with the
    best Ex-AP (``search_presence_threshold``) is stored.
+4. Coverage (split conformal, :mod:`probpose_core.conformal`): the model as calibrated so far
+   runs over the GT boxes of the ``coverage_data`` sets (default: the split itself;
+   tools/ship_student.sh passes the even half AND its CropCOCO twin), and the labelled
+   in-window keypoints it declares present give the :class:`CoverageTable` (region and ellipse
+   constants per level, keypoint group and, with ``coverage_by_bucket``, box-size bucket),
+   stored in the checkpoint's ``extra["coverage"]`` (the export copies it into the sidecar).
+   ``--coverage-only`` runs just this step on an already calibrated checkpoint.
 
 Prints the map calibration error before (the input checkpoint's temperature) and after, and
 writes the evaluation plots plus ``map_coverage_calibration.png`` (coverage before / after)
@@ -37,12 +45,15 @@ import numpy as np
 
 from probpose_core.calibration import (Q_GRID, calibration_error, coverage_curve, credible_interval,
                                        fit_temperature, plot_coverage_curve, temperature_maps)
+from probpose_core.conformal import DEFAULT_LEVELS
 from probpose_core.errors import InputError
 
 from probpose_core.spec import ModelSpec, codec_settings, model_spec
 
 from .evaluate import evaluate_model, gt_outputs, logits_runner, predict_and_score, run_command
 
+#: coverage cells per box-size bucket too (not only per keypoint group)
+COVERAGE_BY_BUCKET = False
 #: decode sharpness factors tried (1 = decode the calibrated map itself)
 SHARPNESS_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 DEFAULT_MAX_INSTANCES = 1000  # logits of 1000 instances: ~210 MB float32
@@ -98,12 +109,48 @@ def fit_decode_sharpness(model, meta: dict, ann, images, flip_test: bool, grid=S
     return best, scores
 
 
+def fit_coverage(model, meta: dict, coverage_data, levels=DEFAULT_LEVELS, by_bucket: bool = COVERAGE_BY_BUCKET,
+                 flip_test: bool = False, progress: bool = True):
+    """``(CoverageTable, report on the calibration data)`` of ``model`` with ``meta`` (the spec as
+    it will be stored) on the ``(ann, images)`` pairs of ``coverage_data``."""
+    from probpose_core.evaluation.coverage import KeypointSamples, collect_keypoints, coverage_report, fit_table
+    from probpose_core.runtime.torch_runner import TorchRunner
+
+    runner = TorchRunner(model, meta=meta)
+    spec = model_spec(runner)
+    pairs = [(str(a), str(i)) for a, i in coverage_data]
+    samples = KeypointSamples.concat(collect_keypoints(runner, spec, a, i, flip_test=flip_test, progress=progress)
+                                     for a, i in pairs)
+    what = " + ".join(f"{a} ({i})" for a, i in pairs)
+    table = fit_table(samples, levels, by_bucket, data=f"GT boxes of {what}, flip test {'on' if flip_test else 'off'}, "
+                                                       f"presence threshold {spec.presence_threshold:.4g}")
+    return table, coverage_report(samples, table)
+
+
+def calibrate_coverage_only(checkpoint, coverage_data, out, levels=DEFAULT_LEVELS, by_bucket: bool = COVERAGE_BY_BUCKET,
+                            flip_test: bool = False, progress: bool = True) -> dict:
+    """Step 4 alone on an already calibrated ``checkpoint``: everything else is kept as it is."""
+    from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    spec = ModelSpec.from_meta(meta)
+    table, report = fit_coverage(model, meta, coverage_data, levels, by_bucket, flip_test, progress)
+    extra = dict(meta["extra"], coverage=table.to_dict())
+    save_checkpoint(out, model, meta["config"], codec=spec.codec, temperature=float(meta["temperature"]),
+                    presence_threshold=spec.presence_threshold, extra=extra)
+    return {"coverage": table, "coverage_report": report}
+
+
 def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bool = True,
-                         max_instances: int = DEFAULT_MAX_INSTANCES, seed: int = 0, progress: bool = True) -> dict:
-    """Fit temperature and presence threshold of ``checkpoint`` on the VALIDATION split ``ann``
-    / ``images`` and write the calibrated checkpoint to ``out``. Returns a summary dict
-    (``temperature`` as stored, ``presence_threshold``, ``map`` fit numbers or None,
-    ``metrics`` of the calibrated model)."""
+                         max_instances: int = DEFAULT_MAX_INSTANCES, seed: int = 0, progress: bool = True,
+                         coverage_data=None, coverage_levels=DEFAULT_LEVELS,
+                         coverage_by_bucket: bool = COVERAGE_BY_BUCKET, coverage_required: bool = False) -> dict:
+    """Fit temperature, sharpness, presence threshold and coverage table of ``checkpoint`` on the
+    VALIDATION split ``ann`` / ``images`` (coverage: on ``coverage_data``, default that split) and
+    write the calibrated checkpoint to ``out``. Returns a summary dict (``temperature`` as stored,
+    ``presence_threshold``, ``map`` fit numbers or None, ``metrics`` of the calibrated model,
+    ``coverage`` the table or None with ``coverage_problem`` saying why: then the checkpoint
+    carries no table (uncalibrated coverage) unless ``coverage_required`` made that an InputError)."""
     from probpose_core.data.instances import load_instances
     from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
     from probpose_core.runtime.torch_runner import TorchRunner
@@ -141,17 +188,39 @@ def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bo
                             "sharpness_ex_ap": None if fit is None else {f"{c:g}": ap for c, ap in
                                                                          fit["sharpness_ex_ap"].items()},
                             "ex_ap": float(metrics["Ex-AP"]), "flip_test": bool(flip_test)}
+    table, report, problem = None, None, None
+    try:
+        table, report = fit_coverage(model, dict(meta, presence_threshold=threshold), coverage_data or [(ann, images)],
+                                     coverage_levels, coverage_by_bucket, flip_test, progress)
+        extra["coverage"] = table.to_dict()
+    except InputError as exc:  # e.g. too few keypoints for a level: the model stays UNCALIBRATED in coverage
+        if coverage_required:
+            raise
+        problem = str(exc)
     save_checkpoint(out, model, config, codec=codec, temperature=float(temperature), presence_threshold=threshold,
                     extra=extra)
     if plots is not None and fit is not None:
         plot_coverage_curve({f"before (T = {fit['head_temperature_before']:.3g})": fit["coverage_before"],
                              f"after (T = {fit['head_temperature_after']:.3g})": fit["coverage_after"]},
                             Path(plots) / "map_coverage_calibration.png")
-    return {"temperature": float(temperature), "presence_threshold": threshold, "map": fit, "metrics": metrics}
+    return {"temperature": float(temperature), "presence_threshold": threshold, "map": fit, "metrics": metrics,
+            "coverage": table, "coverage_report": report, "coverage_problem": problem}
+
+
+def format_coverage(summary: dict) -> str:
+    """The coverage table's constants per cell and level (region score quantile, ellipse r^2, n)."""
+    table = summary["coverage"]
+    if table is None:
+        return f"coverage NOT calibrated (the checkpoint carries no coverage table): {summary.get('coverage_problem')}"
+    lines = [f"coverage table ({table.data}):"]
+    for key, cell in table.cells.items():
+        per = ", ".join(f"{q:g}: s {s:.3f} r2 {r:.2f}" for q, s, r in zip(table.levels, cell["region"], cell["ellipse_r2"]))
+        lines.append(f"  {key} (n {cell['n']}): {per}")
+    return "\n".join(lines)
 
 
 def format_summary(summary: dict) -> str:
-    """Terminal lines: temperature and map calibration error before/after, threshold and Ex-AP."""
+    """Terminal lines: temperature and map calibration error before/after, threshold and Ex-AP, coverage table."""
     lines = []
     fit = summary["map"]
     if fit is None:
@@ -166,6 +235,7 @@ def format_summary(summary: dict) -> str:
     m = summary["metrics"]
     lines.append(f"presence threshold: {m['checkpoint_presence_threshold']:.4g} -> {summary['presence_threshold']:.4g} "
                  f"(Ex-AP {m['at_checkpoint_threshold']['Ex-AP']:.4f} -> {m['Ex-AP']:.4f}, AP {m['AP']:.4f})")
+    lines.append(format_coverage(summary))
     return "\n".join(lines)
 
 
@@ -182,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-flip-test", dest="flip_test", action="store_false",
                         help="threshold search without the flip test")
     parser.add_argument("--seed", type=int, default=0, help="seed of the instance subset (default 0)")
+    parser.add_argument("--coverage-data", nargs=2, action="append", metavar=("ANN", "IMAGES"),
+                        help="a COCO keypoints file and its images for the coverage table (repeat for several; "
+                             "default: --ann / --images). Never the data coverage is reported on")
+    parser.add_argument("--coverage-levels", default=",".join(f"{q:g}" for q in DEFAULT_LEVELS),
+                        help=f"calibrated levels (default {','.join(f'{q:g}' for q in DEFAULT_LEVELS)}; 0.975 is "
+                             "the per-endpoint level of keep_out_coverage 0.95)")
+    parser.add_argument("--coverage-by-bucket", action=argparse.BooleanOptionalAction, default=COVERAGE_BY_BUCKET,
+                        help="Mondrian cells per keypoint group AND box-size bucket (default: "
+                             f"{'on' if COVERAGE_BY_BUCKET else 'off'})")
+    parser.add_argument("--require-coverage", action="store_true",
+                        help="fail (exit 2) when the coverage table cannot be fitted instead of writing a checkpoint "
+                             "without one")
+    parser.add_argument("--coverage-only", action="store_true",
+                        help="only (re)fit the coverage table of an already calibrated checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -190,10 +274,22 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def action():
-        summary = calibrate_checkpoint(args.checkpoint, args.ann, args.images, args.out, plots=args.plots,
-                                       flip_test=args.flip_test, max_instances=args.max_instances, seed=args.seed,
-                                       progress=not args.quiet)
-        print(format_summary(summary))
+        from probpose_core.predict import parse_credible_levels
+
+        data = args.coverage_data or [(args.ann, args.images)]
+        args.coverage_levels = parse_credible_levels(args.coverage_levels)
+        if args.coverage_only:
+            summary = calibrate_coverage_only(args.checkpoint, data, args.out, args.coverage_levels,
+                                              args.coverage_by_bucket, args.flip_test, progress=not args.quiet)
+            print(format_coverage(summary))
+        else:
+            summary = calibrate_checkpoint(args.checkpoint, args.ann, args.images, args.out, plots=args.plots,
+                                           flip_test=args.flip_test, max_instances=args.max_instances, seed=args.seed,
+                                           progress=not args.quiet, coverage_data=data,
+                                           coverage_levels=args.coverage_levels,
+                                           coverage_by_bucket=args.coverage_by_bucket,
+                                           coverage_required=args.require_coverage)
+            print(format_summary(summary))
         print(f"wrote {args.out}" + (f"; plots in {args.plots}" if args.plots else ""))
 
     return run_command("calibrate", action)

@@ -157,6 +157,7 @@ def _sidecar(model, names, options: dict, meta: dict | None) -> dict:
         "temperature": float(meta.get("temperature", 1.0)),
         "presence_threshold": spec.presence_threshold,
         "heatmap_only": spec.heatmap_only,
+        "coverage": None if spec.coverage is None else spec.coverage.to_dict(),  # conformal.CoverageTable
         "model_hash": meta.get("model_hash") or weights_hash(model.state_dict()),
         "codec": codec_settings(spec.codec),
         "config": config.to_dict(),
