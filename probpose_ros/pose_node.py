@@ -7,7 +7,7 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
   whether hri_msgs imports, is left out of the file: :data:`MACHINE_DEFAULTS`). They are read at start-up
   (``read_only``): change them with a params file or ``-p name:=value``.
 - Images (``sensor_msgs/Image``, or ``CompressedImage`` with ``compressed: true``) are
-  subscribed with ``image_qos`` (reliable by default, keep-last depth 1; best_effort for a
+  subscribed with ``image_qos`` (reliable by default, keep-last ``image_qos_depth`` 3; best_effort for a
   camera on sensor-data QoS: :mod:`probpose_ros.image_qos`) on ``image_topic`` (default ``image``,
   meant to be remapped: ``-r image:=/camera/image_raw``). Frames above ``max_image_pixels``
   are refused as bad (compressed ones by their header, before decoding).
@@ -87,6 +87,7 @@ PARAMETERS = (
     Param("compressed", False, "Subscribe to sensor_msgs/CompressedImage (JPEG/PNG, decoded with OpenCV) "
                                "instead of sensor_msgs/Image."),
     Param("image_qos", image_qos.DEFAULT, image_qos.DESCRIPTION),
+    Param("image_qos_depth", image_qos.DEFAULT_DEPTH, image_qos.DEPTH_DESCRIPTION),
     Param("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS, "Largest accepted image, in pixels (width x height; "
                                                         "default 4096x3072 = 12.6 MP): larger raw frames, and "
                                                         "compressed frames whose JPEG/PNG header claims more, are "
@@ -202,7 +203,7 @@ class PoseNode(LifecycleNode):
         try:
             self.rep155 = self._rep155_publisher()
             self.depth = depth_outputs.DepthOutputs.from_params(self, self.params, self.presence_threshold)
-            qos = image_qos.image_qos(self.params["image_qos"])
+            qos = image_qos.image_qos(self.params["image_qos"], self.params["image_qos_depth"])
         except InputError as exc:
             self.get_logger().error(f"activate failed: {exc}")
             self._clear_rep155()
@@ -354,8 +355,9 @@ class PoseNode(LifecycleNode):
         self.pub_humans.publish(out)
         self.stats.frame_published(latency)
         self._last_header = msg.header
-        if self.rep155 is not None:
-            self.rep155.publish(humans, msg.header, (frame.shape[1], frame.shape[0]))
+        if self.rep155 is not None:  # a body lives as long as its confirmed track, seen this frame or not
+            track_ids = [t.id for t in self.tracker.confirmed] if self.tracker is not None else None
+            self.rep155.publish(humans, msg.header, (frame.shape[1], frame.shape[0]), track_ids)
         if self.pub_markers is not None and self.pub_markers.get_subscription_count():
             self.pub_markers.publish(markers.humans_to_markers(humans, msg.header, self.presence_threshold,
                                                                self.credible_level))

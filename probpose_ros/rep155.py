@@ -7,8 +7,11 @@ out: a REP-155 body needs an id that lasts), :class:`Rep155Publisher` publishes
 - ``/humans/bodies/<body_id>/roi`` (``hri_msgs/NormalizedRegionOfInterest2D``),
 
 and then ``/humans/bodies/tracked`` (``hri_msgs/IdsList``, every frame, empty when nobody is
-tracked). The publishers of a body are created when its id first appears and destroyed when
-it is gone from a frame. All messages carry a copy of the source image's header (REP-155: the
+tracked). A body lives as long as its confirmed track: the node passes the tracker's confirmed
+track ids, so a person the detector missed for a few frames (the tracker keeps the track for up
+to ``track_max_misses``) stays on ``tracked`` and keeps its publishers, with their latched last
+messages. A body's publishers are created once, when its id first appears, and destroyed when
+its track is dropped. All messages carry a copy of the source image's header (REP-155: the
 stamp is the image's acquisition time).
 
 Conversions (the .msg comments and REP-155 are the contract; pure functions, no node needed):
@@ -32,7 +35,7 @@ Conversions (the .msg comments and REP-155 are the contract; pure functions, no 
   subscribes ``/roi`` latched and the others with default QoS; this profile serves both, and a
   late subscriber gets the current list and each body's latest messages at once.
 
-Per frame the node calls ``rep155.publish(humans, image_msg.header, (width, height))``;
+Per frame the node calls ``rep155.publish(humans, image_msg.header, (width, height), track_ids)``;
 ``publish([], header, size)`` clears every body (e.g. when processing stops); :meth:`close`
 destroys the publishers.
 """
@@ -170,7 +173,7 @@ class Rep155Publisher:
     call :meth:`publish` from one thread (the node's worker).
     """
 
-    def __init__(self, node, presence_threshold: float = 0.5, id_prefix: str | None = None):
+    def __init__(self, node, presence_threshold: float, id_prefix: str | None = None):
         _require_msgs()
         self.node = node
         self.presence_threshold = float(presence_threshold)
@@ -182,9 +185,11 @@ class Rep155Publisher:
     def body_id(self, track_id) -> str:
         return body_id(track_id, self.id_prefix)
 
-    def publish(self, humans, header, image_size) -> list[str]:
+    def publish(self, humans, header, image_size, track_ids=None) -> list[str]:
         """Publish one frame's people (``list[Human]``, image px; header: the source image's;
-        image_size: ``(width, height)``). Returns the body ids published on ``tracked``."""
+        image_size: ``(width, height)``). track_ids: every live (confirmed) track's id, also
+        those this frame missed: their bodies stay on ``tracked`` with their publishers (None:
+        this frame's people only). Returns the body ids published on ``tracked``."""
         current = {}
         for h in humans:
             if h.id is None:
@@ -201,9 +206,10 @@ class Rep155Publisher:
             skeleton_pub, roi_pub = self.bodies[bid]
             skeleton_pub.publish(skeleton_msg(h, header, image_size, self.presence_threshold))
             roi_pub.publish(roi_msg(h, header, image_size))
-        ids = list(current)
+        missed = [bid for bid in map(self.body_id, track_ids or ()) if bid in self.bodies and bid not in current]
+        ids = list(current) + missed
         self.tracked_pub.publish(ids_msg(ids, header))
-        for bid in [b for b in self.bodies if b not in current]:
+        for bid in [b for b in self.bodies if b not in ids]:
             self._destroy(bid)
         return ids
 

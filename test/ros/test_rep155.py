@@ -236,3 +236,96 @@ def test_publisher_over_dds(domain, probe):
         node.destroy_node()
         context.try_shutdown()
         spinner.join(timeout=5)
+
+
+def test_a_body_lives_as_long_as_its_track_over_dds(domain, probe):
+    """track_ids (the tracker's confirmed tracks): a body missed by this frame stays on
+    ``tracked`` and keeps its publishers and latched messages; it goes when its track does."""
+    import rclpy
+    from ros_harness import Spun
+
+    probe.subscribe(IdsList, "/humans/bodies/tracked")
+    spun = Spun(domain)
+    try:
+        rep = rep155.Rep155Publisher(spun.spin(rclpy.create_node("rep155_live", context=spun.context)),
+                                     presence_threshold=0.5, id_prefix="lv")
+        assert probe.wait_for(lambda: rep.tracked_pub.get_subscription_count() >= 1), "probe never matched"
+        a, b = make_human(track_id=1), make_human(track_id=2, dx=150.0)
+        assert rep.publish([a, b], header(sec=0), (W, H), track_ids=[1, 2]) == ["lv1", "lv2"]
+        publishers = dict(rep.bodies)
+        assert rep.publish([a], header(sec=1), (W, H), track_ids=[1, 2]) == ["lv1", "lv2"]  # b missed
+        assert rep.publish([b, a], header(sec=2), (W, H), track_ids=[1, 2]) == ["lv2", "lv1"]
+        assert rep.bodies == publishers  # the same publishers: never destroyed and created again
+        assert rep.publish([a], header(sec=3), (W, H), track_ids=[1]) == ["lv1"]  # b's track dropped
+        assert set(rep.bodies) == {"lv1"} and rep.bodies["lv1"] == publishers["lv1"]
+        assert rep.publish([], header(sec=4), (W, H), track_ids=[1, 7]) == ["lv1"]  # 7: never seen, no body
+        assert probe.wait_for(lambda: len(probe.messages("/humans/bodies/tracked")) == 5)
+        assert [list(m.ids) for m in probe.messages("/humans/bodies/tracked")] == [
+            ["lv1", "lv2"], ["lv1", "lv2"], ["lv2", "lv1"], ["lv1"], ["lv1"]]
+        rep.close()
+    finally:
+        spun.close()
+
+
+class MissingDetector:
+    """Stand-in detector: one full-frame person (score 0.9), except on the calls in ``misses``
+    (1-based), where it finds nobody."""
+
+    name = "missing"
+
+    def __init__(self, misses):
+        self.misses, self.calls = set(misses), 0
+
+    def detect(self, frame):
+        self.calls += 1
+        if self.calls in self.misses:
+            return np.zeros((0, 4)), np.zeros(0)
+        h, w = frame.shape[:2]
+        return np.array([[0.0, 0.0, float(w), float(h)]]), np.array([0.9])
+
+
+def test_node_keeps_a_body_while_the_detector_misses_frames(domain, probe, tiny_model, monkeypatch):
+    """Issue 19 D1: the node with a detector that misses frames 5, 8 and 11 of 12: the person's
+    track lives on (track_max_misses 2), so /humans/bodies/tracked lists the body on every frame
+    from its confirmation on and its publishers are created once (the old node destroyed them on
+    each missed frame and created them again). Two misses in a row drop the track: the body
+    goes, its publishers destroyed once."""
+    from sensor_msgs.msg import Image
+    from test_pose_node import InProcessNode
+
+    from ros_harness import image_msg, sensor_qos, stamp_ns
+
+    from probpose_msgs.msg import HumanArray
+    from probpose_ros import pose_node
+
+    monkeypatch.setattr(pose_node, "make_detector", lambda name, **kw: MissingDetector({5, 8, 11, 13, 14, 15}))
+    probe.subscribe(HumanArray, "/humans/keypoints")
+    probe.subscribe(IdsList, "/humans/bodies/tracked")
+    pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
+    node = InProcessNode(domain, model=str(tiny_model), image_topic="/camera/image_raw", rep155=True,
+                         track_min_hits=3, track_max_misses=2, publish_markers=False, publish_annotated_image=False)
+    made, destroyed = [], []
+    create, destroy = node.node.create_publisher, node.node.destroy_publisher
+    monkeypatch.setattr(node.node, "create_publisher", lambda t, topic, *a, **k: made.append(topic) or create(
+        t, topic, *a, **k))
+    monkeypatch.setattr(node.node, "destroy_publisher", lambda p: destroyed.append(p.topic_name) or destroy(p))
+    try:
+        assert probe.wait_for(lambda: pub.get_subscription_count() >= 1), "the node never subscribed"
+
+        def tracked_at(i):
+            return [list(m.ids) for m in probe.messages("/humans/bodies/tracked") if stamp_ns(m.header) == 10**9 * i]
+
+        for i in range(1, 16):  # one frame at a time: each one processed, none dropped
+            pub.publish(image_msg(np.zeros((120, 160, 3), np.uint8), 10**9 * i))
+            assert probe.wait_for(lambda: tracked_at(i)), f"frame {i}: no /humans/bodies/tracked"
+        people = {stamp_ns(m.header) // 10**9: len(m.humans) for m in probe.messages("/humans/keypoints")}
+        assert [i for i in range(1, 16) if not people[i]] == [5, 8, 11, 13, 14, 15]  # the detector's misses
+        ids = {i: tracked_at(i)[0] for i in range(1, 16)}
+        body = ids[3][0]  # confirmed at its 3rd consecutive hit
+        assert ids[1] == ids[2] == [] and all(ids[i] == [body] for i in range(3, 14)), ids
+        assert ids[14] == ids[15] == []  # two misses in a row: the track and its body are gone
+        skeleton_topic = f"/humans/bodies/{body}/skeleton2d"
+        assert made.count(skeleton_topic) == 1 and made.count(f"/humans/bodies/{body}/roi") == 1, made
+        assert destroyed.count(skeleton_topic) == 1, destroyed
+    finally:
+        node.close()
