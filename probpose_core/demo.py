@@ -2,13 +2,14 @@
 
 Every frame of the clip goes through the shipped person detector (``make_detector("nanodet")``
 by default), :class:`pipeline.Pipeline` (crops, ONNX Runtime, expected-OKS decode,
-presence, 50 % credible regions) with the shipped pose model
+presence, 90 % credible regions) with the shipped pose model
 (:func:`shipped.default_pose_model`) or ``--model`` (a .pt checkpoint or an .onnx), and the
 node's person tracker (:class:`tracking.Tracker`, default settings, frame times from the clip's
 frame rate; its time counts in the pose stage). Written under the output folder:
 
 - ``annotated.mp4``: every frame with boxes, keypoints coloured by presence, the skeleton
-  between present keypoints, credible-region outlines and track ids (:func:`overlay.draw_humans`,
+  between present keypoints, their 90 % credible regions filled translucently in the colour of
+  the body side, and track ids (:func:`overlay.draw_humans`,
   as the ROS node draws); mp4v, the clip's size and frame rate;
 - ``contact_sheet.png``: :data:`SHEET_FRAMES` evenly spaced annotated frames, downscaled, in a grid;
 - ``frames.json``: ``[{"frame": i, "humans": [...]}, ...]``, each human as
@@ -23,7 +24,6 @@ frame rate; its time counts in the pose stage). Written under the output folder:
   ``calibration.json``, from :func:`calibration.gt_outputs`; the twin is written to
   ``cropcoco/``.
 """
-import json
 import sys
 import time
 from pathlib import Path
@@ -43,7 +43,8 @@ STAGES = ("decode video", "detector", "pose (pipeline)", "drawing", "encode vide
 SHEET_FRAMES = 8
 SHEET_COLUMNS = 4
 SHEET_TILE_WIDTH = 480
-CREDIBLE_LEVEL = 0.5
+#: the credible level of the regions the demo computes, draws and writes to frames.json
+CREDIBLE_LEVEL = 0.9
 
 
 def demo_clip() -> Path:
@@ -133,7 +134,7 @@ def _calibration(runner, coco_dir: Path, out: Path, threshold: float) -> dict | 
         annotated = o["keypoint_weights"] > 0
         p, t = o["presence"][annotated], o["presence_target"][annotated]
         curves[label] = coverage_curve(lo, w, Q_GRID, hi)
-        c50, c90 = coverage_curve(lo, w, (CREDIBLE_LEVEL, 0.9), hi)
+        c50, c90 = coverage_curve(lo, w, (0.5, 0.9), hi)
         numbers[label] = {"instances": len(o["presence"]), "keypoints": int(annotated.sum()),
                           "coverage_50": float(c50), "coverage_90": float(c90),
                           "map_calibration_error": float(calibration_error(lo, w, Q_GRID, hi)),
@@ -159,13 +160,15 @@ def _calibration(runner, coco_dir: Path, out: Path, threshold: float) -> dict | 
 
 
 def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int | None = None,
-             detector: str = "nanodet", runtime: str = "ort", progress: bool = True) -> dict:
+             detector: str = "nanodet", runtime: str = "ort", progress: bool = True,
+             allow_uncalibrated: bool = False) -> dict:
     """Run the demo into ``out_dir`` (see the module docstring); returns ``{"timing": ...,
     "calibration": ... or None, "files": [...]}``.
 
     model: .pt / .onnx path (None: the shipped pose model); video: a clip cv2 can read (None:
     the shipped one); coco: labelled COCO folder for the calibration plots (None or missing:
-    skipped); max_frames: stop after this many frames; detector: a ``make_detector`` spec.
+    skipped); max_frames: stop after this many frames; detector: a ``make_detector`` spec;
+    allow_uncalibrated: run an .onnx without its sidecar (warned) instead of refusing it.
     """
     from tqdm import tqdm
 
@@ -188,7 +191,7 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
         total = min(total or int(max_frames), int(max_frames))
     fps_in = cap.get(cv2.CAP_PROP_FPS) or 25.0
 
-    runner = make_runner(model, runtime=runtime)
+    runner = make_runner(model, runtime=runtime, allow_uncalibrated=allow_uncalibrated)
     pipe = Pipeline(runner, detector=make_detector(detector), credible_levels=(CREDIBLE_LEVEL,), invalid_boxes="skip")
     threshold = pipe.presence_threshold  # the model's (ModelSpec)
     tracker = Tracker(TrackerConfig(presence_threshold=threshold))
@@ -237,8 +240,7 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
     if not frames:
         raise InputError(f"no frame could be read from {video}")
 
-    # compact (one line): dump_json's indentation puts every polygon vertex on lines of its own
-    (out / "frames.json").write_text(json.dumps(frames, separators=(",", ":"), allow_nan=False) + "\n")
+    dump_json(frames, out / "frames.json", compact=True)
     cv2.imwrite(str(out / "contact_sheet.png"), cv2.cvtColor(contact_sheet(tiles), cv2.COLOR_RGB2BGR))
     people = [len(f["humans"]) for f in frames]
     per_person = [ms / n for ms, n in zip(times["pose (pipeline)"], people) if n]

@@ -21,11 +21,13 @@ def load_json(path, what: str = "JSON file"):
         raise InputError(f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
 
-def dump_json(obj, path) -> None:
-    """Write ``obj`` as indented JSON, creating parent folders; NaN is refused."""
+def dump_json(obj, path, compact: bool = False) -> None:
+    """Write ``obj`` as indented JSON, creating parent folders; NaN is refused. ``compact``: one
+    line without spaces (for polygons: indentation puts every vertex number on a line of its own)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    layout = {"separators": (",", ":")} if compact else {"indent": 2}
+    path.write_text(json.dumps(obj, allow_nan=False, **layout) + "\n")
 
 
 def require_finite(values, where: str) -> None:

@@ -1,15 +1,31 @@
 """Annotated images: keypoints coloured by presence, skeleton between present keypoints,
-credible-region outlines and boxes. Used by the demo, `probpose predict` and the ROS node
-(per frame there: coordinates are rounded once, limbs go to cv2 in one call).
+credible regions and boxes. Used by the demo and the ROS node's annotated image
+(:func:`draw_humans`; per frame there: coordinates are rounded once, limbs go to cv2 in one call).
+
+Credible regions of present keypoints are filled translucently (:data:`REGION_ALPHA`) in the
+colour of the keypoint's body side (:data:`SIDE_RGB`: left, right, centre) with a 1-px outline
+in the same colour on top, so the area a keypoint may lie in is visible, not only its border.
+Which keypoints count as present is the caller's ``threshold``: the model's ModelSpec's
+(``Pipeline.presence_threshold``), never a default here.
 """
 import cv2
 import numpy as np
 
-from .keypoints import SKELETON
+from .keypoints import NAMES, SKELETON
 
 BOX_RGB = (80, 160, 255)
 LIMB_RGB = (0, 200, 255)
+#: credible-region colour per body side (RGB): left_* keypoints, right_* ones, the others (nose)
+SIDE_RGB = {"left": (70, 110, 255), "right": (255, 80, 170), "centre": (255, 255, 255)}
+#: opacity of the region fill (the outline is opaque)
+REGION_ALPHA = 0.35
 _SKELETON = np.asarray(SKELETON, dtype=np.intp).reshape(-1, 2)
+_SIDE_OF = tuple(SIDE_RGB[n.split("_")[0] if n.startswith(("left_", "right_")) else "centre"] for n in NAMES)
+
+
+def side_color(k: int) -> tuple[int, int, int]:
+    """The region colour of keypoint ``k`` (COCO order; keypoints beyond the table: centre)."""
+    return _SIDE_OF[k] if 0 <= k < len(_SIDE_OF) else SIDE_RGB["centre"]
 
 
 def presence_color(presence: float) -> tuple[int, int, int]:
@@ -26,13 +42,15 @@ def presence_colors(presence) -> list[tuple[int, int, int]]:
     return [(r, g, 0) for r, g in zip(red.tolist(), green.tolist())]
 
 
-def draw_pose(image: np.ndarray, keypoints, presence, threshold: float = 0.5, bbox=None,
+def draw_pose(image: np.ndarray, keypoints, presence, threshold: float, bbox=None,
               regions=None, label: str | None = None, antialias: bool = True) -> np.ndarray:
     """Draw one person onto ``image (H, W, 3) uint8 RGB`` in place and return it.
 
-    keypoints: (K, 2) image coordinates; presence: (K,); bbox: xywh or None;
-    regions: optional list (per keypoint) of lists of (M, 2) polygons in image coordinates.
-    Keypoints below ``threshold`` are drawn as small hollow markers and get no skeleton lines.
+    keypoints: (K, 2) image coordinates; presence: (K,); threshold: presence from which a
+    keypoint is present (the model's, required); bbox: xywh or None; regions: optional list (per
+    keypoint) of lists of (M, 2) polygons in image coordinates, drawn for present keypoints
+    (:func:`draw_regions`). Keypoints below ``threshold`` are drawn as small hollow markers and
+    get no skeleton lines and no region.
     antialias: smooth lines, circles and text (cv2.LINE_AA); False draws the same shapes with
     cv2.LINE_8 in about half the time (the ROS node's per-frame choice).
     """
@@ -49,10 +67,7 @@ def draw_pose(image: np.ndarray, keypoints, presence, threshold: float = 0.5, bb
             cv2.putText(image, label, (round(x), max(12, round(y) - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.4 * thick, BOX_RGB, thick, line)
     if regions is not None:
-        for k, polys in enumerate(regions):
-            if present[k] and len(polys):
-                outlines = [np.rint(np.asarray(poly)).astype(np.int32).reshape(-1, 1, 2) for poly in polys]
-                cv2.polylines(image, outlines, True, colors[k], 1, line)
+        draw_regions(image, [polys if present[k] else [] for k, polys in enumerate(regions)], line, max(1, thick // 2))
     points = np.rint(kp).astype(np.int32)
     limbs = _SKELETON[(_SKELETON < len(kp)).all(axis=1)]
     limbs = limbs[present[limbs].all(axis=1)]
@@ -66,9 +81,34 @@ def draw_pose(image: np.ndarray, keypoints, presence, threshold: float = 0.5, bb
     return image
 
 
+def draw_regions(image: np.ndarray, regions, line: int = cv2.LINE_AA, thickness: int = 1) -> np.ndarray:
+    """Fill the polygons ``regions[k] (list of (M, 2), image px)`` of every keypoint ``k`` onto
+    ``image (H, W, 3) uint8 RGB`` in place, translucent (:data:`REGION_ALPHA`) in
+    :func:`side_color` ``(k)``, then outline them opaquely in the same colour (``thickness`` px,
+    ``line`` type). The blend touches only the regions' bounding box (plus the anti-aliased edge)."""
+    shapes = [(k, np.rint(np.asarray(poly, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2))
+              for k, polys in enumerate(regions) for poly in polys if len(poly)]
+    if not shapes:
+        return image
+    height, width = image.shape[:2]
+    corners = np.concatenate([poly for _, poly in shapes]).reshape(-1, 2)
+    x0, y0 = np.clip(corners.min(axis=0) - 2, 0, (width, height))
+    x1, y1 = np.clip(corners.max(axis=0) + 3, 0, (width, height))
+    if x0 < x1 and y0 < y1:
+        roi = image[y0:y1, x0:x1]
+        layer, offset = roi.copy(), np.array([x0, y0], dtype=np.int32)
+        for k, poly in shapes:
+            cv2.fillPoly(layer, [poly - offset], side_color(k), line)
+        roi[:] = cv2.addWeighted(layer, REGION_ALPHA, roi, 1.0 - REGION_ALPHA, 0.0)
+    for k, poly in shapes:
+        cv2.polylines(image, [poly], True, side_color(k), thickness, line)
+    return image
+
+
 def draw_humans(canvas: np.ndarray, humans, threshold: float, antialias: bool = True) -> np.ndarray:
-    """Draw every human (keypoints, skeleton, regions, box and label) onto ``canvas (H, W, 3)`` RGB
-    in place. The label is the track id (``id 7``, as in HumanArray's ``Human.id``), or ``#i``, the
+    """Draw every human (keypoints, skeleton, the credible regions of its present keypoints at
+    every level it carries, box and label) onto ``canvas (H, W, 3)`` RGB in place; ``threshold``:
+    the model's presence threshold (``Pipeline.presence_threshold``). The label is the track id (``id 7``, as in HumanArray's ``Human.id``), or ``#i``, the
     index in ``humans``, for a person on no confirmed track."""
     for i, human in enumerate(humans):
         kp = human.keypoint_array()

@@ -79,12 +79,14 @@ def outline_edges(sizes) -> np.ndarray:
     return np.stack([vertex[keep], nxt[keep]], axis=1).reshape(-1)
 
 
-def humans_to_markers(humans, header, presence_threshold: float = 0.5, credible_level: float | None = 0.5,
+def humans_to_markers(humans, header, presence_threshold: float, credible_level: float | None = 0.5,
                       pixel_size: float = 0.001, lifetime: float = 0.5, point_px: float = 6.0, line_px: float = 2.0,
                       text_px: float = 14.0, clear: bool = True) -> MarkerArray:
     """The ``MarkerArray`` of the people ``humans (list[Human], image px)`` of the image with ``header``.
 
-    pixel_size: metres per pixel; lifetime: seconds a marker stays without being refreshed;
+    presence_threshold: keypoints below it are absent (the pipeline's, i.e. the model's ModelSpec's
+    unless overridden; required); pixel_size: metres per pixel; lifetime: seconds a marker stays
+    without being refreshed;
     point_px / line_px / text_px: sphere diameter, line width and text height in pixels.
     """
     def marker(ns: str, marker_id: int, kind: int, width_px: float, points=None, colors=None, color=None,

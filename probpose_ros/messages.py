@@ -82,13 +82,15 @@ def keypoint_to_msg(kp: Keypoint, credible_level: float | None) -> KeypointMsg:
     )
 
 
-def humans_to_msg(humans, header, image_size, model_id: str = "", presence_threshold: float = 0.5,
+def humans_to_msg(humans, header, image_size, model_id: str = "", *, presence_threshold: float,
                   credible_level: float | None = 0.5, processing_latency: float = 0.0) -> HumanArray:
     """The people of one image -> ``probpose_msgs/HumanArray``.
 
     humans: ``list[Human]`` with 17 keypoints each (image pixels); header: the input image's
-    ``std_msgs/Header`` (copied); image_size: ``(width, height)`` in pixels;
-    processing_latency: seconds from receiving the image to publishing.
+    ``std_msgs/Header`` (copied); image_size: ``(width, height)`` in pixels; presence_threshold:
+    the one the pipeline judged presence with (its ModelSpec's unless overridden; required: a
+    default here would publish another threshold than the model's); processing_latency: seconds
+    from receiving the image to publishing.
     """
     width, height = (int(v) for v in image_size)
     ordered = order_humans(humans)

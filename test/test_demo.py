@@ -11,7 +11,7 @@ import cv2
 import pytest
 
 from probpose_core.cli import main
-from probpose_core.demo import STAGES, run_demo
+from probpose_core.demo import CREDIBLE_LEVEL, STAGES, run_demo
 from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.results import humans_from_json, humans_to_json
 from probpose_core.tracking import TrackerConfig
@@ -59,7 +59,7 @@ def test_demo_writes_video_sheet_frames_timing_and_plots(tmp_path, model, capsys
         for h in humans:
             assert len(h.keypoints) == NUM_KEYPOINTS
             assert all(0.0 <= k.presence <= 1.0 for k in h.keypoints)
-            assert all(set(k.regions) <= {0.5} for k in h.keypoints)
+            assert all(set(k.regions) <= {CREDIBLE_LEVEL} == {0.9} for k in h.keypoints)
         assert any(k.regions for h in humans for k in h.keypoints) or not humans
         ids = [h.id for h in humans if h.id is not None]
         assert len(ids) == len(set(ids))  # track ids: one person each

@@ -104,7 +104,7 @@ def test_skeleton_only_between_present_keypoints():
     presence = np.full(17, 0.8)
     for name in ("left_elbow", "right_knee", "nose"):
         presence[INDEX[name]] = 0.2
-    (lines,) = by_ns(humans_to_markers([make_human(presence)], header()), "skeleton")
+    (lines,) = by_ns(humans_to_markers([make_human(presence)], header(), presence_threshold=0.5), "skeleton")
     assert lines.type == Marker.LINE_LIST and len(lines.points) == len(lines.colors)
     expected = {(a, b) for a, b in SKELETON if presence[a] >= 0.5 and presence[b] >= 0.5}
     assert limbs_of(lines, 0.001) == expected
@@ -112,24 +112,26 @@ def test_skeleton_only_between_present_keypoints():
 
 
 def test_nobody_present_leaves_out_empty_markers():
-    array = humans_to_markers([make_human(np.zeros(17))], header())
+    array = humans_to_markers([make_human(np.zeros(17))], header(), presence_threshold=0.5)
     assert not by_ns(array, "skeleton") and not by_ns(array, "regions")
     assert len(by_ns(array, "keypoints")) == 1  # absent keypoints are still shown, in red
     assert all(color_tuple(c) == expected_color(0.0) for c in by_ns(array, "keypoints")[0].colors)
 
 
 def test_regions_at_the_level_only_and_disabled():
-    array = humans_to_markers([make_human(np.ones(17), regions_level=0.9)], header(), credible_level=0.5)
+    array = humans_to_markers([make_human(np.ones(17), regions_level=0.9)], header(), presence_threshold=0.5,
+                              credible_level=0.5)
     assert not by_ns(array, "regions")
-    assert not by_ns(humans_to_markers([make_human(np.ones(17))], header(), credible_level=None), "regions")
+    assert not by_ns(humans_to_markers([make_human(np.ones(17))], header(), presence_threshold=0.5, credible_level=None),
+                     "regions")
 
 
 def test_people_ids_follow_the_message_order_and_clear_flag():
     low, high = make_human(np.ones(17), box_score=0.3), make_human(np.ones(17), box_score=0.8)
-    array = humans_to_markers([low, high], header(), clear=False)
+    array = humans_to_markers([low, high], header(), presence_threshold=0.5, clear=False)
     assert all(m.action == Marker.ADD for m in array.markers)
     assert [m.text for m in by_ns(array, "ids")] == ["0 0.80", "1 0.30"]
-    assert humans_to_markers([], header()).markers[0].action == Marker.DELETEALL
+    assert humans_to_markers([], header(), presence_threshold=0.5).markers[0].action == Marker.DELETEALL
 
 
 @pytest.mark.parametrize("seconds, expected", [(0.0, (0, 0)), (0.5, (0, 500_000_000)), (2.25, (2, 250_000_000))])
@@ -159,19 +161,21 @@ def test_region_outlines_of_every_size_and_colour():
     human.keypoints[0].regions = {0.5: [np.array([[5.0, 5.0]])]}  # one pixel: no segment
     human.keypoints[1].regions = {0.5: [np.array([[1.0, 2.0], [3.0, 2.0]])]}  # two points: one segment
     human.keypoints[2].regions = {0.5: [SQUARE + 20, np.array([[50.0, 50], [60, 50], [55, 58]])]}
-    (outlines,) = by_ns(humans_to_markers([human], header()), "regions")
+    (outlines,) = by_ns(humans_to_markers([human], header(), presence_threshold=0.5), "regions")
     assert segments(outlines, 0.001) == ({frozenset({(1.0, 2.0), (3.0, 2.0)})} | closed_edges(SQUARE + 20)
                                          | closed_edges([[50, 50], [60, 50], [55, 58]]))
     assert len(outlines.points) == 2 + 8 + 6
     colours = [color_tuple(c) for c in outlines.colors]
     assert colours[:2] == [expected_color(0.75)] * 2 and colours[2:] == [expected_color(1.0)] * 14
     human.keypoints[1].regions = human.keypoints[2].regions = {}
-    assert not by_ns(humans_to_markers([human], header()), "regions")  # only a one-pixel region: left out
+    # only a one-pixel region: left out
+    assert not by_ns(humans_to_markers([human], header(), presence_threshold=0.5), "regions")
 
 
 def test_markers_per_person_do_not_grow_with_keypoints_or_outlines():
     people = [make_human(np.full(17, 0.9), box_score=s) for s in (0.9, 0.8, 0.7, 0.6, 0.5)]
-    array = deserialize_message(serialize_message(humans_to_markers(people, header())), MarkerArray)
+    array = deserialize_message(serialize_message(humans_to_markers(people, header(), presence_threshold=0.5)),
+                                MarkerArray)
     assert len(array.markers) == 1 + 5 * 5  # DELETEALL + keypoints, skeleton, regions, box, id per person
     for ns in ("keypoints", "skeleton", "regions", "boxes", "ids"):
         assert sorted(m.id for m in by_ns(array, ns)) == [0, 1, 2, 3, 4]

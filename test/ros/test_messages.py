@@ -74,7 +74,7 @@ def test_every_field_of_the_array():
 
 def test_header_is_a_copy():
     src = header(sec=7)
-    msg = humans_to_msg([make_human()], src, (64, 48))
+    msg = humans_to_msg([make_human()], src, (64, 48), presence_threshold=0.5)
     src.stamp.sec, src.frame_id = 99, "other"
     assert (msg.header.stamp.sec, msg.header.frame_id) == (7, "camera_optical")
     assert copy_header(src) is not src and copy_header(src) == src
@@ -82,19 +82,21 @@ def test_header_is_a_copy():
 
 def test_other_levels_and_disabled_regions():
     assert all(not k.credible_region and k.credible_level == pytest.approx(0.9)
-               for k in humans_to_msg([make_human(regions={0.5: [SQUARE]})], header(), (64, 48),
+               for k in humans_to_msg([make_human(regions={0.5: [SQUARE]})], header(), (64, 48), presence_threshold=0.5,
                                       credible_level=0.9).humans[0].keypoints)
-    msg = humans_to_msg([make_human()], header(), (64, 48), credible_level=None)
+    msg = humans_to_msg([make_human()], header(), (64, 48), presence_threshold=0.5, credible_level=None)
     assert all(k.credible_level == 0.0 and not k.credible_region for k in msg.humans[0].keypoints)
     # a level written with float noise (e.g. read back from JSON) still matches
-    msg = humans_to_msg([make_human(regions={0.5000000001: [SQUARE]})], header(), (64, 48), credible_level=0.5)
+    msg = humans_to_msg([make_human(regions={0.5000000001: [SQUARE]})], header(), (64, 48), presence_threshold=0.5,
+                        credible_level=0.5)
     assert len(msg.humans[0].keypoints[0].credible_region) == 1
 
 
 def test_missing_covariance_stays_nan_and_empty_list():
-    msg = roundtrip(humans_to_msg([make_human(cov=np.full((2, 2), np.nan))], header(), (64, 48)))
+    msg = roundtrip(humans_to_msg([make_human(cov=np.full((2, 2), np.nan))], header(), (64, 48),
+                                  presence_threshold=0.5))
     assert np.isnan(msg.humans[0].keypoints[3].covariance).all()
-    empty = roundtrip(humans_to_msg([], header(), (64, 48), processing_latency=0.002))
+    empty = roundtrip(humans_to_msg([], header(), (64, 48), presence_threshold=0.5, processing_latency=0.002))
     assert list(empty.humans) == [] and empty.image_width == 64
 
 
@@ -102,7 +104,7 @@ def test_wrong_keypoint_count_is_refused():
     h = make_human()
     h.keypoints = h.keypoints[:5]
     with pytest.raises(ValueError, match="5 keypoints"):
-        humans_to_msg([h], header(), (64, 48))
+        humans_to_msg([h], header(), (64, 48), presence_threshold=0.5)
 
 
 def test_order_is_stable_for_equal_scores():
@@ -136,7 +138,7 @@ def humans_strategy(draw):
 @settings(max_examples=25, deadline=None)
 @given(humans_strategy())
 def test_round_trip_through_serialisation(humans):
-    back = msg_to_humans(roundtrip(humans_to_msg(humans, header(), (640, 480))))
+    back = msg_to_humans(roundtrip(humans_to_msg(humans, header(), (640, 480), presence_threshold=0.5)))
     expected = order_humans(humans)
     assert len(back) == len(expected)
     for b, h in zip(back, expected):
