@@ -31,7 +31,7 @@ ROS_BUILT   := install/.built
 ROS_SOURCES := tools/ros_build.sh tools/ros_underlay.sh tools/fix_ros_cmake.py \
 	probpose_msgs/package.xml probpose_msgs/CMakeLists.txt $(wildcard probpose_msgs/msg/*.msg) \
 	hri_msgs/package.xml hri_msgs/CMakeLists.txt $(wildcard hri_msgs/msg/*.msg) \
-	package.xml setup.py setup.cfg $(wildcard launch/* config/*.yaml config/*.rviz)
+	package.xml setup.py setup.cfg $(wildcard launch/* config/*.yaml config/*.rviz config/*.xml)
 
 ros: $(ROS_BUILT)
 
@@ -54,6 +54,7 @@ bench: venv ros
 	$(VENV)/bin/probpose bench
 	$(VENV)/bin/probpose bench --data
 	. install/setup.sh && $(PY) -m probpose_ros.bench_node
+	. install/setup.sh && $(PY) -m probpose_ros.bench_delivery
 
 clean:
 	rm -rf $(VENV) $(OUT) *.egg-info build install log

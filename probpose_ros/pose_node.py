@@ -200,6 +200,10 @@ class PoseNode(LifecycleNode):
         result = super().on_activate(state)
         if result != TransitionCallbackReturn.SUCCESS:
             return result
+        if not self._join_worker():  # one worker at a time: the Tracker and REP-155 are not thread-safe
+            self.get_logger().error("activate failed: the previous worker is still busy with a frame")
+            super().on_deactivate(state)
+            return TransitionCallbackReturn.FAILURE
         try:
             self.rep155 = self._rep155_publisher()
             self.depth = depth_outputs.DepthOutputs.from_params(self, self.params, self.presence_threshold)
@@ -213,7 +217,7 @@ class PoseNode(LifecycleNode):
         if self.tracker is not None:
             self.tracker.reset()  # a new run of frames (ids still never repeat)
         self.slot = LatestFrame()
-        self._worker = threading.Thread(target=self._work, name="probpose-worker", daemon=True)
+        self._worker = threading.Thread(target=self._work, args=(self.slot,), name="probpose-worker", daemon=True)
         self._worker.start()
         msg_type = CompressedImage if self.params["compressed"] else Image
         topic = self.resolve_topic_name(self.params["image_topic"])
@@ -322,13 +326,14 @@ class PoseNode(LifecycleNode):
             self.get_logger().warning(f"bad frame ({kind}): {message} -- skipping such frames "
                                       f"(warned once per kind; counted in /diagnostics)")
 
-    def _work(self):
+    def _work(self, slot: LatestFrame):
+        """The worker's loop over its own ``slot`` (never a later activation's): take the latest
+        frame, process it; between frames the ``max_rate_hz`` pause, which stop() ends at once."""
         next_start = 0.0
         while True:
-            wait = next_start - time.perf_counter()
-            if wait > 0 and not self.slot.closed:  # max_rate_hz: newer frames replace older meanwhile
-                time.sleep(wait)
-            item = self.slot.take()
+            if slot.wait_closed(next_start - time.perf_counter()):  # newer frames replace older meanwhile
+                return
+            item = slot.take()
             if item is None:
                 return
             next_start = time.perf_counter() + self.min_period
@@ -337,7 +342,7 @@ class PoseNode(LifecycleNode):
             except (BadFrame, InputError) as exc:
                 self._bad(getattr(exc, "kind", "pipeline_input"), str(exc))
             except Exception as exc:  # a bug or a runtime failure: report once per type, keep running
-                if not self.slot.closed:
+                if not slot.closed:
                     self._bad(f"error_{type(exc).__name__}", repr(exc))
 
     def process(self, msg, received: float):
@@ -406,14 +411,22 @@ class PoseNode(LifecycleNode):
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
-        self.slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=10.0)
-            self._worker = None
+        self.slot.close()  # also ends the worker's max_rate_hz pause
+        if not self._join_worker():
+            self.get_logger().warning("the worker is still busy with a frame after 10 s; it stops after it")
         depth, self.depth = self.depth, None
         if depth is not None:
             depth.close()  # after the worker: nothing publishes on its publishers any more
         self._clear_rep155()
+
+    def _join_worker(self, timeout: float = 10.0) -> bool:
+        """Wait for the worker (its slot closed) to end; False when it is still busy with a frame."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+            if self._worker.is_alive():
+                return False
+            self._worker = None
+        return True
 
 
 def _interrupt(signum, frame):

@@ -23,7 +23,7 @@ def test_parameters_have_descriptions_and_unique_names():
     assert {"image_topic", "compressed", "model", "runtime", "detector", "max_people", "presence_threshold",
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz",
             "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score",
-            "rep155", "autostart", "detector_threshold", "image_qos", "max_image_pixels", "allow_uncalibrated"} | \
+            "rep155", "autostart", "detector_threshold", "image_qos", "image_qos_depth", "max_image_pixels", "allow_uncalibrated"} | \
         {p.name for p in depth_outputs.PARAMETERS} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
@@ -528,3 +528,49 @@ def test_unusable_model_fails_configure_with_the_reason(domain, probe, tmp_path)
     finally:
         code = stop(node)
     assert code == 0, output(node)  # the node stayed up, waiting for a usable configuration
+
+
+def test_one_worker_over_20_deactivate_activate_round_trips(domain, probe, tiny_model):
+    """Issue 19 D2: with max_rate_hz the worker pauses between frames. Deactivate (the lifecycle
+    service, on the node's executor) must end that pause at once: the old time.sleep could not be
+    interrupted, so stop() blocked the executor for it (up to 10 s, then gave up and left the
+    worker running, which after activate read the new slot: two workers). Each round trip
+    processes a frame, so the worker is in its 100 s pause when deactivated; after each one the
+    old worker has ended, exactly one runs, and the process's thread count is unchanged."""
+    import threading
+
+    from lifecycle_msgs.msg import Transition
+    from sensor_msgs.msg import Image
+
+    from probpose_msgs.msg import HumanArray
+
+    probe.subscribe(HumanArray, "/humans/keypoints")
+    pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
+    change, _ = _lifecycle_clients(probe)
+    node = InProcessNode(domain, model=str(tiny_model), detector="full_frame", image_topic="/camera/image_raw",
+                         max_rate_hz=0.01, publish_markers=False, publish_annotated_image=False)
+
+    def workers():
+        return [t for t in threading.enumerate() if t.name == "probpose-worker"]
+
+    try:
+        assert probe.wait_for(change.service_is_ready)
+        threads = None
+        for trip in range(20):
+            assert probe.wait_for(lambda: pub.get_subscription_count() == 1), f"trip {trip}: not subscribed"
+            before = len(probe.messages("/humans/keypoints"))
+            for i in range(int(TIMEOUT / 0.2)):  # until this activation's worker has processed a frame
+                pub.publish(image_msg(np.zeros((120, 160, 3), np.uint8), 10**9 * (trip + 1) + i))
+                if probe.wait_for(lambda: len(probe.messages("/humans/keypoints")) > before, timeout=0.2):
+                    break
+            assert len(probe.messages("/humans/keypoints")) > before, f"trip {trip}: no HumanArray"
+            worker = node.node._worker  # now in its max_rate_hz pause
+            assert _transition(probe, change, Transition.TRANSITION_DEACTIVATE, None)
+            assert not worker.is_alive(), f"trip {trip}: the paused worker outlived deactivate"
+            assert probe.wait_for(lambda: pub.get_subscription_count() == 0)
+            assert _transition(probe, change, Transition.TRANSITION_ACTIVATE, None)
+            assert workers() == [node.node._worker]
+            threads = threads or threading.active_count()
+            assert threading.active_count() == threads, f"trip {trip}: {threading.enumerate()}"
+    finally:
+        node.close()
