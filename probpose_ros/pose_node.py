@@ -30,7 +30,9 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
   transition, the reason logged at error level) and creates the publishers (lifecycle
   publishers for the outputs; ``/diagnostics`` from then on, also while inactive);
   **activate** subscribes to the images, starts the worker and the REP-155 publisher;
-  **deactivate** unsubscribes, stops the worker and clears the REP-155 bodies; **cleanup**
+  **deactivate** unsubscribes, stops the worker (its ``max_rate_hz`` pause ends at once; it
+  finishes the frame in hand, and activate starts a new one only after it ended: one worker at
+  a time) and clears the REP-155 bodies; **cleanup**
   destroys the publishers and frees the model. ``autostart`` (default true) configures and
   activates at start-up, so the node works without a lifecycle manager.
 - Per frame, in the worker: pipeline (detector, valid boxes, ``max_people``) -> tracker

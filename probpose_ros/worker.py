@@ -17,7 +17,8 @@ class LatestFrame:
     """A one-slot buffer between the subscription callback and the worker.
 
     ``put`` replaces an unprocessed frame (counted in ``dropped``); ``take`` blocks until a
-    frame is there (or ``close``), then empties the slot. Thread-safe.
+    frame is there (or ``close``), then empties the slot; ``wait_closed`` is the worker's
+    rate-limit pause, which ``close`` ends at once. Thread-safe.
     """
 
     def __init__(self):
@@ -43,6 +44,11 @@ class LatestFrame:
             self._cond.wait_for(lambda: self._item is not None or self.closed, timeout)
             item, self._item = self._item, None
             return None if self.closed else item
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds (none when <= 0) or until closed; True when closed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.closed, max(timeout, 0.0))
 
     def close(self) -> None:
         with self._cond:

@@ -43,6 +43,19 @@ def test_latest_frame_close_wakes_the_worker():
     assert slot.take(timeout=0.01) is None  # closed: nothing more is handed out
 
 
+def test_close_ends_the_rate_limit_pause():
+    """The worker's max_rate_hz pause (issue 19 D2: a time.sleep that close() could not end)."""
+    slot = LatestFrame()
+    assert slot.wait_closed(0.0) is False and slot.wait_closed(-1.0) is False  # no pause left: no wait
+    got = []
+    worker = threading.Thread(target=lambda: got.append(slot.wait_closed(3600.0)))
+    worker.start()
+    slot.close()
+    worker.join(30.0)
+    assert not worker.is_alive() and got == [True]
+    assert slot.wait_closed(3600.0) is True  # closed: returns at once
+
+
 def test_detectors():
     boxes, scores = FullFrameDetector().detect(np.zeros((48, 64, 3), np.uint8))
     assert boxes.tolist() == [[0, 0, 64, 48]] and scores.tolist() == [1.0]
