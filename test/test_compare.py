@@ -20,9 +20,9 @@ from probpose_core.data.synthetic import write_synthetic_coco
 from probpose_core.models import build_model, cnn_config
 from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
 from probpose_core.runtime.torch_runner import TorchRunner
-from training.compare import (GROUPS, GraphNetwork, balanced_subset, compare, coverage_at, coverage_summary,
-                              cropcoco_twin, format_report, inout_error, inout_ratio, inout_summary, limit_set, main,
-                              model_labels, model_scores, split_models)
+from training.compare import (GROUPS, GraphNetwork, balanced_subset, compare, coverage_at, coverage_backend,
+                              coverage_summary, cropcoco_twin, format_report, inout_error, inout_ratio, inout_summary,
+                              limit_set, main, model_labels, model_scores, published_coverage, split_models, verdicts)
 from training.evaluate import gt_outputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,6 +119,56 @@ def test_coverage_summary_groups_worst_and_region_size():
     assert out["worst"]["0.95"]["coverage"] == 1.0
     assert out["overall_recount"]["0.5"] == pytest.approx(1 - 3 * 6 / (3 * 17 - 1))
     assert out["region_share"] == {"0.5": pytest.approx(0.01), "0.9": pytest.approx(0.02), "0.95": pytest.approx(0.03)}
+
+
+class FakeCoverageModule:
+    """Stand-in for probpose_core.evaluation.coverage: a fixed report in its shape."""
+
+    __name__ = "fake.coverage"
+
+    def __init__(self, calibrated: bool):
+        self.calibrated = calibrated
+
+    def collect_keypoints(self, runner, spec, ann, images, flip_test=False, progress=True):
+        return "samples"
+
+    def coverage_report(self, samples, table, levels):
+        def part(overall, face, arms, legs, small, area):
+            share = (lambda c, n=10: {"coverage": c, "n": n})
+            return {"overall": share(overall), "groups": {"face": share(face), "arms": share(arms), "legs": share(legs)},
+                    "buckets": {"small": share(None, 0), "medium": share(small), "large": share(overall)},
+                    "median_area_over_box": area}
+
+        entries = {q: {"region": part(q, q, q - 0.1, q + 0.02, q - 0.2, q / 10), "ellipse": part(q / 2, 0, 0, 0, 0, 1)}
+                   for q in levels}
+        return {"n": 30, "people": 3, "groups": {"face": [0], "arms": [1], "legs": [2]}, "levels": list(levels),
+                "raw": entries, "calibrated": entries if self.calibrated else None}
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_published_coverage_reads_the_coverage_module(calibrated):
+    cov = published_coverage(FakeCoverageModule(calibrated), None, None, "gt.json", "images")
+    assert cov["reading"] == ("calibrated" if calibrated else "raw") and cov["keypoints"] == 30
+    assert cov["overall"] == {"0.5": 0.5, "0.9": 0.9, "0.95": 0.95}
+    assert cov["worst"]["0.9"] == {"group": "arms", "coverage": pytest.approx(0.8)}
+    assert cov["worst_bucket"]["0.5"] == {"group": "medium", "coverage": pytest.approx(0.3)}  # the empty one skipped
+    assert cov["region_share"]["0.95"] == pytest.approx(0.095) and cov["ellipse"]["0.5"] == 0.25
+    result = {"settings": {"reference": None}, "speed": None, "models": [{"label": "m", "role": "candidate"}],
+              "sets": {name: {"models": {"m": {"AP": 0.5, "Ex-AP": 0.3, "inout": {"all": None, "balanced": None},
+                                               "coverage": cov}}} for name in ("coco_train", "cropcoco")}}
+    cover = [v for v in verdicts(result) if v["target"].startswith("coverage")]
+    assert len(cover) == 6 and all(v["ok"] is False for v in cover)  # arms 0.1 below q, a bucket 0.2 below
+    assert "worst box bucket medium" in cover[0]["value"]
+
+
+def test_coverage_backend_is_the_coverage_module_when_present():
+    module = coverage_backend()
+    try:
+        import probpose_core.evaluation.coverage as real
+    except ImportError:
+        assert module is None
+    else:
+        assert module is real
 
 
 def test_model_labels_and_split_models():
@@ -256,11 +306,15 @@ def test_compare_end_to_end(dataset, checkpoint, heatmap_checkpoint, graph, tmp_
         for label in ("model", "TinyStandIn"):
             m = s["models"][label]
             assert 0.0 <= m["AP"] <= 1.0
-            cov = m["coverage"]
+            raw = m["coverage_raw_intervals"]
             for q in ("0.5", "0.9", "0.95"):  # evaluate_model's curve and the recount from the same intervals
-                assert cov["overall"][q] == pytest.approx(cov["overall_recount"][q], abs=1e-9)
-                assert cov["worst"][q]["coverage"] == min(cov["groups"][g][q] for g in GROUPS)
-                assert cov["region_share"][q] > 0
+                assert raw["overall"][q] == pytest.approx(raw["overall_recount"][q], abs=1e-9)
+                assert raw["worst"][q]["coverage"] == min(raw["groups"][g][q] for g in GROUPS)
+                assert raw["region_share"][q] > 0
+            cov = m["coverage"]  # the coverage module's published regions where it exists, else the same
+            if cov != raw:
+                assert coverage_backend() is not None and cov["source"].startswith("probpose_core.evaluation.coverage")
+                assert set(cov["overall"]) == set(cov["region_share"]) == {"0.5", "0.9", "0.95"}
         # thunder's in/out error: the oracle says "in the image"; truth is "in the window"
         instances, _ = load_instances(s["ann"], images_dir=s["images"])
         ref = gt_outputs(TorchRunner(load_checkpoint(checkpoint)[0]), instances, s["images"], ProbMapCodec())

@@ -42,16 +42,18 @@ Per model and set:
   probability map, a heatmap model's raw heatmap), ``oks_quality``; thunder's keypoint score.
   On all keypoints and on a balanced subset (as many out- as in-window keypoints, drawn with
   ``--balance-seed``).
-- **Coverage** of the credible regions at q = 0.5 / 0.9 / 0.95 (:data:`COVERAGE_LEVELS`): the
-  share of labelled in-window keypoints (the codec's ``map_weights``) whose GT pixel lies in
-  the model's level-q credible region (ties at the region's edge counted by the credible
-  interval, as ``calibration.coverage_curve`` does): overall = ``evaluate_model``'s map
-  coverage curve; per keypoint group (:data:`GROUPS`: face 0-4, arms 5-10, legs 11-16) from the
-  same credible intervals (:func:`model_scores`), and the worst group. **Region size**: the
-  median, over the same keypoints, of the level-q region's area (its map cells, in image px)
-  over the person box's area (GT ``w * h``). Both are the RAW credible regions of the maps
-  (the regions a model without a conformal table publishes); see :func:`coverage_backend` for
-  the switch to ``probpose_core.evaluation.coverage`` (issue 17 item 2) once it exists.
+- **Coverage** of the regions at q = 0.5 / 0.9 / 0.95 (:data:`COVERAGE_LEVELS`), overall, per
+  keypoint group (face 0-4, arms 5-10, legs 11-16) with the worst group, and **region size**
+  (median region area / person box area). Where :mod:`probpose_core.evaluation.coverage` (the
+  ``probpose coverage`` module, :func:`coverage_backend`) is there: the regions the model
+  PUBLISHES (calibrated by its conformal coverage table when it has one, else the raw credible
+  sets) over the labelled in-window keypoints it declares present, with the person-box size
+  buckets too (:func:`published_coverage`). Always also, as ``coverage_raw_intervals`` (and the
+  fallback without that module, :func:`coverage_summary`): the raw credible regions over all
+  labelled in-window keypoints (the codec's ``map_weights``), overall = ``evaluate_model``'s map
+  coverage curve (the GT pixel's credible interval, ties at the edge counted as
+  ``calibration.coverage_curve`` does), groups from the same intervals (:func:`model_scores`),
+  region area = the level-q credible set's map cells in image px.
 - **Speed**, interleaved in one loop after a warm-up: ms per person at batch 1 on ONNX Runtime
   (``--threads`` intra-op threads, spinning off as deployed) of each house model's pipeline
   (crop + network + decode through :meth:`Pipeline.estimate` on one GT box, its default credible
@@ -64,7 +66,8 @@ reference's AP; CropCOCO Ex-AP > the reference's best-threshold Ex-AP; CropCOCO 
 the candidate's presence <= 0.7 x the error of thresholding the reference's heatmap maximum;
 pipeline <= 15 ms per person; network <= 0.8 x the original TinyPose graph's network time in
 the same run (and pipeline <= 0.8 x the reference's pipeline); coverage within q +- 0.03
-overall and >= q - 0.05 for every group, on each set.
+overall and >= q - 0.05 for every group (and box-size bucket, where the coverage module gives
+them), on each set.
 
 Prints Markdown tables and the verdicts; writes ``OUT/compare.json`` and, per set and model,
 ``OUT/<set>/<label>/`` (evaluate_model's metrics, predictions, plots) and
@@ -301,7 +304,7 @@ def model_scores(runner, instances, images_dir, codec, flip_test: bool = False,
         out["map_weights"][rows] = targets["map_weights"]
         out["level_lo"][rows], out["level_hi"][rows] = credible_interval(maps, targets["keypoints_map"])
         h, w = maps.shape[-2:]
-        cell = (scale[:, 0] / w) * (scale[:, 1] / h)  # image px^2 per map cell, (n,)
+        cell = (scale[:, 0] / (w - 1)) * (scale[:, 1] / (h - 1))  # image px^2 per map cell (UDP: geometry), (n,)
         box = np.maximum(boxes[:, 2] * boxes[:, 3], 1e-9)
         for j, q in enumerate(levels):
             cells = credible_mask(maps, q).sum(axis=(-2, -1))  # (n, K)
@@ -310,26 +313,35 @@ def model_scores(runner, instances, images_dir, codec, flip_test: bool = False,
 
 
 def coverage_backend():
-    """HOOK (issue 17 item 2): the module behind ``probpose coverage`` (per-level / per-group /
-    per-box-bucket coverage and region size of the PUBLISHED, conformally calibrated regions),
-    or None while it does not exist. Not there when this script was written
-    (``git log -- probpose_core/evaluation/`` had no coverage.py): the coverage and region-size
-    columns are then the raw credible regions' (:func:`coverage_summary`). To switch, make
-    :func:`coverage_summary` return that module's numbers in the same shape when this is not None."""
+    """The module behind ``probpose coverage`` (:mod:`probpose_core.evaluation.coverage`, issue 17
+    item 2: coverage and region size of the PUBLISHED regions, conformally calibrated when the
+    model carries a coverage table), or None where this checkout has none: the coverage and
+    region-size columns then come from the raw credible intervals (:func:`coverage_summary`)."""
     try:
-        from probpose_core.evaluation import coverage  # noqa: F401 - only its presence is checked
+        from probpose_core.evaluation import coverage
     except ImportError:
         return None
     return coverage
 
 
+def _worst(groups: dict, keys) -> dict:
+    """``{q: {"group", "coverage"} or None}``: the lowest of ``groups {name: {q: share or None}}``."""
+    worst = {}
+    for k in keys:
+        known = [(groups[g][k], g) for g in groups if groups[g][k] is not None]
+        worst[k] = None if not known else {"group": min(known)[1], "coverage": min(known)[0]}
+    return worst
+
+
 def coverage_summary(scores: dict, calibration: dict | None, levels=COVERAGE_LEVELS) -> dict:
-    """Coverage and region size of one model on one set (module docstring).
+    """Coverage and region size of one model on one set from the RAW credible intervals (the
+    regions of a model without a coverage table; the fallback of :func:`published_coverage`).
 
     ``{"overall": {q: share}`` (evaluate_model's curve, ``calibration``), ``"overall_recount"``
     (the same from ``scores``' intervals: a check), ``"groups": {group: {q: share}}``, ``"worst":
     {q: {"group", "coverage"}}``, ``"region_share": {q: median}``, ``"keypoints"``: how many
-    keypoints count}; q as ``"0.5"`` etc. None where nothing counts."""
+    keypoints count (labelled, in the window, on the map)}; q as ``"0.5"`` etc. None where
+    nothing counts."""
     lo, hi, weights = scores["level_lo"], scores["level_hi"], scores["map_weights"]
     keys = [f"{q:g}" for q in levels]
 
@@ -338,16 +350,40 @@ def coverage_summary(scores: dict, calibration: dict | None, levels=COVERAGE_LEV
         return {k: _number(v) for k, v in zip(keys, values)}
 
     groups = {name: curve(list(index)) for name, index in GROUPS.items()}
-    worst = {}
-    for k in keys:
-        known = [(groups[g][k], g) for g in GROUPS if groups[g][k] is not None]
-        worst[k] = None if not known else {"group": min(known)[1], "coverage": min(known)[0]}
     counted = (weights > 0) & np.isfinite(lo)
     shares = scores["region_share"][counted]  # (M, L)
-    return {"source": "raw credible regions (evaluate_model's coverage curve; groups from the same intervals)",
+    return {"source": "raw credible intervals (evaluate_model's coverage curve; groups from the same intervals)",
             "keypoints": int(counted.sum()), "overall": coverage_at(calibration, levels),
-            "overall_recount": curve(slice(None)), "groups": groups, "worst": worst,
+            "overall_recount": curve(slice(None)), "groups": groups, "worst": _worst(groups, keys),
             "region_share": {k: _number(np.median(shares[:, j])) if len(shares) else None for j, k in enumerate(keys)}}
+
+
+def published_coverage(module, runner, spec, ann, images, flip_test: bool = False, progress: bool = True,
+                       levels=COVERAGE_LEVELS) -> dict:
+    """Coverage and region size of the regions the model PUBLISHES, by ``module``
+    (:func:`coverage_backend`): its ``collect_keypoints`` (labelled in-window keypoints the model
+    declares present) and ``coverage_report`` with the model's coverage table ("calibrated"), or
+    the raw credible sets when it has none ("raw"). The shape of :func:`coverage_summary` plus
+    ``"buckets"`` / ``"worst_bucket"`` (person-box size) and ``"ellipse"`` (the level-q ellipse's
+    overall coverage); raises InputError when no keypoint counts."""
+    table = getattr(spec, "coverage", None)
+    samples = module.collect_keypoints(runner, spec, ann, images, flip_test=flip_test, progress=progress)
+    report = module.coverage_report(samples, table, levels)
+    reading = "calibrated" if report.get("calibrated") else "raw"
+    entries = {f"{float(q):g}": e for q, e in report[reading].items()}
+    keys = [f"{q:g}" for q in levels]
+    region = {k: entries[k]["region"] for k in keys}
+    groups = {g: {k: region[k]["groups"][g]["coverage"] for k in keys} for g in report["groups"]}
+    buckets = {b: {k: region[k]["buckets"][b]["coverage"] for k in keys} for b in region[keys[0]]["buckets"]}
+    return {"source": f"{module.__name__} ({reading} regions: "
+                      + ("the model's coverage table" if reading == "calibrated" else "no coverage table") + ")",
+            "reading": reading, "keypoints": int(report["n"]),
+            "overall": {k: _number(region[k]["overall"]["coverage"]) for k in keys},
+            "groups": groups, "worst": _worst(groups, keys),
+            "buckets": buckets, "bucket_n": {b: region[keys[0]]["buckets"][b]["n"] for b in buckets},
+            "worst_bucket": _worst(buckets, keys),
+            "region_share": {k: _number(region[k]["median_area_over_box"]) for k in keys},
+            "ellipse": {k: _number(entries[k]["ellipse"]["overall"]["coverage"]) for k in keys}}
 
 
 # ------------------------------------------------------------------------------ in / out of window
@@ -564,6 +600,9 @@ def compare(models, gt, images, out, reference=None, reference_label: str = DEFA
                      "coverage_levels": list(COVERAGE_LEVELS), "groups": {k: list(v) for k, v in GROUPS.items()}},
         "models": [describe(label, m) for label, m in house.items()],
         "notes": notes, "sets": {}, "targets": dict(TARGETS)}
+    backend = coverage_backend()
+    result["settings"]["coverage_source"] = (backend.__name__ if backend is not None else
+                                             "raw credible intervals (no probpose_core.evaluation.coverage here)")
     coco_instances = None
     for name, (ann, img_dir) in sets.items():
         print(f"== {name}: {ann}", flush=True)
@@ -585,10 +624,19 @@ def compare(models, gt, images, out, reference=None, reference_label: str = DEFA
                 "presence_threshold": metrics["presence_threshold"],
                 "Ex-AP_at_own_threshold": metrics["at_checkpoint_threshold"]["Ex-AP"],
                 "own_threshold": metrics["checkpoint_presence_threshold"],
-                "coverage": coverage_summary(scores, metrics["calibration"]),
+                "coverage": None,
+                "coverage_raw_intervals": coverage_summary(scores, metrics["calibration"]),
                 "inout": inout_summary({k: scores[k][mine] for k in SCALARS}, scores["presence_target"][mine],
                                        balance_seed),
                 "calibration": metrics["calibration"]}
+            model_entry = entry["models"][label]
+            model_entry["coverage"] = model_entry["coverage_raw_intervals"]
+            if backend is not None:
+                try:
+                    model_entry["coverage"] = published_coverage(backend, runner, specs[label], ann, img_dir,
+                                                                 flip_test, progress)
+                except InputError as exc:
+                    notes.append(f"{label} on {name}: no published coverage ({exc}); raw credible intervals shown")
         if thunder is not None:
             preds = thunder_predictions(thunder, load_coco(ann), img_dir, progress)
             th = thunder_metrics(ann, preds, out / name / "thunder_predictions.json")
@@ -658,13 +706,18 @@ def verdicts(result: dict) -> list[dict]:
             cov = model(set_name, label)["coverage"]
             for q in cov["overall"]:
                 share, worst = cov["overall"][q], cov["worst"][q]
-                target = float(q)
+                bucket = (cov.get("worst_bucket") or {}).get(q)
+                target, floor = float(q), float(q) - TARGETS["group_coverage_margin"]
                 ok = None if share is None or worst is None else bool(
                     abs(share - target) <= TARGETS["coverage_tolerance"] + 1e-12
-                    and worst["coverage"] >= target - TARGETS["group_coverage_margin"] - 1e-12)
+                    and worst["coverage"] >= floor - 1e-12 and (bucket is None or bucket["coverage"] >= floor - 1e-12))
+                value = "n/a" if ok is None else f"{share:.3f}, worst group {worst['group']} {worst['coverage']:.3f}"
+                if ok is not None and bucket is not None:
+                    n = (cov.get("bucket_n") or {}).get(bucket["group"])
+                    value += f", worst box bucket {bucket['group']} {bucket['coverage']:.3f}" + (
+                        "" if n is None else f" (n {n})")
                 add(f"coverage@{q} {set_name}: {q} +- {TARGETS['coverage_tolerance']} overall, "
-                    f">= {target - TARGETS['group_coverage_margin']:.2f} every group",
-                    "n/a" if ok is None else f"{share:.3f}, worst {worst['group']} {worst['coverage']:.3f}", ok)
+                    f">= {floor:.2f} every group" + (" and box bucket" if "worst_bucket" in cov else ""), value, ok)
     return out
 
 
@@ -756,6 +809,10 @@ def format_report(result: dict) -> str:
                 f"{_f(e.get('Ex-AP_at_own_threshold'))} | {counts_cell} | {errs(a, SCALARS)} | "
                 f"{errs(b, SCALARS[:2])} | " + " | ".join(_coverage_cell(cov, q) for q in levels) + " | "
                 + ("–" if cov is None else " / ".join(_f(cov["region_share"][q]) for q in levels)) + " |")
+    lines += ["", f"Coverage and region size: {settings.get('coverage_source', 'raw credible intervals')}."]
+    for label in [m["label"] for m in result["models"]]:
+        cov = c_set["models"][label]["coverage"]
+        lines.append(f"- {label}: {cov['source']}, {cov['keypoints']} keypoints on coco_train")
     if result.get("notes"):
         lines += [""] + [f"Note: {n}" for n in result["notes"]]
     lines += ["", "| model | target | value | verdict |", "|---|---|---|---|"]
