@@ -8,12 +8,15 @@ drop and bad-frame counts are kept both in total and for the window. The recordi
 ``snapshot`` may be called from different threads (subscription, worker and timer callbacks):
 one lock guards all state, and a snapshot is computed from copies taken under it.
 
-:func:`to_status` turns a snapshot into a ``diagnostic_msgs/DiagnosticStatus``: level WARN
-while frames were dropped (processing slower than the camera) or bad frames arrived within the
-window, OK otherwise. Values (strings, as ROS diagnostics carry them): ``input_rate_hz``,
-``output_rate_hz``, ``latency_median_ms``, ``latency_max_ms``, ``frames_received``,
-``frames_published``, ``dropped_frames``, ``dropped_frames_recent``, ``bad_frames``,
-``bad_frames_recent`` and ``bad_frames.<kind>`` per kind seen.
+:func:`to_status` turns a snapshot into a ``diagnostic_msgs/DiagnosticStatus``: level ERROR
+while more than ``error_share`` of the last ``error_window`` processed frames failed (a bad
+frame or an error: the node is not doing its job), else WARN while frames were dropped
+(processing slower than the camera) or bad frames arrived within the window, OK otherwise
+(so it goes back to OK once frames stop failing). Values (strings, as ROS diagnostics carry
+them): ``input_rate_hz``, ``output_rate_hz``, ``latency_median_ms``, ``latency_max_ms``,
+``frames_received``, ``frames_published``, ``dropped_frames``, ``dropped_frames_recent``,
+``bad_frames``, ``bad_frames_recent``, ``failed_of_last_frames`` ("failed/window") and
+``bad_frames.<kind>`` per kind seen.
 """
 import threading
 import time
@@ -36,16 +39,25 @@ class StatsSnapshot:
     bad: int
     bad_recent: int
     bad_by_kind: dict = field(default_factory=dict)
+    failed_of_last: int = 0  #: failed frames among the last ``error_window`` processed ones
+    error_window: int = 20
+    error_share: float = 0.5
 
 
 class PoseStats:
     """Counters and sliding windows of the node's events; thread-safe (one lock), ``clock``
-    returns seconds (monotonic)."""
+    returns seconds (monotonic). error_window, error_share: ERROR when more than that share of
+    the last error_window processed frames (published or failed) failed."""
 
-    def __init__(self, window: float = 5.0, clock=time.monotonic):
+    def __init__(self, window: float = 5.0, clock=time.monotonic, error_window: int = 20, error_share: float = 0.5):
         if window <= 0:
             raise ValueError(f"window must be > 0 seconds, got {window}")
+        if int(error_window) < 1 or not 0.0 <= error_share < 1.0:
+            raise ValueError(f"need error_window >= 1 frames and 0 <= error_share < 1, got {error_window}, "
+                             f"{error_share}")
         self.window = float(window)
+        self.error_window, self.error_share = int(error_window), float(error_share)
+        self._outcomes = deque(maxlen=self.error_window)  # True: the frame failed
         self.clock = clock
         self.start = clock()
         self._lock = threading.Lock()
@@ -68,6 +80,7 @@ class PoseStats:
         with self._lock:
             self.frames_published += 1
             self._published.append((self.clock(), float(latency)))
+            self._outcomes.append(False)
 
     def frame_dropped(self, count: int = 1) -> None:
         with self._lock:
@@ -78,6 +91,7 @@ class PoseStats:
         with self._lock:
             self.bad_by_kind[kind] += 1
             self._bad.append(self.clock())
+            self._outcomes.append(True)
 
     def _trim(self, now: float) -> None:
         """Drop events at or before ``now - window`` (caller holds the lock)."""
@@ -97,6 +111,7 @@ class PoseStats:
             received, dropped_recent, bad_recent = len(self._received), len(self._dropped), len(self._bad)
             counts = (self.frames_received, self.frames_published, self.dropped)
             bad_by_kind = dict(self.bad_by_kind)
+            failed_of_last = sum(self._outcomes)
         latencies.sort()
         span = max(min(self.window, now - self.start), 1e-9)
         n = len(latencies)
@@ -109,11 +124,16 @@ class PoseStats:
             latency_median=median, latency_max=latencies[-1] if n else float("nan"),
             frames_received=counts[0], frames_published=counts[1], dropped=counts[2],
             dropped_recent=dropped_recent, bad=sum(bad_by_kind.values()), bad_recent=bad_recent,
-            bad_by_kind=bad_by_kind)
+            bad_by_kind=bad_by_kind, failed_of_last=failed_of_last, error_window=self.error_window,
+            error_share=self.error_share)
 
 
 def level_and_message(snap: StatsSnapshot) -> tuple[int, str]:
-    """(0 OK | 1 WARN, summary) of a snapshot; values are ``diagnostic_msgs/DiagnosticStatus`` levels."""
+    """(0 OK | 1 WARN | 2 ERROR, summary) of a snapshot; values are ``diagnostic_msgs/DiagnosticStatus`` levels."""
+    if snap.failed_of_last > snap.error_share * snap.error_window:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(snap.bad_by_kind.items()))
+        return 2, (f"{snap.failed_of_last} of the last {snap.error_window} frames failed (more than "
+                   f"{snap.error_share:.0%}; since start: {kinds})")
     problems = []
     if snap.dropped_recent:
         problems.append(f"dropped {snap.dropped_recent} frames in the last window (processing slower than input)")
@@ -142,6 +162,7 @@ def to_status(snap: StatsSnapshot, name: str = "probpose: pose node", hardware_i
         "frames_received": str(snap.frames_received), "frames_published": str(snap.frames_published),
         "dropped_frames": str(snap.dropped), "dropped_frames_recent": str(snap.dropped_recent),
         "bad_frames": str(snap.bad), "bad_frames_recent": str(snap.bad_recent),
+        "failed_of_last_frames": f"{snap.failed_of_last}/{snap.error_window}",
     }
     values.update({f"bad_frames.{k}": str(v) for k, v in sorted(snap.bad_by_kind.items())})
     return DiagnosticStatus(level=bytes([level]), name=name, message=message, hardware_id=hardware_id,

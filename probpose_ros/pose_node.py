@@ -24,7 +24,9 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
 - Messages are plain rclpy message objects built once from the pipeline's people
   (:mod:`probpose_ros.messages`, :mod:`probpose_ros.markers`); rclpy serialises them.
 - Bad frames (:class:`~probpose_ros.image_conversion.BadFrame`, the pipeline's InputError)
-  are warned about once per kind, counted in diagnostics, and skipped.
+  and frames whose processing raised are skipped and counted in diagnostics; the first of each
+  kind is logged with its traceback. /diagnostics is ERROR while more than ``error_share`` of
+  the last ``error_window`` processed frames failed (:mod:`probpose_ros.diagnostics`).
 - A lifecycle (managed) node (``rclpy.lifecycle``, services ``<node>/change_state``,
   ``get_state``, ...): **configure** loads the model and detector (an unusable one fails the
   transition, the reason logged at error level) and creates the publishers (lifecycle
@@ -54,6 +56,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import NamedTuple
 
@@ -136,6 +139,11 @@ PARAMETERS = (
                              "unconfigured for the lifecycle services (<node>/change_state)."),
     Param("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible); "
                               "frames in between are dropped (counted)."),
+    Param("error_window", 20, "Processed frames /diagnostics judges failures over: its level is ERROR while more "
+                              "than error_share of the last error_window frames failed (bad frames and errors), "
+                              "WARN while frames failed or were dropped in the last 5 s, OK otherwise."),
+    Param("error_share", 0.5, "Share of the last error_window frames, in [0, 1), that may fail before "
+                              "/diagnostics reports ERROR."),
 ) + tuple(Param(*p) for p in depth_outputs.PARAMETERS)  # depth_topic (empty: off), camera_info_topic, ...
 
 
@@ -286,6 +294,8 @@ class PoseNode(LifecycleNode):
             high_score=float(p["track_high_score"]), low_score=float(p["track_low_score"]),
             presence_threshold=self.presence_threshold)) if p["tracking"] else None
         self.min_period = 1.0 / float(p["max_rate_hz"]) if float(p["max_rate_hz"]) > 0 else 0.0
+        # counters since configure; ERROR over the last error_window frames
+        self.stats = diagnostics.PoseStats(error_window=int(p["error_window"]), error_share=float(p["error_share"]))
 
     def _rep155_publisher(self):
         """The REP-155 publisher when the ``rep155`` parameter asks for one (None otherwise)."""
@@ -321,12 +331,15 @@ class PoseNode(LifecycleNode):
             self.stats.frame_dropped()
 
     # -- worker thread -------------------------------------------------------------------
-    def _bad(self, kind: str, message: str) -> None:
+    def _bad(self, kind: str, message: str, error: bool = False) -> None:
+        """Count a failed frame; the first of each kind is logged with its traceback (call it in
+        the ``except`` block), at error level for an ``error`` (a bug or runtime failure)."""
         self.stats.bad_frame(kind)
         if kind not in self._warned:
             self._warned.add(kind)
-            self.get_logger().warning(f"bad frame ({kind}): {message} -- skipping such frames "
-                                      f"(warned once per kind; counted in /diagnostics)")
+            log = self.get_logger().error if error else self.get_logger().warning
+            log(f"{'frame failed' if error else 'bad frame'} ({kind}): {message} -- skipping such frames "
+                f"(logged once per kind; counted in /diagnostics)\n{traceback.format_exc().rstrip()}")
 
     def _work(self, slot: LatestFrame):
         """The worker's loop over its own ``slot`` (never a later activation's): take the latest
@@ -345,7 +358,7 @@ class PoseNode(LifecycleNode):
                 self._bad(getattr(exc, "kind", "pipeline_input"), str(exc))
             except Exception as exc:  # a bug or a runtime failure: report once per type, keep running
                 if not slot.closed:
-                    self._bad(f"error_{type(exc).__name__}", repr(exc))
+                    self._bad(f"error_{type(exc).__name__}", repr(exc), error=True)
 
     def process(self, msg, received: float):
         """Convert, detect, estimate and publish one frame received at ``received`` (perf_counter)."""

@@ -165,3 +165,34 @@ def test_snapshots_while_other_threads_record():
     assert (snap.frames_received, snap.frames_published, snap.bad, snap.dropped) == (n, n, n, n // 10 * 2)
     assert (snap.dropped_recent, snap.bad_recent) == (n // 10 * 2, n)
     assert len(snap.bad_by_kind) == 150 and all(v == 3 * per_thread // 150 for v in snap.bad_by_kind.values())
+
+
+def test_failing_frames_are_an_error_and_recover_to_ok():
+    """Issue 19 D3: 50 of 50 frames failing said WARN; more than error_share of the last
+    error_window processed frames failing is ERROR, and it clears once frames stop failing."""
+    clock = FakeClock()
+    stats = PoseStats(window=1.0, clock=clock, error_window=10, error_share=0.5)
+    for i in range(50):
+        clock.now += 0.05
+        stats.frame_received()
+        stats.bad_frame("error_RuntimeError")
+    status = to_status(stats.snapshot())
+    assert status.level == DiagnosticStatus.ERROR and "10 of the last 10 frames failed" in status.message
+    v = values(status)
+    assert v["bad_frames"] == "50" and v["bad_frames.error_RuntimeError"] == "50"  # counters as before
+    assert v["failed_of_last_frames"] == "10/10"
+    run(stats, clock, 0.4, 10, [0.01] * 4)  # 4 good frames: 6 of the last 10 failed
+    assert level_and_message(stats.snapshot())[0] == 2
+    run(stats, clock, 0.1, 10, [0.01])  # one more: 5 of 10, not more than half
+    snap = stats.snapshot()
+    assert snap.failed_of_last == 5 and level_and_message(snap)[0] == 1  # bad frames in the window: WARN
+    run(stats, clock, 2.0, 10, [0.01] * 20)  # frames stop failing, the window passes
+    snap = stats.snapshot()
+    assert snap.failed_of_last == 0 and level_and_message(snap) == (0, "ok: 10.0 Hz out of 10.0 Hz in")
+    assert values(to_status(snap))["bad_frames"] == "50"
+
+
+def test_error_threshold_parameters_are_checked():
+    for window, share in ((0, 0.5), (10, 1.0), (10, -0.1)):
+        with pytest.raises(ValueError):
+            PoseStats(error_window=window, error_share=share)

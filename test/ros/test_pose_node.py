@@ -23,7 +23,8 @@ def test_parameters_have_descriptions_and_unique_names():
     assert {"image_topic", "compressed", "model", "runtime", "detector", "max_people", "presence_threshold",
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz",
             "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score",
-            "rep155", "autostart", "detector_threshold", "image_qos", "image_qos_depth", "max_image_pixels", "allow_uncalibrated"} | \
+            "rep155", "autostart", "detector_threshold", "image_qos", "image_qos_depth", "max_image_pixels", "allow_uncalibrated",
+            "error_window", "error_share"} | \
         {p.name for p in depth_outputs.PARAMETERS} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
@@ -228,6 +229,70 @@ def test_bad_frames_are_counted_and_the_node_keeps_running(domain, probe, tiny_m
     log = output(node)
     for kind in ("unknown_encoding", "truncated", "empty"):
         assert log.count(f"bad frame ({kind})") == 1, log  # warned once per kind
+
+
+class FailingDetector:
+    """Stand-in detector: raises while ``failing``, else one full-frame person."""
+
+    name = "failing"
+    failing = True
+
+    def detect(self, frame):
+        if self.failing:
+            raise RuntimeError("the detector exploded")
+        h, w = frame.shape[:2]
+        return np.array([[0.0, 0.0, float(w), float(h)]]), np.array([0.9])
+
+
+def test_failing_frames_log_a_traceback_and_turn_diagnostics_to_error(domain, probe, tiny_model, monkeypatch):
+    """Issue 19 D3: every frame failing (a detector that raises) kept /diagnostics at WARN and
+    logged repr(exc) without a traceback. Now the first failure of its kind is logged once, at
+    error level, with its traceback (seen on /rosout), /diagnostics goes to ERROR while more than
+    error_share of the last error_window frames failed, and back to OK once frames succeed."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rcl_interfaces.msg import Log
+    from sensor_msgs.msg import Image
+
+    from probpose_ros import pose_node
+
+    detector = FailingDetector()
+    monkeypatch.setattr(pose_node, "make_detector", lambda name, **kw: detector)
+    probe.subscribe(DiagnosticArray, "/diagnostics")
+    probe.subscribe(Log, "/rosout")
+    pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
+    node = InProcessNode(domain, model=str(tiny_model), image_topic="/camera/image_raw", error_window=10,
+                         error_share=0.5, publish_markers=False, publish_annotated_image=False)
+
+    def level():
+        statuses = [s for m in probe.messages("/diagnostics") for s in m.status if "probpose" in s.name]
+        return statuses[-1].level if statuses else None
+
+    def feed_until(condition):
+        for i in range(int(2 * TIMEOUT / 0.2)):
+            pub.publish(image_msg(np.zeros((120, 160, 3), np.uint8), 10**9 + feed_until.sent))
+            feed_until.sent += 1
+            if probe.wait_for(condition, timeout=0.2):
+                return True
+        return False
+
+    feed_until.sent = 0
+    try:
+        assert probe.wait_for(lambda: pub.get_subscription_count() >= 1)
+        assert feed_until(lambda: level() == DiagnosticStatus.ERROR), (level(), probe.diagnostics())
+        values = probe.diagnostics()
+        assert int(values["bad_frames.error_RuntimeError"]) > 5 and values["failed_of_last_frames"] == "10/10"
+        logged = [m.msg for m in probe.messages("/rosout") if "error_RuntimeError" in m.msg]
+        assert len(logged) == 1, logged
+        assert [m.level for m in probe.messages("/rosout") if "error_RuntimeError" in m.msg] == [Log.ERROR]
+        assert "Traceback (most recent call last)" in logged[0] and "in detect" in logged[0], logged[0]
+        assert "RuntimeError: the detector exploded" in logged[0]
+        detector.failing = False
+        assert feed_until(lambda: level() == DiagnosticStatus.OK), (level(), probe.diagnostics())
+        values = probe.diagnostics()
+        assert int(values["bad_frames.error_RuntimeError"]) > 5 and int(values["frames_published"]) > 5
+        assert len([m for m in probe.messages("/rosout") if "error_RuntimeError" in m.msg]) == 1  # once per kind
+    finally:
+        node.close()
 
 
 def test_missing_model_is_a_clear_startup_error(domain, tmp_path):
