@@ -84,8 +84,9 @@ def draw_pose(image: np.ndarray, keypoints, presence, threshold: float, bbox=Non
 def draw_regions(image: np.ndarray, regions, line: int = cv2.LINE_AA, thickness: int = 1) -> np.ndarray:
     """Fill the polygons ``regions[k] (list of (M, 2), image px)`` of every keypoint ``k`` onto
     ``image (H, W, 3) uint8 RGB`` in place, translucent (:data:`REGION_ALPHA`) in
-    :func:`side_color` ``(k)``, then outline them opaquely in the same colour (``thickness`` px,
-    ``line`` type). The blend touches only the regions' bounding box (plus the anti-aliased edge)."""
+    :func:`side_color` ``(k)`` (each polygon on its own: nested levels stay filled), then outline
+    them opaquely in the same colour (``thickness`` px, ``line`` type; left, right, then centre
+    ones on top). The blend touches only the regions' bounding box (plus the anti-aliased edge)."""
     shapes = [(k, np.rint(np.asarray(poly, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2))
               for k, polys in enumerate(regions) for poly in polys if len(poly)]
     if not shapes:
@@ -100,8 +101,10 @@ def draw_regions(image: np.ndarray, regions, line: int = cv2.LINE_AA, thickness:
         for k, poly in shapes:
             cv2.fillPoly(layer, [poly - offset], side_color(k), line)
         roi[:] = cv2.addWeighted(layer, REGION_ALPHA, roi, 1.0 - REGION_ALPHA, 0.0)
-    for k, poly in shapes:
-        cv2.polylines(image, [poly], True, side_color(k), thickness, line)
+    for color in SIDE_RGB.values():  # outlines: one call per colour (opaque, so order within one is moot)
+        outlines = [poly for k, poly in shapes if side_color(k) == color]
+        if outlines:
+            cv2.polylines(image, outlines, True, color, thickness, line)
     return image
 
 

@@ -64,8 +64,10 @@ def _draw_one_by_one(image, kp, pres, threshold, bbox, regions, label, line):
     for k, pts in shapes:
         cv2.fillPoly(layer, [pts], side_color(k), line)
     image[:] = cv2.addWeighted(layer, REGION_ALPHA, image, 1 - REGION_ALPHA, 0)
-    for k, pts in shapes:
-        cv2.polylines(image, [pts], True, side_color(k), max(1, thick // 2), line)
+    for color in SIDE_RGB.values():  # outlines by side: left, right, centre on top
+        for k, pts in shapes:
+            if side_color(k) == color:
+                cv2.polylines(image, [pts], True, color, max(1, thick // 2), line)
     for a, b in SKELETON:
         if present[a] and present[b]:
             cv2.line(image, tuple(np.round(kp[a]).astype(int).tolist()), tuple(np.round(kp[b]).astype(int).tolist()),
