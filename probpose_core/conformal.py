@@ -22,7 +22,10 @@ outside any compact support. This module turns held-out labelled keypoints into 
   calibration ones, ``P(score <= s_q) >= q``.
 - **Mondrian cells**: one quantile per keypoint group (:data:`GROUPS`: face, arms, legs) and,
   optionally, per person-box size bucket (:data:`BOX_BUCKETS`, COCO's small / medium / large
-  by box area), so the claim holds per cell, not only on average.
+  by box area) and per box position: ``border`` when the box comes within
+  :data:`BORDER_MARGIN_PX` of an image edge (the person may be cut off: CropCOCO's case, where
+  the maps are much less reliable), else ``inside`` (:func:`box_at_border`). All are observable
+  at run time, so the claim holds per cell, not only on average.
 - **Published region at level q** of a keypoint in cell ``g``: the credible set at mass level
   ``min(s_q, 1)`` grown by ``max(s_q - 1, 0)`` heatmap pixels (:meth:`CoverageTable.region_params`,
   drawn by :func:`regions.region_masks`); the **level-q ellipse** is ``d^T M^-1 d <= r_q^2``
@@ -45,6 +48,9 @@ from .regions import cell_index, flat_maps, point_moment
 GROUPS = {"face": (0, 1, 2, 3, 4), "arms": (5, 6, 7, 8, 9, 10), "legs": (11, 12, 13, 14, 15, 16)}
 #: person-box size buckets by box area (w * h, image px^2), COCO's small / medium / large edges
 BOX_BUCKETS = {"edges": (32.0 ** 2, 96.0 ** 2), "names": ("small", "medium", "large")}
+#: a person box within this many pixels of an image edge is "border" (the person may be cut off)
+BORDER_MARGIN_PX = 4.0
+BORDER_NAMES = ("inside", "border")
 #: calibrated levels by default: 0.975 is the per-endpoint level behind keep_out_coverage 0.95
 #: (keep_out.py: two endpoints at (1 + c) / 2 each hold both with probability >= c)
 DEFAULT_LEVELS = (0.5, 0.9, 0.95, 0.975)
@@ -123,6 +129,15 @@ def box_bucket(box_area, edges=BOX_BUCKETS["edges"]) -> np.ndarray:
     return np.searchsorted(np.asarray(edges, dtype=np.float64), np.asarray(box_area, dtype=np.float64), side="right")
 
 
+def box_at_border(boxes, frame_size, margin: float = BORDER_MARGIN_PX) -> np.ndarray:
+    """Whether each person box ``(N, 4)`` xywh comes within ``margin`` px of an edge of its image;
+    ``frame_size``: (W, H) for all, or ``(N, 2)`` one per box."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    size = np.broadcast_to(np.asarray(frame_size, dtype=np.float64), (len(b), 2))
+    return ((b[:, 0] <= margin) | (b[:, 1] <= margin) | (b[:, 0] + b[:, 2] >= size[:, 0] - margin)
+            | (b[:, 1] + b[:, 3] >= size[:, 1] - margin))
+
+
 def keypoint_groups(num_keypoints: int) -> dict:
     """:data:`GROUPS` for COCO-17 models; one group "all" for any other keypoint set."""
     return dict(GROUPS) if num_keypoints == 17 else {"all": tuple(range(num_keypoints))}
@@ -133,9 +148,11 @@ class CoverageTable:
     """Calibrated levels and, per Mondrian cell, the region score quantile ``region[i]`` and the
     ellipse radius^2 ``ellipse_r2[i]`` for ``levels[i]``, with the cell's sample size ``n``.
 
-    Cells are keyed ``group`` or, with ``by_bucket``, ``group/bucket`` (names of ``groups`` and
-    ``buckets["names"]``). ``data``: a description of the calibration data; ``score``: the
-    score definitions (for readers of the stored table).
+    Cells are keyed ``group``, ``group/bucket`` with ``by_bucket`` (names of ``groups`` and
+    ``buckets["names"]``), then ``/inside`` or ``/border`` with ``by_border``. ``data``: a
+    description of the calibration data; ``score``: the score definitions (for readers).
+    Lookups take the people's boxes ``(N, 4)`` xywh and their image size (W, H) (needed only
+    ``by_border``).
     """
 
     levels: tuple
@@ -143,6 +160,8 @@ class CoverageTable:
     cells: dict
     by_bucket: bool = False
     buckets: dict = field(default_factory=lambda: {k: tuple(v) for k, v in BOX_BUCKETS.items()})
+    by_border: bool = False
+    border_margin: float = BORDER_MARGIN_PX
     data: str = ""
     score: str = ("region: mass strictly above the truth cell's probability, else 1 + distance (heatmap px) "
                   "to the support's cells; ellipse: squared Mahalanobis distance about the published point")
@@ -167,14 +186,13 @@ class CoverageTable:
         object.__setattr__(self, "cells", cells)
 
     def _keys(self) -> list:
-        if not self.by_bucket:
-            return list(self.groups)
-        return [f"{g}/{b}" for g in self.groups for b in self.buckets["names"]]
+        return _all_keys(self.groups, self.buckets["names"] if self.by_bucket else None, self.by_border)
 
     # -- plain data -----------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"format": TABLE_FORMAT, "levels": list(self.levels), "groups": {g: list(k) for g, k in self.groups.items()},
                 "by_bucket": bool(self.by_bucket), "buckets": {k: list(v) for k, v in self.buckets.items()},
+                "by_border": bool(self.by_border), "border_margin": float(self.border_margin),
                 "cells": {k: {"region": list(c["region"]), "ellipse_r2": list(c["ellipse_r2"]), "n": c["n"]}
                           for k, c in self.cells.items()},
                 "data": self.data, "score": self.score}
@@ -188,6 +206,8 @@ class CoverageTable:
             return cls(levels=tuple(table["levels"]), groups=table["groups"], cells=table["cells"],
                        by_bucket=bool(table.get("by_bucket", False)),
                        buckets={k: tuple(v) for k, v in (table.get("buckets") or BOX_BUCKETS).items()},
+                       by_border=bool(table.get("by_border", False)),
+                       border_margin=float(table.get("border_margin", BORDER_MARGIN_PX)),
                        data=str(table.get("data", "")), score=str(table.get("score", cls.score)))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"bad coverage table in the model's metadata: {exc!r}") from None
@@ -205,54 +225,62 @@ class CoverageTable:
     def check_level(self, q: float) -> None:
         self.level_index(q)
 
-    def cell_keys(self, box_area) -> np.ndarray:
-        """Cell key ``(N, K)`` (object array) of every keypoint of people with ``box_area (N,)``."""
-        area = np.asarray(box_area, dtype=np.float64).reshape(-1)
+    def cell_keys(self, boxes, frame_size=None) -> np.ndarray:
+        """Cell key ``(N, K)`` (object array) of every keypoint of people with ``boxes (N, 4)``
+        xywh in images of ``frame_size`` (W, H) or ``(N, 2)``."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         num_k = 1 + max(k for ks in self.groups.values() for k in ks)
         group_of = np.empty(num_k, dtype=object)
         for g, ks in self.groups.items():
             group_of[list(ks)] = g
-        keys = np.tile(group_of, (len(area), 1))
+        keys = np.tile(group_of, (len(boxes), 1))
         if self.by_bucket:
-            names = np.asarray(self.buckets["names"], dtype=object)[box_bucket(area, self.buckets["edges"])]
-            keys = keys + "/" + names[:, None]
+            bucket = box_bucket(boxes[:, 2] * boxes[:, 3], self.buckets["edges"])
+            keys = keys + "/" + np.asarray(self.buckets["names"], dtype=object)[bucket][:, None]
+        if self.by_border:
+            if frame_size is None:
+                raise InputError("this coverage table has cells per box position: the image size is needed")
+            border = box_at_border(boxes, frame_size, self.border_margin).astype(int)
+            keys = keys + "/" + np.asarray(BORDER_NAMES, dtype=object)[border][:, None]
         return keys
 
-    def _values(self, kind: str, q: float, box_area) -> np.ndarray:
+    def _values(self, kind: str, q: float, boxes, frame_size) -> np.ndarray:
         i = self.level_index(q)
-        keys = self.cell_keys(box_area)
+        keys = self.cell_keys(boxes, frame_size)
         lookup = {k: c[kind][i] for k, c in self.cells.items()}
         return np.vectorize(lookup.__getitem__, otypes=[np.float64])(keys) if keys.size else np.zeros(keys.shape)
 
-    def region_params(self, q: float, box_area) -> tuple[np.ndarray, np.ndarray]:
+    def region_params(self, q: float, boxes, frame_size=None) -> tuple[np.ndarray, np.ndarray]:
         """``(mass level (N, K), dilation (N, K) heatmap px)`` of the level-q regions of people with
-        ``box_area (N,)``: ``min(s_q, 1)`` (one float step above ``s_q``, so that a truth cell whose
-        score is ``s_q`` is in) and ``max(s_q - 1, 0)`` of each keypoint's cell."""
-        s = self._values("region", q, box_area)
+        ``boxes (N, 4)`` in images of ``frame_size``: ``min(s_q, 1)`` (one float step above ``s_q``,
+        so that a truth cell whose score is ``s_q`` is in) and ``max(s_q - 1, 0)`` of each
+        keypoint's cell."""
+        s = self._values("region", q, boxes, frame_size)
         return np.minimum(np.nextafter(s, np.inf), 1.0), np.maximum(s - 1.0, 0.0)
 
-    def ellipse_radius2(self, q: float, box_area) -> np.ndarray:
-        """Squared Mahalanobis radius ``(N, K)`` of the level-q ellipses of people with ``box_area (N,)``."""
-        return self._values("ellipse_r2", q, box_area)
+    def ellipse_radius2(self, q: float, boxes, frame_size=None) -> np.ndarray:
+        """Squared Mahalanobis radius ``(N, K)`` of the level-q ellipses of people with ``boxes (N, 4)``."""
+        return self._values("ellipse_r2", q, boxes, frame_size)
 
 
-def calibrate_table(region_score, ellipse_score, keypoint, box_area, levels=DEFAULT_LEVELS, groups=None,
-                    by_bucket: bool = False, data: str = "") -> CoverageTable:
+def calibrate_table(region_score, ellipse_score, keypoint, boxes, frame_size=None, levels=DEFAULT_LEVELS,
+                    groups=None, by_bucket: bool = False, by_border: bool = False, data: str = "") -> CoverageTable:
     """:class:`CoverageTable` from calibration scores ``(M,)`` of keypoints ``keypoint (M,)``
-    (indices) on people with ``box_area (M,)``: per Mondrian cell and level the
-    :func:`conformal_quantile` of each score. ``groups``: default :func:`keypoint_groups`."""
+    (indices) of people with ``boxes (M, 4)`` xywh in images of ``frame_size`` ((W, H) or
+    ``(M, 2)``; needed ``by_border``): per Mondrian cell and level the :func:`conformal_quantile`
+    of each score. ``groups``: default :func:`keypoint_groups` (COCO-17)."""
     region_score = np.asarray(region_score, dtype=np.float64).reshape(-1)
     ellipse_score = np.asarray(ellipse_score, dtype=np.float64).reshape(-1)
     keypoint = np.asarray(keypoint, dtype=np.int64).reshape(-1)
-    box_area = np.asarray(box_area, dtype=np.float64).reshape(-1)
-    if not len(region_score) == len(ellipse_score) == len(keypoint) == len(box_area):
-        raise InputError("region scores, ellipse scores, keypoints and box areas must have one entry per sample")
-    if groups is None:
-        groups = keypoint_groups(int(keypoint.max()) + 1 if len(keypoint) else 17)
-    skeleton = CoverageTable(levels=tuple(levels), groups=groups, by_bucket=by_bucket,
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not len(region_score) == len(ellipse_score) == len(keypoint) == len(boxes):
+        raise InputError("region scores, ellipse scores, keypoints and boxes must have one entry per sample")
+    groups = keypoint_groups(17) if groups is None else groups
+    skeleton = CoverageTable(levels=tuple(levels), groups=groups, by_bucket=by_bucket, by_border=by_border,
                              cells={k: {"region": [0.0] * len(levels), "ellipse_r2": [0.0] * len(levels)}
-                                    for k in _all_keys(groups, by_bucket)})
-    keys = skeleton.cell_keys(box_area)[np.arange(len(keypoint)), keypoint] if len(keypoint) else np.zeros(0, object)
+                                    for k in _all_keys(groups, BOX_BUCKETS["names"] if by_bucket else None, by_border)})
+    keys = skeleton.cell_keys(boxes, frame_size)[np.arange(len(keypoint)), keypoint] if len(keypoint) \
+        else np.zeros(0, object)
     cells = {}
     for key in skeleton.cells:
         pick = keys == key
@@ -263,8 +291,14 @@ def calibrate_table(region_score, ellipse_score, keypoint, box_area, levels=DEFA
                           "ellipse_r2": [conformal_quantile(es[ok], q) for q in skeleton.levels], "n": int(ok.sum())}
         except InputError as exc:
             raise InputError(f"coverage cell {key!r}: {exc}") from None
-    return CoverageTable(levels=skeleton.levels, groups=skeleton.groups, cells=cells, by_bucket=by_bucket, data=data)
+    return CoverageTable(levels=skeleton.levels, groups=skeleton.groups, cells=cells, by_bucket=by_bucket,
+                         by_border=by_border, data=data)
 
 
-def _all_keys(groups: dict, by_bucket: bool) -> list:
-    return [f"{g}/{b}" for g in groups for b in BOX_BUCKETS["names"]] if by_bucket else list(groups)
+def _all_keys(groups, bucket_names=None, by_border: bool = False) -> list:
+    keys = list(groups)
+    if bucket_names is not None:
+        keys = [f"{k}/{b}" for k in keys for b in bucket_names]
+    if by_border:
+        keys = [f"{k}/{b}" for k in keys for b in BORDER_NAMES]
+    return keys

@@ -190,13 +190,13 @@ def limb_capsules(kp3d, config: KeepOutConfig = KeepOutConfig(), radius2=None) -
     return out
 
 
-def calibrated_radius2(human, config: KeepOutConfig):
-    """The person's per-keypoint calibrated radius^2 ``(K,)`` at the per-endpoint level, or None
-    without a coverage table."""
+def calibrated_radius2(human, config: KeepOutConfig, frame_size):
+    """The person's per-keypoint calibrated radius^2 ``(K,)`` at the per-endpoint level (image of
+    ``frame_size`` (W, H)), or None without a coverage table."""
     table = config.lift.coverage
     if table is None:
         return None
-    return table.ellipse_radius2(endpoint_level(config.coverage), [human.bbox[2] * human.bbox[3]])[0]
+    return table.ellipse_radius2(endpoint_level(config.coverage), [human.bbox], frame_size)[0]
 
 
 def _touches(bbox, image_size, margin: float) -> dict:
@@ -254,7 +254,7 @@ def keep_out(human, kp3d, depth_m, camera_matrix, config: KeepOutConfig = KeepOu
         reasons.append(f"absent keypoints with the box at the image border ({', '.join(touches)})")
     if not kp3d.valid.any():
         reasons.append("no valid keypoint")
-    capsules = limb_capsules(kp3d, config, calibrated_radius2(human, config))
+    capsules = limb_capsules(kp3d, config, calibrated_radius2(human, config, (width, height)))
     if reasons:
         bounding = bounding_capsule(human.bbox, depth_m, camera_matrix, kp3d, config)
         if bounding is None:

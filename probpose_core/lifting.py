@@ -216,7 +216,7 @@ def lift_human(human, depth_m, camera_matrix, config: LiftConfig = LiftConfig())
     counts = np.zeros(NUM_KEYPOINTS, dtype=int)
     cov_uv = np.stack([np.asarray(k.covariance, dtype=np.float64).reshape(2, 2) for k in human.keypoints]) + extra
     radius2 = [None] * NUM_KEYPOINTS if config.coverage is None else \
-        config.coverage.ellipse_radius2(config.sample_level, [human.bbox[2] * human.bbox[3]])[0]
+        config.coverage.ellipse_radius2(config.sample_level, [human.bbox], (w, h))[0]
     for i, k in enumerate(human.keypoints):
         inside = np.isfinite(kp[i, :2]).all() and -0.5 <= kp[i, 0] < w - 0.5 and -0.5 <= kp[i, 1] < h - 0.5
         if kp[i, 2] < config.presence_threshold or not inside or not np.isfinite(cov_uv[i]).all():

@@ -230,7 +230,7 @@ class Pipeline:
         return out
 
     # -- post-processing --------------------------------------------------------------
-    def _spread(self, sources, present, points, box_area):
+    def _spread(self, sources, present, points, boxes, frame_size):
         """Covariance ``(N, K, 2, 2)`` and credible-region outlines ``[n][k]`` of every keypoint
         from the map that gave its point. ``sources``: ``(maps (N, K, H, W), gave (N, K) bool or
         None for all, center, scale)`` whose ``gave`` masks split the keypoints between them;
@@ -241,16 +241,17 @@ class Pipeline:
         for maps, gave, center, scale in sources:
             gave = np.ones(present.shape, dtype=bool) if gave is None else gave
             _, part_cov = covariance_ellipse(maps, center, scale, about=points)
-            params = None if self.coverage is None else (lambda q: self.coverage.region_params(q, box_area))
+            params = None if self.coverage is None else (lambda q: self.coverage.region_params(q, boxes, frame_size))
             part = keypoint_regions(maps, present & gave, center, scale, self.credible_levels, params)
             cov = part_cov if cov is None else np.where(gave[..., None, None], part_cov, cov)
             regions = part if regions is None else [[mine or theirs for mine, theirs in zip(row, other)]
                                                     for row, other in zip(regions, part)]
         return cov, regions
 
-    def humans(self, outputs, boxes, box_scores, center, scale) -> list[Human]:
+    def humans(self, outputs, boxes, box_scores, center, scale, frame_size=None) -> list[Human]:
         """``Human`` list from runner ``outputs`` (N leading) for ``boxes (N, 4)`` xywh with
-        ``box_scores (N,)`` and their windows ``center``/``scale (N, 2)``."""
+        ``box_scores (N,)`` and their windows ``center``/``scale (N, 2)``; ``frame_size`` (W, H):
+        the image's (a coverage table with cells per box position needs it)."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return []
@@ -270,7 +271,7 @@ class Pipeline:
         if self.heatmap_only and HEATMAP_OUTPUT not in outputs:
             presence = np.asarray(confidence, dtype=np.float64)
         present = presence >= self.presence_threshold
-        cov, regions = self._spread(sources, present, points, boxes[:, 2] * boxes[:, 3])
+        cov, regions = self._spread(sources, present, points, boxes, frame_size)
         names = self.spec.keypoint_names
         out = []
         for n in range(len(boxes)):
@@ -328,7 +329,7 @@ class Pipeline:
         if len(boxes) == 0:
             return []
         images, center, scale = self.crops(frame, boxes)
-        return self.humans(self.infer(images), boxes, scores, center, scale)
+        return self.humans(self.infer(images), boxes, scores, center, scale, (frame.shape[1], frame.shape[0]))
 
     def __call__(self, frame) -> list[Human]:
         """Detect people in ``frame`` (H, W, 3) uint8 RGB and estimate their poses."""

@@ -58,40 +58,54 @@ def test_ellipse_score_is_the_mahalanobis_distance_about_the_point():
     np.testing.assert_allclose(conformal.ellipse_scores(p, point, truth), [want])
 
 
-def _table(by_bucket=False):
+def _table(by_bucket=False, by_border=False):
     groups = conformal.GROUPS
     keys = [f"{g}/{b}" for g in groups for b in conformal.BOX_BUCKETS["names"]] if by_bucket else list(groups)
+    keys = [f"{k}/{b}" for k in keys for b in conformal.BORDER_NAMES] if by_border else keys
     cells = {k: {"region": [0.3 + i * 0.01, 1.5 + i], "ellipse_r2": [1.0 + i, 5.0 + i], "n": 100 + i}
              for i, k in enumerate(keys)}
-    return conformal.CoverageTable(levels=(0.5, 0.9), groups=groups, cells=cells, by_bucket=by_bucket, data="test")
+    return conformal.CoverageTable(levels=(0.5, 0.9), groups=groups, cells=cells, by_bucket=by_bucket,
+                                   by_border=by_border, data="test")
+
+
+def _boxes(*areas):
+    return np.array([[50.0, 50.0, a ** 0.5, a ** 0.5] for a in areas])
 
 
 def test_table_lookups_and_refusal_of_levels_it_does_not_hold():
     table = _table()
-    mass, grow = table.region_params(0.9, [100.0, 20000.0])
+    mass, grow = table.region_params(0.9, _boxes(100.0, 20000.0))
     assert mass.shape == grow.shape == (2, 17)
     np.testing.assert_allclose(mass[:, 0], 1.0)  # face s_0.9 = 1.5: the whole support ...
     np.testing.assert_allclose(grow[:, 0], 0.5)  # ... grown by half a pixel
     np.testing.assert_allclose(grow[:, 16], 2.5)  # legs: 3.5 - 1
-    mass, grow = table.region_params(0.5, [100.0])
+    mass, grow = table.region_params(0.5, _boxes(100.0))
     np.testing.assert_allclose(mass[0, [0, 5, 11]], [0.30, 0.31, 0.32], rtol=1e-12)
     assert (mass[0, [0, 5, 11]] > [0.30, 0.31, 0.32]).all()  # one float step up: a score equal to s_q is in
     assert not grow.any()
-    np.testing.assert_allclose(table.ellipse_radius2(0.9, [1.0])[0, [4, 10, 11]], [5.0, 6.0, 7.0])
+    np.testing.assert_allclose(table.ellipse_radius2(0.9, _boxes(1.0))[0, [4, 10, 11]], [5.0, 6.0, 7.0])
     with pytest.raises(InputError, match="0.5, 0.9"):
-        table.region_params(0.8, [1.0])
+        table.region_params(0.8, _boxes(1.0))
     with pytest.raises(InputError):
         conformal.CoverageTable(levels=(0.9, 0.5), groups=conformal.GROUPS, cells={})
     with pytest.raises(InputError, match="no cell"):
         conformal.CoverageTable(levels=(0.5,), groups=conformal.GROUPS, cells={"face": {"region": [1], "ellipse_r2": [1]}})
 
 
-def test_table_by_bucket_and_plain_data_round_trip():
+def test_table_by_bucket_and_border_and_plain_data_round_trip():
     table = _table(by_bucket=True)
-    keys = table.cell_keys([31.0 ** 2, 50.0 ** 2, 200.0 ** 2])
+    keys = table.cell_keys(_boxes(31.0 ** 2, 50.0 ** 2, 200.0 ** 2))
     assert list(keys[:, 0]) == ["face/small", "face/medium", "face/large"] and keys[2, 16] == "legs/large"
     back = conformal.CoverageTable.from_dict(table.to_dict())
     assert back == table
+    table = _table(by_border=True)
+    boxes = np.array([[10.0, 10.0, 50, 80], [0.0, 10.0, 50, 80], [10.0, 10.0, 287, 80], [10.0, 10.0, 50, 227]])
+    keys = table.cell_keys(boxes, (300, 240))  # 4 px from an edge counts as the border
+    assert list(keys[:, 5]) == ["arms/inside", "arms/border", "arms/border", "arms/border"]
+    np.testing.assert_array_equal(conformal.box_at_border(boxes, (300, 240)), [False, True, True, True])
+    with pytest.raises(InputError, match="image size"):
+        table.region_params(0.5, boxes)
+    assert conformal.CoverageTable.from_dict(table.to_dict()) == table
     with pytest.raises(InputError):
         conformal.CoverageTable.from_dict({"format": 99})
 
@@ -118,11 +132,12 @@ def test_calibrated_regions_hold_q_on_a_fresh_split():
     rng = np.random.default_rng(7)
     maps, centre, truth = _synthetic(rng, 3000)
     keypoint = rng.integers(0, 17, len(maps))
-    area = np.full(len(maps), 5000.0)
+    area = np.tile([[100.0, 100.0, 70.0, 70.0]], (len(maps), 1))  # person boxes
     cal, test = slice(0, 1500), slice(1500, None)
     table = conformal.calibrate_table(conformal.region_scores(maps[cal], truth[cal]),
                                       conformal.ellipse_scores(maps[cal], centre[cal], truth[cal]),
                                       keypoint[cal], area[cal], levels=(0.5, 0.9, 0.95))
+    assert table.cells["face"]["n"] + table.cells["arms"]["n"] + table.cells["legs"]["n"] == 1500
     for q in (0.5, 0.9, 0.95):
         mass, grow = table.region_params(q, area[test])
         rows = np.arange(len(keypoint[test]))

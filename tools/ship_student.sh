@@ -4,8 +4,9 @@
 # 1. splits COCO_DIR/gt.json by image-id parity (tools/split_coco.py) and makes the CropCOCO twin
 #    of the even half (seed 1), so calibration sees in- and out-of-window keypoints;
 # 2. training.calibrate fits the map temperature, the decode sharpness and the presence threshold
-#    (no flip test, as deployed) on that twin (the odd
-#    half stays unseen by calibration, for reporting);
+#    (no flip test, as deployed) on that twin, then the coverage table (split conformal, per keypoint
+#    group and box position) on the even half AND its twin (the odd half stays unseen by
+#    calibration, for reporting: probpose coverage --ann "$work/splits/odd.json" ...);
 # 3. writes models/probpose_student.pt (calibrated), exports models/probpose_student.onnx + .json
 #    (exact Sparsemax), and rewrites models/SHA256SUMS.
 set -euo pipefail
@@ -20,6 +21,8 @@ $py tools/split_coco.py "$coco/gt.json" "$work/splits"
   .venv/bin/probpose cropcoco --ann "$work/splits/even.json" --images "$coco/images" --out "$work/splits/even_crop" --seed 1
 $py -m training.calibrate --checkpoint "$ckpt" --ann "$work/splits/even_crop/annotations.json" \
     --images "$work/splits/even_crop/images" --out models/probpose_student.pt --plots "$work/calibration" --quiet \
+    --coverage-data "$work/splits/even.json" "$coco/images" \
+    --coverage-data "$work/splits/even_crop/annotations.json" "$work/splits/even_crop/images" --require-coverage \
     --no-flip-test  # the node, probpose predict and the demo run without the flip test
 .venv/bin/probpose export --model models/probpose_student.pt --onnx models/probpose_student.onnx
 (cd models && sha256sum nanodet.onnx probpose_student.onnx probpose_student.json probpose_student.pt > SHA256SUMS)

@@ -27,7 +27,8 @@ fitted to it, so evaluating on the same data afterwards reports fitted, optimist
    runs over the GT boxes of the ``coverage_data`` sets (default: the split itself;
    tools/ship_student.sh passes the even half AND its CropCOCO twin), and the labelled
    in-window keypoints it declares present give the :class:`CoverageTable` (region and ellipse
-   constants per level, keypoint group and, with ``coverage_by_bucket``, box-size bucket),
+   constants per level, keypoint group, box position (inside / at the image border) and, with
+   ``coverage_by_bucket``, box-size bucket),
    stored in the checkpoint's ``extra["coverage"]`` (the export copies it into the sidecar).
    ``--coverage-only`` runs just this step on an already calibrated checkpoint.
 
@@ -54,6 +55,8 @@ from .evaluate import evaluate_model, gt_outputs, logits_runner, predict_and_sco
 
 #: coverage cells per box-size bucket too (not only per keypoint group)
 COVERAGE_BY_BUCKET = False
+#: coverage cells per box position too (inside / at the image border: possibly cut-off people)
+COVERAGE_BY_BORDER = True
 #: decode sharpness factors tried (1 = decode the calibrated map itself)
 SHARPNESS_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 DEFAULT_MAX_INSTANCES = 1000  # logits of 1000 instances: ~210 MB float32
@@ -110,7 +113,7 @@ def fit_decode_sharpness(model, meta: dict, ann, images, flip_test: bool, grid=S
 
 
 def fit_coverage(model, meta: dict, coverage_data, levels=DEFAULT_LEVELS, by_bucket: bool = COVERAGE_BY_BUCKET,
-                 flip_test: bool = False, progress: bool = True):
+                 flip_test: bool = False, progress: bool = True, by_border: bool = COVERAGE_BY_BORDER):
     """``(CoverageTable, report on the calibration data)`` of ``model`` with ``meta`` (the spec as
     it will be stored) on the ``(ann, images)`` pairs of ``coverage_data``."""
     from probpose_core.evaluation.coverage import KeypointSamples, collect_keypoints, coverage_report, fit_table
@@ -122,19 +125,19 @@ def fit_coverage(model, meta: dict, coverage_data, levels=DEFAULT_LEVELS, by_buc
     samples = KeypointSamples.concat(collect_keypoints(runner, spec, a, i, flip_test=flip_test, progress=progress)
                                      for a, i in pairs)
     what = " + ".join(f"{a} ({i})" for a, i in pairs)
-    table = fit_table(samples, levels, by_bucket, data=f"GT boxes of {what}, flip test {'on' if flip_test else 'off'}, "
+    table = fit_table(samples, levels, by_bucket, by_border, data=f"GT boxes of {what}, flip test {'on' if flip_test else 'off'}, "
                                                        f"presence threshold {spec.presence_threshold:.4g}")
     return table, coverage_report(samples, table)
 
 
 def calibrate_coverage_only(checkpoint, coverage_data, out, levels=DEFAULT_LEVELS, by_bucket: bool = COVERAGE_BY_BUCKET,
-                            flip_test: bool = False, progress: bool = True) -> dict:
+                            flip_test: bool = False, progress: bool = True, by_border: bool = COVERAGE_BY_BORDER) -> dict:
     """Step 4 alone on an already calibrated ``checkpoint``: everything else is kept as it is."""
     from probpose_core.models.checkpoints import load_checkpoint, save_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
     spec = ModelSpec.from_meta(meta)
-    table, report = fit_coverage(model, meta, coverage_data, levels, by_bucket, flip_test, progress)
+    table, report = fit_coverage(model, meta, coverage_data, levels, by_bucket, flip_test, progress, by_border)
     extra = dict(meta["extra"], coverage=table.to_dict())
     save_checkpoint(out, model, meta["config"], codec=spec.codec, temperature=float(meta["temperature"]),
                     presence_threshold=spec.presence_threshold, extra=extra)
@@ -144,7 +147,8 @@ def calibrate_coverage_only(checkpoint, coverage_data, out, levels=DEFAULT_LEVEL
 def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bool = True,
                          max_instances: int = DEFAULT_MAX_INSTANCES, seed: int = 0, progress: bool = True,
                          coverage_data=None, coverage_levels=DEFAULT_LEVELS,
-                         coverage_by_bucket: bool = COVERAGE_BY_BUCKET, coverage_required: bool = False) -> dict:
+                         coverage_by_bucket: bool = COVERAGE_BY_BUCKET, coverage_required: bool = False,
+                         coverage_by_border: bool = COVERAGE_BY_BORDER) -> dict:
     """Fit temperature, sharpness, presence threshold and coverage table of ``checkpoint`` on the
     VALIDATION split ``ann`` / ``images`` (coverage: on ``coverage_data``, default that split) and
     write the calibrated checkpoint to ``out``. Returns a summary dict (``temperature`` as stored,
@@ -191,7 +195,7 @@ def calibrate_checkpoint(checkpoint, ann, images, out, plots=None, flip_test: bo
     table, report, problem = None, None, None
     try:
         table, report = fit_coverage(model, dict(meta, presence_threshold=threshold), coverage_data or [(ann, images)],
-                                     coverage_levels, coverage_by_bucket, flip_test, progress)
+                                     coverage_levels, coverage_by_bucket, flip_test, progress, coverage_by_border)
         extra["coverage"] = table.to_dict()
     except InputError as exc:  # e.g. too few keypoints for a level: the model stays UNCALIBRATED in coverage
         if coverage_required:
@@ -261,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coverage-by-bucket", action=argparse.BooleanOptionalAction, default=COVERAGE_BY_BUCKET,
                         help="Mondrian cells per keypoint group AND box-size bucket (default: "
                              f"{'on' if COVERAGE_BY_BUCKET else 'off'})")
+    parser.add_argument("--coverage-by-border", action=argparse.BooleanOptionalAction, default=COVERAGE_BY_BORDER,
+                        help="Mondrian cells per box position too: inside / within 4 px of an image edge (default: "
+                             f"{'on' if COVERAGE_BY_BORDER else 'off'})")
     parser.add_argument("--require-coverage", action="store_true",
                         help="fail (exit 2) when the coverage table cannot be fitted instead of writing a checkpoint "
                              "without one")
@@ -280,7 +287,8 @@ def main(argv=None) -> int:
         args.coverage_levels = parse_credible_levels(args.coverage_levels)
         if args.coverage_only:
             summary = calibrate_coverage_only(args.checkpoint, data, args.out, args.coverage_levels,
-                                              args.coverage_by_bucket, args.flip_test, progress=not args.quiet)
+                                              args.coverage_by_bucket, args.flip_test, progress=not args.quiet,
+                                              by_border=args.coverage_by_border)
             print(format_coverage(summary))
         else:
             summary = calibrate_checkpoint(args.checkpoint, args.ann, args.images, args.out, plots=args.plots,
@@ -288,7 +296,8 @@ def main(argv=None) -> int:
                                            progress=not args.quiet, coverage_data=data,
                                            coverage_levels=args.coverage_levels,
                                            coverage_by_bucket=args.coverage_by_bucket,
-                                           coverage_required=args.require_coverage)
+                                           coverage_required=args.require_coverage,
+                                           coverage_by_border=args.coverage_by_border)
             print(format_summary(summary))
         print(f"wrote {args.out}" + (f"; plots in {args.plots}" if args.plots else ""))
 

@@ -9,8 +9,8 @@ the truth (heatmap coordinates) and its person's box. From those:
   step of ``training.calibrate``; the data MUST NOT be the data coverage is reported on);
 - :func:`coverage_report`: per level, the fraction of truths inside the region published at
   that level (its actual pixel mask, :func:`regions.region_masks`, tested at the truth's
-  sub-cell) and inside the level-q ellipse, overall, per keypoint group and per person-box size
-  bucket, with ``n`` and the median region / ellipse area over the person box area; for the
+  sub-cell) and inside the level-q ellipse, overall, per keypoint group, per person-box size
+  bucket and per box position (inside / at the image border), with ``n`` and the median region / ellipse area over the person box area; for the
   model's calibrated table ("calibrated") and for the raw Sparsemax credible sets with
   Gaussian ellipses ("raw", the uncalibrated reading);
 - :func:`format_report` (the printed table) and :func:`plot_reliability` (stated level vs
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import geometry
-from ..conformal import (BOX_BUCKETS, DEFAULT_LEVELS, box_bucket, calibrate_table, ellipse_scores,
-                         keypoint_groups, region_scores)
+from ..conformal import (BORDER_NAMES, BOX_BUCKETS, DEFAULT_LEVELS, box_at_border, box_bucket, calibrate_table,
+                         ellipse_scores, keypoint_groups, region_scores)
 from ..errors import InputError
 from ..regions import cell_index, gaussian_radius2, point_moment, region_masks
 
@@ -37,14 +37,15 @@ _CHUNK = 256  # keypoints per region_masks call (a dilated region is a 4x-finer 
 class KeypointSamples:
     """Per labelled, in-window, present keypoint (M rows): ``maps (M, H, W)`` float32, the
     published ``point`` and the ``truth (M, 2)`` in heatmap pixels, ``keypoint (M,)`` index,
-    the person's ``box_area (M,)`` (image px^2) and ``cell_area (M,)`` (image px^2 per heatmap
-    pixel), ``people`` (instances read) and the model's ``num_keypoints``."""
+    the person's ``box (M, 4)`` xywh, its image's ``frame (M, 2)`` (W, H), ``cell_area (M,)``
+    (image px^2 per heatmap pixel), ``people`` (instances read) and the model's ``num_keypoints``."""
 
     maps: np.ndarray
     point: np.ndarray
     truth: np.ndarray
     keypoint: np.ndarray
-    box_area: np.ndarray
+    box: np.ndarray
+    frame: np.ndarray
     cell_area: np.ndarray
     people: int
     num_keypoints: int = 17
@@ -52,11 +53,15 @@ class KeypointSamples:
     def __len__(self) -> int:
         return len(self.keypoint)
 
+    @property
+    def box_area(self) -> np.ndarray:
+        return self.box[:, 2] * self.box[:, 3]
+
     @staticmethod
     def concat(parts) -> "KeypointSamples":
         parts = list(parts)
         return KeypointSamples(*(np.concatenate([getattr(p, name) for p in parts]) for name in
-                                 ("maps", "point", "truth", "keypoint", "box_area", "cell_area")),
+                                 ("maps", "point", "truth", "keypoint", "box", "frame", "cell_area")),
                                people=sum(p.people for p in parts), num_keypoints=parts[0].num_keypoints)
 
 
@@ -83,6 +88,7 @@ def collect_keypoints(runner, spec, ann, images, flip_test: bool = False, progre
         if WIDE_OUTPUT in out:
             raise InputError("coverage of double-heatmap models is not supported (two maps per keypoint)")
         boxes = np.stack([instances[r].bbox for r in rows])
+        frames = np.array([[instances[r].width, instances[r].height] for r in rows], dtype=np.float64)
         humans = pipe.humans(out, boxes, np.ones(len(rows)), center, scale)
         maps = read_heatmaps(codec, out[HEATMAP_OUTPUT], center, scale)[3] if HEATMAP_OUTPUT in out \
             else np.asarray(out["prob_maps"])
@@ -97,7 +103,7 @@ def collect_keypoints(runner, spec, ann, images, flip_test: bool = False, progre
         cell = np.prod(scale / last, axis=1)
         parts.append(KeypointSamples(maps=np.asarray(maps, dtype=np.float32)[n_idx, k_idx], point=points[n_idx, k_idx],
                                      truth=np.asarray(targets["keypoints_map"], dtype=np.float64)[n_idx, k_idx],
-                                     keypoint=k_idx, box_area=(boxes[:, 2] * boxes[:, 3])[n_idx],
+                                     keypoint=k_idx, box=boxes[n_idx], frame=frames[n_idx],
                                      cell_area=cell[n_idx], people=len(rows), num_keypoints=keep.shape[1]))
     return KeypointSamples.concat(parts)
 
@@ -107,13 +113,14 @@ def sample_scores(samples: KeypointSamples) -> tuple[np.ndarray, np.ndarray]:
     return region_scores(samples.maps, samples.truth), ellipse_scores(samples.maps, samples.point, samples.truth)
 
 
-def fit_table(samples: KeypointSamples, levels=DEFAULT_LEVELS, by_bucket: bool = False, data: str = ""):
+def fit_table(samples: KeypointSamples, levels=DEFAULT_LEVELS, by_bucket: bool = False, by_border: bool = True,
+              data: str = ""):
     """The :class:`conformal.CoverageTable` of the samples (calibration data; see module docstring)."""
     if len(samples) == 0:
         raise InputError("no labelled in-window keypoint declared present: nothing to calibrate coverage on")
     region, ellipse = sample_scores(samples)
-    groups = keypoint_groups(samples.num_keypoints)
-    return calibrate_table(region, ellipse, samples.keypoint, samples.box_area, levels, groups, by_bucket,
+    return calibrate_table(region, ellipse, samples.keypoint, samples.box, samples.frame, levels,
+                           keypoint_groups(samples.num_keypoints), by_bucket, by_border,
                            data=f"{data}; {len(samples)} keypoints of {samples.people} people")
 
 
@@ -135,8 +142,8 @@ def region_contains(samples: KeypointSamples, mass, dilation) -> tuple[np.ndarra
     return inside, area
 
 
-def _breakdown(hit, keypoint, box_area, groups) -> dict:
-    """Coverage overall / per group / per bucket, with n, of boolean ``hit (M,)``."""
+def _breakdown(hit, keypoint, box_area, at_border, groups) -> dict:
+    """Coverage overall / per group / per size bucket / per box position, with n, of boolean ``hit (M,)``."""
     def share(pick):
         return {"coverage": float(hit[pick].mean()) if pick.any() else None, "n": int(pick.sum())}
 
@@ -144,13 +151,15 @@ def _breakdown(hit, keypoint, box_area, groups) -> dict:
     out = {"overall": share(np.ones(len(hit), dtype=bool))}
     out["groups"] = {g: share(np.isin(keypoint, ks)) for g, ks in groups.items()}
     out["buckets"] = {name: share(bucket == i) for i, name in enumerate(BOX_BUCKETS["names"])}
+    out["position"] = {name: share(at_border == bool(i)) for i, name in enumerate(BORDER_NAMES)}
     return out
 
 
 def _level_entry(samples, region_hit, region_area, ellipse_hit, ellipse_r2, moment_det, groups) -> dict:
     box = samples.box_area
-    entry = {"region": _breakdown(region_hit, samples.keypoint, box, groups),
-             "ellipse": _breakdown(ellipse_hit, samples.keypoint, box, groups)}
+    border = box_at_border(samples.box, samples.frame)
+    entry = {"region": _breakdown(region_hit, samples.keypoint, box, border, groups),
+             "ellipse": _breakdown(ellipse_hit, samples.keypoint, box, border, groups)}
     entry["region"]["median_area_over_box"] = float(np.median(region_area * samples.cell_area / box))
     ellipse_area = np.pi * ellipse_r2 * np.sqrt(np.clip(moment_det, 0, None)) * samples.cell_area
     entry["ellipse"]["median_area_over_box"] = float(np.median(ellipse_area / box))
@@ -176,7 +185,7 @@ def coverage_report(samples: KeypointSamples, table=None, levels=None, raw_grid=
         report["raw"][q] = _level_entry(samples, hit, area, ellipse <= r2, np.full(len(samples), r2), det, groups)
         if table is not None:
             hit, area = region_contains(samples, *_per_keypoint(table, q, samples))
-            r2k = table.ellipse_radius2(q, samples.box_area)[rows, samples.keypoint]
+            r2k = table.ellipse_radius2(q, samples.box, samples.frame)[rows, samples.keypoint]
             report["calibrated"][q] = _level_entry(samples, hit, area, ellipse <= r2k, r2k, det, groups)
     report["raw_curve"] = {q: float(region_contains(samples, q, 0.0)[0].mean()) for q in raw_grid}
     return report
@@ -185,12 +194,12 @@ def coverage_report(samples: KeypointSamples, table=None, levels=None, raw_grid=
 def _per_keypoint(table, q, samples) -> tuple[np.ndarray, np.ndarray]:
     """Mass level and dilation ``(M,)`` of each sample's own keypoint and box."""
     rows = np.arange(len(samples))
-    mass, grow = table.region_params(q, samples.box_area)
+    mass, grow = table.region_params(q, samples.box, samples.frame)
     return mass[rows, samples.keypoint], grow[rows, samples.keypoint]
 
 
 def _worst(part: dict) -> tuple[str, float]:
-    items = [(f"{name}", v["coverage"]) for kind in ("groups", "buckets") for name, v in part[kind].items()
+    items = [(f"{name}", v["coverage"]) for kind in ("groups", "buckets", "position") for name, v in part[kind].items()
              if v["n"] > 0]
     return min(items, key=lambda kv: kv[1]) if items else ("-", float("nan"))
 
@@ -206,7 +215,7 @@ def format_report(report: dict, title: str = "") -> str:
     buckets = list(BOX_BUCKETS["names"])
     lines = [title] if title else []
     lines.append(f"{report['n']} labelled in-window keypoints declared present, {report['people']} people")
-    head = ["reading", "level", "kind", "overall"] + groups + buckets + ["area/box"]
+    head = ["reading", "level", "kind", "overall"] + groups + buckets + list(BORDER_NAMES) + ["area/box"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for reading in ("calibrated", "raw"):
@@ -218,6 +227,7 @@ def format_report(report: dict, title: str = "") -> str:
                 e = entry[kind]
                 cells = [reading, f"{q:g}", kind, f"{e['overall']['coverage']:.3f} (n {e['overall']['n']})"]
                 cells += [_share(e["groups"][g]) for g in groups] + [_share(e["buckets"][b]) for b in buckets]
+                cells += [_share(e["position"][p]) for p in BORDER_NAMES]
                 cells.append(f"{e['median_area_over_box']:.4f}")
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
