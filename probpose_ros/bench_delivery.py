@@ -25,9 +25,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from probpose_ros.participant import Participant
 
 TARGET = 0.90
 PROFILE = "fastdds_shm.xml"
@@ -62,30 +63,16 @@ def child_env(domain: int, profile: bool) -> dict:
     return env
 
 
-class Diagnostics:
+class Diagnostics(Participant):
     """A participant of this process on ``domain`` that keeps the latest probpose /diagnostics values."""
 
     def __init__(self, domain: int):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node(f"bench_delivery_{os.getpid()}", context=self.context)
+        super().__init__(domain, f"bench_delivery_{os.getpid()}")
         self.values, self.count = {}, 0
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            while self.context.ok():
-                self.executor.spin_once(timeout_sec=0.05)
-        except Exception:  # noqa: BLE001  (shutting down)
-            pass
+        self.start()
 
     def _on_diag(self, msg):
         for status in msg.status:
@@ -95,12 +82,6 @@ class Diagnostics:
 
     def received(self) -> int:
         return int(self.values.get("frames_received", -1))
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        self.thread.join(timeout=5.0)
 
 
 BARE = """

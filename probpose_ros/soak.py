@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from probpose_ros.participant import Participant
+
 #: bad kind -> (topic: raw / compressed, the /diagnostics kind it must be counted as; None = a valid frame)
 BAD_KINDS = {
     "unknown_encoding": ("raw", "unknown_encoding"),
@@ -162,25 +164,21 @@ def proc_status(pid: int) -> dict:
     return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "threads": int(fields["Threads"])}
 
 
-class Soak:
+class Soak(Participant):
     """The soak's own participant: image publishers, HumanArray / diagnostics subscriptions, a
     lifecycle client; an executor thread spins it."""
 
     NODES = {"raw": ("/probpose", "/humans/keypoints"), "compressed": ("/soak_c/probpose", "/soak_c/humans/keypoints")}
 
     def __init__(self, domain: int):
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from lifecycle_msgs.srv import ChangeState
-        from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import CompressedImage, Image
 
         from probpose_msgs.msg import HumanArray
         from probpose_ros.image_qos import image_qos
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain)
-        self.node = rclpy.create_node(f"soak_{os.getpid()}", context=self.context)
+        super().__init__(domain, f"soak_{os.getpid()}")
         self.lock = threading.Lock()
         self.results = {k: [] for k in self.NODES}  # (stamp_ns, latency s, arrival wall s, width, height, frame_id)
         self.diag = {}
@@ -191,17 +189,7 @@ class Soak:
             self.node.create_subscription(HumanArray, topic, lambda m, k=kind: self._on_humans(k, m), 1000)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
         self.change_state = self.node.create_client(ChangeState, "/probpose/change_state")
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            while self.context.ok():
-                self.executor.spin_once(timeout_sec=0.05)
-        except Exception:  # noqa: BLE001  (shutting down)
-            pass
+        self.start()
 
     def _on_humans(self, kind, msg):
         stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
@@ -245,12 +233,6 @@ class Soak:
         request.transition.id = transition_id
         future = self.change_state.call_async(request)
         return self.wait(future.done, timeout) and bool(future.result().success)
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-        self.thread.join(timeout=5.0)
 
 
 def start_nodes(domain: int, log_dir: Path, malloc_arena_max: int, extra_params=()) -> dict:
