@@ -103,25 +103,53 @@ def dilate_mask(mask, radius: float, upsample: int = DILATION_UPSAMPLE) -> np.nd
     return distance <= float(radius) * u + np.sqrt(2.0)
 
 
+def grown_cells(mask, radius: float, upsample: int = DILATION_UPSAMPLE):
+    """``(fine (h U, w U) bool, (x0, y0))``: :func:`dilate_mask` of ``mask (H, W)`` computed on the
+    crop of cells that the grown region can reach (the mask's bounding box plus the radius), with
+    the crop's first cell ``(x0, y0)``; None for an empty mask. Sparsemax supports are compact, so
+    this is what keeps a dilated region cheap."""
+    mask = np.asarray(mask, dtype=bool)
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    pad = int(np.ceil(float(radius) + 2.0)) if radius > 0 else 0
+    h, w = mask.shape
+    x0, y0 = max(int(xs.min()) - pad, 0), max(int(ys.min()) - pad, 0)
+    x1, y1 = min(int(xs.max()) + pad + 1, w), min(int(ys.max()) + pad + 1, h)
+    return dilate_mask(mask[y0:y1, x0:x1], radius, upsample), (x0, y0)
+
+
 def region_masks(prob_maps, levels, dilations=None, upsample: int | None = None) -> np.ndarray:
     """Regions of maps ``(M, H, W)``: the credible set at mass level ``levels (M,)`` (or one),
     each grown by ``dilations (M,)`` heatmap pixels (:func:`dilate_mask`). Bool ``(M, H U, W U)``
     with ``upsample`` U: 1 when nothing is dilated, else :data:`DILATION_UPSAMPLE` (default)."""
+    masks, grow, u = _credible_cells(prob_maps, levels, dilations, upsample)
+    if u == 1:
+        return masks
+    m, h, w = masks.shape
+    out = np.zeros((m, h * u, w * u), dtype=bool)
+    for i in range(m):
+        grown = grown_cells(masks[i], grow[i], u)
+        if grown is not None:
+            fine, (x0, y0) = grown
+            out[i, y0 * u:y0 * u + fine.shape[0], x0 * u:x0 * u + fine.shape[1]] = fine
+    return out
+
+
+def _credible_cells(prob_maps, levels, dilations, upsample):
+    """Checked ``(credible masks (M, H, W), dilations (M,), upsample)`` for :func:`region_masks`."""
     p = np.asarray(prob_maps)
     if p.ndim != 3:
-        raise InputError(f"region_masks takes maps (M, H, W), got shape {p.shape}")
+        raise InputError(f"region maps must be (M, H, W), got shape {p.shape}")
     masks = credible_mask(p, np.broadcast_to(np.asarray(levels, dtype=np.float64), p.shape[:1]))
     grow = np.zeros(len(p)) if dilations is None else np.broadcast_to(np.asarray(dilations, dtype=np.float64),
                                                                       p.shape[:1])
     if not np.all(np.isfinite(grow)) or (grow < 0).any():
         raise InputError(f"dilations must be finite and >= 0, got {grow}")
     u = (DILATION_UPSAMPLE if (grow > 0).any() else 1) if upsample is None else int(upsample)
-    if u == 1:
-        if (grow > 0).any():
-            raise InputError("dilated regions need upsample > 1")
-        return masks
-    return np.stack([dilate_mask(m, r, u) for m, r in zip(masks, grow)]) if len(p) else \
-        np.zeros((0, p.shape[1] * u, p.shape[2] * u), dtype=bool)
+    if u == 1 and (grow > 0).any():
+        raise InputError("dilated regions need upsample > 1")
+    return masks, grow, u
 
 
 def mask_outlines(masks, upsample: int = 1) -> list[list[np.ndarray]]:
@@ -167,20 +195,24 @@ def _edge_path(points, marked) -> np.ndarray:
     """A cv2 contour ``(P, 2)`` (x, y) of the marked edge grid as a path along cell edges: a
     diagonal step (the 8-connected trace cutting a concave corner through an empty cell) goes
     round by the marked corner point instead; then only the vertices where the direction turns."""
-    nxt = np.roll(points, -1, axis=0)
+    nxt = np.concatenate([points[1:], points[:1]])
     diagonal = (points[:, 0] != nxt[:, 0]) & (points[:, 1] != nxt[:, 1])
-    via_x = marked[points[:, 1], nxt[:, 0]] > 0  # the corner (next x, this y) is marked
-    via_y = marked[nxt[:, 1], points[:, 0]] > 0
-    insert = diagonal & (via_x != via_y)
-    corner = np.where(via_x[:, None], np.stack([nxt[:, 0], points[:, 1]], -1), np.stack([points[:, 0], nxt[:, 1]], -1))
-    path = np.empty((len(points) + int(insert.sum()), 2), dtype=np.int64)
-    at = np.arange(len(points)) + np.concatenate([[0], np.cumsum(insert)[:-1]])
-    path[at] = points
-    path[at[insert] + 1] = corner[insert]
+    if diagonal.any():
+        via_x = marked[points[:, 1], nxt[:, 0]] > 0  # the corner (next x, this y) is marked
+        via_y = marked[nxt[:, 1], points[:, 0]] > 0
+        insert = diagonal & (via_x != via_y)
+        corner = np.where(via_x[:, None], np.stack([nxt[:, 0], points[:, 1]], -1),
+                          np.stack([points[:, 0], nxt[:, 1]], -1))
+        at = np.arange(len(points)) + np.concatenate([[0], np.cumsum(insert)[:-1]])
+        path = np.empty((len(points) + int(insert.sum()), 2), dtype=points.dtype)
+        path[at] = points
+        path[at[insert] + 1] = corner[insert]
+    else:
+        path = points
     if len(path) < 3:
         return path
-    step = np.sign(np.roll(path, -1, axis=0) - path)
-    turns = np.any(step != np.roll(step, 1, axis=0), axis=1)
+    step = np.sign(np.concatenate([path[1:], path[:1]]) - path)
+    turns = np.any(step != np.concatenate([step[-1:], step[:-1]]), axis=1)
     return path[turns] if turns.any() else path
 
 
@@ -215,8 +247,16 @@ def credible_polygons_batch(prob_maps, q, center, scale, dilations=None) -> list
     scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (m, 2))
     if m == 0:
         return []
-    masks = region_masks(p, q, dilations)
-    outlines = mask_outlines(masks, masks.shape[1] // h)
+    masks, grow, u = _credible_cells(p, q, dilations, None)
+    plain = np.flatnonzero(grow == 0)
+    outlines: list = [[] for _ in range(m)]
+    for i, parts in zip(plain, mask_outlines(masks[plain], 1)):  # one findContours for all undilated maps
+        outlines[i] = parts
+    for i in np.flatnonzero(grow > 0):  # each grown region on its own small crop
+        grown = grown_cells(masks[i], grow[i], u)
+        if grown is not None:
+            fine, offset = grown
+            outlines[i] = [o + offset for o in mask_outlines(fine[None], u)[0]]
     return [[geometry.heatmap_to_image(o, center[i], scale[i], (w, h)) for o in parts]
             for i, parts in enumerate(outlines)]
 

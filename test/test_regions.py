@@ -117,6 +117,27 @@ def test_dilated_region_holds_every_point_within_the_radius(rng):
         regions.region_masks(p[None], 0.5, -1.0)
 
 
+def test_dilated_outline_agrees_with_its_sub_cell_mask():
+    """The outline of a grown region (drawn on its own crop) holds exactly the sub-cells of the
+    full-size mask: point-in-outline at every sub-cell centre, in image coordinates."""
+    h, w = 12, 10
+    p = np.zeros((h, w))
+    p[3:5, 2:4], p[8, 7] = 1.0, 0.5  # two parts that merge once grown
+    center, scale = np.array([60.0, 80.0]), np.array([40.0, 50.0])
+    for radius in (0.6, 1.9):
+        [mask] = regions.region_masks(p[None], 1.0, radius)
+        u = mask.shape[0] // h
+        polys = regions.credible_polygons(p, 1.0, center, scale, dilation=radius)
+        fy, fx = np.mgrid[0:h * u, 0:w * u]
+        pts = np.stack([(fx.ravel() + 0.5) / u - 0.5, (fy.ravel() + 0.5) / u - 0.5], -1)
+        image = geometry.heatmap_to_image(pts, center, scale, (w, h))
+        tests = np.array([[cv2.pointPolygonTest(poly.astype(np.float32), (float(x), float(y)), False)
+                           for x, y in image] for poly in polys])
+        assert not (tests == 0).any()
+        inside = (tests > 0).any(axis=0).reshape(mask.shape)
+        np.testing.assert_array_equal(inside, mask | _holes(mask))
+
+
 def test_covariance_ellipse_hand_values_and_batch(rng):
     h, w = 16, 12
     p = np.zeros((h, w))
