@@ -66,11 +66,11 @@ def _cmd_export(args) -> None:
 
 def _cmd_predict(args) -> None:
     from .detection import make_detector
-    from .predict import DEFAULT_CREDIBLE_LEVELS, parse_credible_levels, predict_images
+    from .predict import DEFAULT_CREDIBLE_LEVELS, check_credible_levels, predict_images
 
     if args.credible_levels is not None and not args.humans_out:
         raise InputError("--credible-levels sets the regions of --humans-out: give --humans-out too")
-    levels = DEFAULT_CREDIBLE_LEVELS if args.credible_levels is None else parse_credible_levels(args.credible_levels)
+    levels = DEFAULT_CREDIBLE_LEVELS if args.credible_levels is None else check_credible_levels(args.credible_levels)
     detector = None if args.ann else make_detector(args.detector, score_threshold=args.detector_threshold,
                                                    layout=args.detector_layout)
     run = predict_images(args.images, args.out, model=args.model, ann=args.ann, runtime=args.runtime,

@@ -34,8 +34,8 @@ import numpy as np
 
 from .errors import InputError
 from .image_io import IMAGE_SUFFIXES, read_image
-from .pipeline import Pipeline
 from .jsonio import dump_json
+from .pipeline import Pipeline
 from .results import humans_to_json, to_coco_results, write_coco_results
 from .runtime import as_runner
 
@@ -69,10 +69,11 @@ class PredictionRun:
 
 
 def check_credible_levels(levels) -> tuple:
-    """``levels`` as a tuple of floats, each strictly between 0 and 1 (at least one; repeats
-    dropped, order kept); InputError naming the first bad one."""
+    """``levels`` (numbers, or comma-separated text as ``--credible-levels`` takes: "0.5,0.9") as
+    a tuple of floats, each strictly between 0 and 1 (at least one; repeats dropped, order kept);
+    InputError naming the first bad one."""
     out = []
-    for q in levels:
+    for q in (v.strip() for v in levels.split(",")) if isinstance(levels, str) else levels:
         try:
             value = float(q)
         except (TypeError, ValueError):
@@ -84,11 +85,6 @@ def check_credible_levels(levels) -> tuple:
     if not out:
         raise InputError("no credible levels given (e.g. 0.5,0.9)")
     return tuple(out)
-
-
-def parse_credible_levels(text: str) -> tuple:
-    """``"0.5,0.9"`` -> ``(0.5, 0.9)``, checked by :func:`check_credible_levels`."""
-    return check_credible_levels(v.strip() for v in str(text).split(","))
 
 
 def _detection_jobs(images_dir: Path, ann, detections):

@@ -9,7 +9,7 @@ from test_pipeline import FIXTURE, DotRunner
 
 from probpose_core.cli import main
 from probpose_core.errors import InputError
-from probpose_core.predict import parse_credible_levels, predict_images
+from probpose_core.predict import check_credible_levels, predict_images
 from probpose_core.results import humans_from_json
 from probpose_core.spec import DEFAULT_PRESENCE_THRESHOLD
 
@@ -91,12 +91,14 @@ def test_detected_people_have_no_annotation_id(tmp_path):
 ])
 def test_bad_credible_levels_are_clear_errors(text, message):
     with pytest.raises(InputError, match=message):
-        parse_credible_levels(text)
+        check_credible_levels(text)
 
 
-def test_credible_levels_parse():
-    assert parse_credible_levels("0.5,0.9") == (0.5, 0.9)
-    assert parse_credible_levels(" 0.95 , 0.5,0.95") == (0.95, 0.5)
+def test_credible_levels_from_text_or_numbers():
+    assert check_credible_levels("0.5,0.9") == check_credible_levels([0.5, 0.9]) == (0.5, 0.9)
+    assert check_credible_levels(" 0.95 , 0.5,0.95") == (0.95, 0.5)
+    with pytest.raises(InputError, match="no credible levels"):
+        check_credible_levels([])
 
 
 def test_predict_cli_humans_out_with_the_shipped_model(tmp_path, capsys):
