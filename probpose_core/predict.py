@@ -87,6 +87,11 @@ def check_credible_levels(levels) -> tuple:
     return tuple(out)
 
 
+def parse_credible_levels(text: str) -> tuple:
+    """``"0.5,0.9"`` -> ``(0.5, 0.9)``: :func:`check_credible_levels` of command-line text."""
+    return check_credible_levels(str(text))
+
+
 def _detection_jobs(images_dir: Path, ann, detections):
     """Jobs from a detections file (COCO results-format person boxes) over the images of ``ann``."""
     from .data.instances import load_instances

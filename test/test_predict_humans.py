@@ -9,7 +9,7 @@ from test_pipeline import FIXTURE, DotRunner
 
 from probpose_core.cli import main
 from probpose_core.errors import InputError
-from probpose_core.predict import check_credible_levels, predict_images
+from probpose_core.predict import check_credible_levels, parse_credible_levels, predict_images
 from probpose_core.results import humans_from_json
 from probpose_core.spec import DEFAULT_PRESENCE_THRESHOLD
 
@@ -97,6 +97,7 @@ def test_bad_credible_levels_are_clear_errors(text, message):
 def test_credible_levels_from_text_or_numbers():
     assert check_credible_levels("0.5,0.9") == check_credible_levels([0.5, 0.9]) == (0.5, 0.9)
     assert check_credible_levels(" 0.95 , 0.5,0.95") == (0.95, 0.5)
+    assert parse_credible_levels("0.9,0.95") == (0.9, 0.95)  # the command-line form (probpose coverage)
     with pytest.raises(InputError, match="no credible levels"):
         check_credible_levels([])
 
