@@ -81,9 +81,9 @@ def _cmd_predict(args) -> None:
 
 def _cmd_coverage(args) -> None:
     from .evaluation.coverage import run_coverage
-    from .predict import parse_credible_levels
+    from .predict import check_credible_levels
 
-    levels = None if args.levels is None else parse_credible_levels(args.levels)
+    levels = None if args.levels is None else check_credible_levels(args.levels)
     run_coverage(args.images, args.ann, model=args.model, runtime=args.runtime, out=args.out, levels=levels,
                  flip_test=args.flip_test, progress=not args.quiet)
 

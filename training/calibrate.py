@@ -281,10 +281,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def action():
-        from probpose_core.predict import parse_credible_levels
+        from probpose_core.predict import check_credible_levels
 
         data = args.coverage_data or [(args.ann, args.images)]
-        args.coverage_levels = parse_credible_levels(args.coverage_levels)
+        args.coverage_levels = tuple(sorted(check_credible_levels(args.coverage_levels)))
         if args.coverage_only:
             summary = calibrate_coverage_only(args.checkpoint, data, args.out, args.coverage_levels,
                                               args.coverage_by_bucket, args.flip_test, progress=not args.quiet,
