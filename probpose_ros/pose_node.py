@@ -4,8 +4,11 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
 
 - Parameters are declared once, from :data:`PARAMETERS`, each with a description; their
   defaults equal ``config/params.yaml`` (a test checks; ``rep155``, whose default depends on
-  whether hri_msgs imports, is left out of the file: :data:`MACHINE_DEFAULTS`). They are read at start-up
-  (``read_only``): change them with a params file or ``-p name:=value``.
+  whether hri_msgs imports, is left out of the file: :data:`MACHINE_DEFAULTS`). They are read
+  on **configure** (so cleanup -> set -> configure loads another ``model``), those of
+  :data:`ACTIVATE_PARAMETERS` (the image subscription, REP-155, depth) again on **activate**. A
+  change the node cannot apply in its state is refused with the reason (``ros2 param set``
+  prints it): a configure-time parameter while configured, an activate-time one while active.
 - Images (``sensor_msgs/Image``, or ``CompressedImage`` with ``compressed: true``) are
   subscribed with ``image_qos`` (reliable by default, keep-last ``image_qos_depth`` 3; best_effort for a
   camera on sensor-data QoS: :mod:`probpose_ros.image_qos`) on ``image_topic`` (default ``image``,
@@ -61,7 +64,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from diagnostic_msgs.msg import DiagnosticArray, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
@@ -147,6 +150,12 @@ PARAMETERS = (
 ) + tuple(Param(*p) for p in depth_outputs.PARAMETERS)  # depth_topic (empty: off), camera_info_topic, ...
 
 
+#: Parameters read (again) on activate: they may change while the node is inactive. Every other
+#: parameter is read on configure and may change only while the node is unconfigured.
+ACTIVATE_PARAMETERS = frozenset({"image_topic", "compressed", "image_qos", "image_qos_depth", "max_image_pixels",
+                                 "rep155"} | {p[0] for p in depth_outputs.PARAMETERS})
+CONFIGURE_PARAMETERS = frozenset(p.name for p in PARAMETERS) - ACTIVATE_PARAMETERS
+
 #: Parameters whose default depends on the machine (left out of config/params.yaml, which would fix it)
 MACHINE_DEFAULTS = ("rep155",)
 
@@ -163,9 +172,13 @@ class PoseNode(LifecycleNode):
 
     def __init__(self, **kw):
         super().__init__(NODE_NAME, **kw)
-        self.params = {p.name: self.declare_parameter(
-            p.name, p.default, ParameterDescriptor(description=p.description, read_only=True)).value
-            for p in PARAMETERS}
+        for p in PARAMETERS:
+            when = "activate: set it while inactive" if p.name in ACTIVATE_PARAMETERS else \
+                "configure: set it while unconfigured"
+            self.declare_parameter(p.name, p.default, ParameterDescriptor(description=p.description,
+                                                                          additional_constraints=f"read on {when}"))
+        self.params: dict = {}  # the values in use: read on configure (ACTIVATE_PARAMETERS again on activate)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.stats = diagnostics.PoseStats()
         self.timings = Timings()
         self._warned: set[str] = set()
@@ -186,7 +199,9 @@ class PoseNode(LifecycleNode):
                 and self.trigger_activate() == TransitionCallbackReturn.SUCCESS)
 
     def on_configure(self, state) -> TransitionCallbackReturn:
-        """Load the model and detector, build pipeline and tracker, create the (lifecycle) publishers."""
+        """Read the parameters, load the model and detector, build pipeline and tracker, create the
+        (lifecycle) publishers."""
+        self.params = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
         try:
             self._setup_pipeline()
         except Exception as exc:  # noqa: BLE001  (an unusable model: the transition fails, with the reason)
@@ -214,6 +229,7 @@ class PoseNode(LifecycleNode):
             self.get_logger().error("activate failed: the previous worker is still busy with a frame")
             super().on_deactivate(state)
             return TransitionCallbackReturn.FAILURE
+        self.params.update({name: self.get_parameter(name).value for name in ACTIVATE_PARAMETERS})
         try:
             self.rep155 = self._rep155_publisher()
             self.depth = depth_outputs.DepthOutputs.from_params(self, self.params, self.presence_threshold)
@@ -323,6 +339,19 @@ class PoseNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001  (shutting down: the context may be gone already)
             self.get_logger().debug(f"REP-155 clear on stop failed: {exc!r}")
         self.rep155 = None
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Refuse, with the reason, a change the node cannot apply in its state (module docstring)."""
+        for param in parameters:
+            if param.name in ACTIVATE_PARAMETERS and self._subscription is not None:
+                return SetParametersResult(successful=False, reason=(
+                    f"{param.name} is read on activate and the node is active: deactivate it, set {param.name}, "
+                    f"activate"))
+            if param.name in CONFIGURE_PARAMETERS and self.pipeline is not None:
+                return SetParametersResult(successful=False, reason=(
+                    f"{param.name} is read on configure and the node is configured: deactivate and clean it up, "
+                    f"set {param.name}, configure (and activate)"))
+        return SetParametersResult(successful=True)
 
     # -- callback thread: O(1), the frame is converted by the worker ---------------------
     def _on_image(self, msg):
@@ -464,7 +493,7 @@ def main(args=None) -> int:
     code = 0
     try:
         node = PoseNode()
-        if node.params["autostart"] and not node.start():
+        if node.get_parameter("autostart").value and not node.start():
             print(f"probpose pose_node: {node.failure or 'configure/activate failed (see the log)'}", file=sys.stderr)
             code = 2
         else:

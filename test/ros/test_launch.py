@@ -15,7 +15,7 @@ import yaml
 from ros_harness import (Probe, child_env, fresh_domain, installed_executable, output, replay_cmd, start, start_node,
                          stop)
 
-from probpose_ros.pose_node import MACHINE_DEFAULTS, NODE_NAME, PARAMETERS, parameter_defaults
+from probpose_ros.pose_node import ACTIVATE_PARAMETERS, MACHINE_DEFAULTS, NODE_NAME, PARAMETERS, parameter_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "pose.launch.py"
@@ -74,7 +74,9 @@ def test_installed_node_with_the_arguments_launch_ros_generates(tiny_model, tmp_
         names = [p.name for p in PARAMETERS]
         described = _call(probe, describe, DescribeParameters.Request(names=names)).descriptors
         assert [d.description for d in described] == [p.description for p in PARAMETERS]
-        assert all(d.read_only for d in described)
+        assert not any(d.read_only for d in described)  # read on configure / activate (issue 19 item 4)
+        assert {d.name: d.additional_constraints.split(":")[0] for d in described} == {
+            p.name: "read on activate" if p.name in ACTIVATE_PARAMETERS else "read on configure" for p in PARAMETERS}
         values = _call(probe, get, GetParameters.Request(names=["model", "detector", "image_topic"])).values
         assert [values[0].string_value, values[1].string_value, values[2].string_value] == \
             [str(tiny_model), "nanodet", "image"]

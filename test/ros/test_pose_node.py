@@ -520,6 +520,16 @@ def _state(probe, get, proc) -> str:
     return _call(probe, get, GetState.Request(), proc).current_state.label
 
 
+def _results_after_frames(probe, pub, proc, n=int(TIMEOUT / 0.2)) -> bool:
+    """Publish frames until a new HumanArray arrives (True) or ``n`` frames went unanswered."""
+    before = len(probe.messages("/humans/keypoints"))
+    for i in range(n):
+        pub.publish(image_msg(np.zeros((120, 160, 3), np.uint8), 10**9 + i))
+        if probe.wait_for(lambda: len(probe.messages("/humans/keypoints")) > before, timeout=0.2, proc=proc):
+            return True
+    return False
+
+
 def test_lifecycle_transitions_through_the_services(domain, probe, tiny_model, tmp_path):
     """autostart:=false (as the launch file passes it): the node waits unconfigured; configure
     creates the outputs without subscribing, activate subscribes and processes, deactivate
@@ -539,12 +549,7 @@ def test_lifecycle_transitions_through_the_services(domain, probe, tiny_model, t
         return probe.node.count_publishers("/humans/keypoints")
 
     def results_after_frames(n=int(TIMEOUT / 0.2)):
-        before = len(probe.messages("/humans/keypoints"))
-        for i in range(n):
-            pub.publish(image_msg(np.zeros((120, 160, 3), np.uint8), 10**9 + i))
-            if probe.wait_for(lambda: len(probe.messages("/humans/keypoints")) > before, timeout=0.2, proc=node):
-                return True
-        return False
+        return _results_after_frames(probe, pub, node, n)
 
     try:
         assert probe.wait_for(lambda: change.service_is_ready() and get.service_is_ready(), proc=node), output(node)
@@ -574,6 +579,66 @@ def test_lifecycle_transitions_through_the_services(domain, probe, tiny_model, t
         assert _transition(probe, change, Transition.TRANSITION_ACTIVATE, node)
         assert probe.wait_for(lambda: pub.get_subscription_count() == 1, proc=node)
         assert results_after_frames(), output(node)
+    finally:
+        code = stop(node)
+    assert code == 0, output(node)
+
+
+def test_cleanup_then_configure_loads_another_model_and_refuses_what_it_cannot_apply(domain, probe, tiny_model,
+                                                                                     tmp_path):
+    """Issue 19 item 4: the parameters were read once at start-up and read-only, so no model
+    could be loaded without a restart. Now they are read on configure: cleanup, set `model` to
+    the shipped model, configure and activate, and the HumanArrays come from it. A change the
+    node cannot apply in its state is refused with the reason: `model` while configured,
+    `max_image_pixels` (read on activate) while active but not while inactive."""
+    from lifecycle_msgs.msg import Transition
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from probpose_core.shipped import default_pose_model
+    from probpose_msgs.msg import HumanArray
+
+    probe.subscribe(HumanArray, "/humans/keypoints")
+    pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
+    change, get = _lifecycle_clients(probe)
+    set_client = probe.node.create_client(SetParameters, "/probpose/set_parameters")
+    node = start_node(domain, tmp_path, "-p", f"model:={tiny_model}", "-p", "detector:=full_frame",
+                      "-r", "image:=/camera/image_raw")
+
+    def set_parameter(name, value):
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        (result,) = _call(probe, set_client, request, node).results
+        return result
+
+    def model_ids():
+        return {m.model_id.split(":")[0] for m in probe.messages("/humans/keypoints")}
+
+    try:
+        assert probe.wait_for(lambda: set_client.service_is_ready() and get.service_is_ready(), proc=node)
+        assert probe.wait_for(lambda: _state(probe, get, node) == "active", proc=node)
+        assert _results_after_frames(probe, pub, node) and model_ids() == {"tiny.onnx"}
+        shipped = str(default_pose_model())
+
+        refused = set_parameter("model", shipped)  # active
+        assert not refused.successful and "model is read on configure" in refused.reason, refused.reason
+        refused = set_parameter("max_image_pixels", 1000)
+        assert not refused.successful and "read on activate" in refused.reason, refused.reason
+
+        assert _transition(probe, change, Transition.TRANSITION_DEACTIVATE, node)
+        assert set_parameter("max_image_pixels", 0).successful  # applied on the next activate
+        assert not set_parameter("model", shipped).successful  # inactive is still configured
+
+        assert _transition(probe, change, Transition.TRANSITION_CLEANUP, node)
+        accepted = set_parameter("model", shipped)
+        assert accepted.successful, accepted.reason
+        assert _transition(probe, change, Transition.TRANSITION_CONFIGURE, node), output(node)
+        assert _transition(probe, change, Transition.TRANSITION_ACTIVATE, node), output(node)
+        assert probe.wait_for(lambda: pub.get_subscription_count() == 1, proc=node)
+        before = len(probe.messages("/humans/keypoints"))
+        assert _results_after_frames(probe, pub, node), output(node)
+        assert {m.model_id.split(":")[0] for m in probe.messages("/humans/keypoints")[before:]} == \
+            {"probpose_student.onnx"}
     finally:
         code = stop(node)
     assert code == 0, output(node)
