@@ -1,5 +1,6 @@
 """ONNX export: parity with torch (exact sparsemax) on every output and on the decoded keypoints
-of well-conditioned maps, the parity tolerances, the sidecar, the dynamic batch axis, int8, the TensorRT constraint check and `probpose export`."""
+of well-conditioned maps, the parity tolerances, the sidecar, the dynamic batch axis, int8, the
+TensorRT constraint check and `probpose export`."""
 import json
 import subprocess
 import sys

@@ -309,8 +309,8 @@ def parity_problems(report: dict, tolerances: dict) -> list[str]:
             problems.append(f"{name} differ by up to {diff:.3g} (tolerance {tolerance:g})")
     diff = report["keypoints_max_px_diff"]
     if not diff <= tolerances["keypoints_px"]:
-        problems.append(f"decoded keypoints differ by up to {diff:.3f} px (tolerance {tolerances['keypoints_px']:g} px, "
-                        f"crop pixels, {report['keypoints_compared']} well-conditioned keypoints)")
+        problems.append(f"decoded keypoints differ by up to {diff:.3f} px (tolerance {tolerances['keypoints_px']:g} "
+                        f"px, crop pixels, {report['keypoints_compared']} well-conditioned keypoints)")
     return problems
 
 
