@@ -258,7 +258,7 @@ def plot_reliability(report: dict, path, title: str = "Coverage of published reg
                 label="calibrated ellipses")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="stated level q", ylabel="fraction of truths inside", title=title)
     ax.set_aspect("equal")
-    ax.legend(loc="upper left", fontsize=7)
+    ax.legend(loc="lower right", fontsize=7)
     return _save(fig, path)
 
 
