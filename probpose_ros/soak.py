@@ -25,7 +25,8 @@ kind counted (``1x1`` is a valid frame: it must come back as a HumanArray of wid
 dropped for a newer frame). ``--json PATH`` writes the figures.
 
 Every process gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a private ``ROS_DOMAIN_ID``;
-``--malloc-arena-max N`` sets ``MALLOC_ARENA_MAX`` for the nodes (0 = unset).
+``--malloc-arena-max N`` sets ``MALLOC_ARENA_MAX`` for the nodes (default 2, what the launch file
+sets; 0 = unset: then each round trip's new worker thread kept a ~6 MB malloc arena).
 Usage: ``python -m probpose_ros.soak [--frames 10000] [--size 640x480] [--rate-factor 2]`` after
 ``source install/setup.bash``.
 """
@@ -260,7 +261,7 @@ def percentile(values, q: float) -> float:
 
 # -- the run ------------------------------------------------------------------------------
 def run(frames: int = 10_000, size=(640, 480), rate_factor: float = 2.0, bad_share: float = 0.05,
-        warmup: int = 30, round_trips: int = 2, malloc_arena_max: int = 0, log_dir=None, extra_params=(),
+        warmup: int = 30, round_trips: int = 2, malloc_arena_max: int = 2, log_dir=None, extra_params=(),
         verbose: bool = True) -> dict:
     """The soak (module docstring); returns its figures and ``goals`` (name -> met)."""
     say = print if verbose else (lambda *a, **k: None)
@@ -406,12 +407,15 @@ def run(frames: int = 10_000, size=(640, 480), rate_factor: float = 2.0, bad_sha
                               "counted": got, "ok": got >= 1}
     warm, end = status["after warm-up"], status["end"]
     growth = {k: (end[k]["rss_mb"] - warm[k]["rss_mb"]) / warm[k]["rss_mb"] for k in procs}
+    trips = [per for label, per in status.items() if label.startswith("round trip")]
+    per_trip = {k: (trips[-1][k]["rss_mb"] - trips[0][k]["rss_mb"]) / (len(trips) - 1) if len(trips) > 1
+                else float("nan") for k in procs}  # RSS added per round trip after the first
     result.update({
         "throughput_hz": throughput, "rate_hz": rate, "sent_good": {k: len(v) for k, v in sent_good.items()},
         "sent_bad": dict(sent_bad), "humanarrays": {k: len(v) for k, v in results.items()},
         "latency_p50_s": percentile(latency, 50), "latency_p99_s": percentile(latency, 99),
         "stamp_to_arrival_p50_s": percentile(transport, 50), "stamp_to_arrival_p99_s": percentile(transport, 99),
-        "status": status, "rss_growth": growth, "stamp_errors": {k: v[:20] for k, v in stamp_errors.items()},
+        "status": status, "rss_growth": growth, "rss_mb_per_round_trip": per_trip, "stamp_errors": {k: v[:20] for k, v in stamp_errors.items()},
         "stamp_error_count": sum(len(v) for v in stamp_errors.values()), "bad_frames": bad_rows,
         "diagnostics": diag, "alive_at_end": alive, "exit_codes": codes,
     })
@@ -441,7 +445,9 @@ def report(r: dict) -> str:
     for label, per in r["status"].items():
         lines.append(f"  {label:<22}" + "  ".join(f"{k}: RSS {v['rss_mb']:.1f} MB, {v['threads']} threads"
                                                   for k, v in per.items()))
-    lines.append("  RSS growth after warm-up: " + ", ".join(f"{k} {g:+.1%}" for k, g in r["rss_growth"].items()))
+    lines.append("  RSS growth after warm-up: " + ", ".join(f"{k} {g:+.1%}" for k, g in r["rss_growth"].items())
+                 + "; per round trip after the first: "
+                 + ", ".join(f"{k} {v:+.1f} MB" for k, v in r["rss_mb_per_round_trip"].items()))
     lines.append(f"  stamp errors: {r['stamp_error_count']}" + (f" {r['stamp_errors']}" if r["stamp_error_count"] else ""))
     lines.append(f"  {'bad kind':<24}{'sent':>6}{'counted':>9}  as")
     for name, row in r["bad_frames"].items():
@@ -458,7 +464,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bad-share", type=float, default=0.05, help="share of bad frames (default 0.05)")
     parser.add_argument("--warmup", type=int, default=30, help="closed-loop warm-up frames (default 30)")
     parser.add_argument("--round-trips", type=int, default=2, help="lifecycle round trips mid-run (default 2)")
-    parser.add_argument("--malloc-arena-max", type=int, default=0, help="MALLOC_ARENA_MAX for the nodes (0 = unset)")
+    parser.add_argument("--malloc-arena-max", type=int, default=2,
+                        help="MALLOC_ARENA_MAX for the nodes (default 2, as the launch file; 0 = unset)")
     parser.add_argument("--log-dir", default=None, help="node logs (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
