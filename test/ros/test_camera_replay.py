@@ -123,3 +123,29 @@ def test_arguments():
     args, ros_args = parse_args(["clip.mp4", "--rate", "5", "--compressed", "--ros-args", "-r", "__ns:=/x"])
     assert (args.source, args.rate, args.compressed, args.loop) == ("clip.mp4", 5.0, True, False)
     assert ros_args == ["--ros-args", "-r", "__ns:=/x"]
+
+
+def test_qos_and_size_arguments():
+    """Reliable by default (the node's image_qos default), depth 10; best effort depth 1; the old
+    --reliable still works; --size WxH parsed, a bad one refused."""
+    args, _ = parse_args(["clip.mp4"])
+    assert (args.qos, args.depth, args.size) == ("reliable", 10, None)
+    args, _ = parse_args(["clip.mp4", "--qos", "best_effort", "--size", "640x480"])
+    assert (args.qos, args.depth, args.size) == ("best_effort", 1, (640, 480))
+    assert parse_args(["clip.mp4", "--reliable", "--depth", "3"])[0].qos == "reliable"
+    with pytest.raises(SystemExit):
+        parse_args(["clip.mp4", "--size", "640"])
+
+
+def test_make_message_scales_to_size():
+    from probpose_ros.camera_replay import make_message
+    from probpose_ros.image_conversion import compressed_to_rgb, msg_to_rgb
+
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    frame[:, 960:] = 200
+    msg = make_message(frame, False, "bgr8", size=(640, 480))
+    assert (msg.width, msg.height, msg.encoding) == (640, 480, "bgr8")
+    rgb = msg_to_rgb(msg)
+    assert rgb[240, 100].tolist() == [0, 0, 0] and rgb[240, 600].tolist() == [200, 200, 200]
+    again = make_message(msg, True, size=(320, 240))  # a bag message of the other kind, scaled too
+    assert compressed_to_rgb(again.data).shape == (240, 320, 3)
