@@ -142,6 +142,36 @@ def test_frozen_prefixes_keep_their_weights_and_the_rest_trains(synthetic, tmp_p
     assert not torch.equal(before["head.deconv_layers.0.weight"], after["head.deconv_layers.0.weight"])
 
 
+def test_frozen_backbone_in_onnx_runtime_trains_the_same(synthetic, tmp_path):
+    """run.frozen_backbone_runtime 'ort': the frozen backbone's forward runs in ONNX Runtime; the
+    losses follow the torch run's and the checkpoint keeps the backbone's weights."""
+    config = small_config(synthetic, tmp_path / "start", max_iters_per_epoch=1)
+    config.model.drop_path = 0.0  # a frozen backbone computes one function (no stochastic depth)
+    config.schedule.epochs = 1
+    train(config)
+    start = tmp_path / "start" / "last.pt"
+    logs = {}
+    for runtime in ("torch", "ort"):
+        config.run.out_dir, config.run.init_weights = str(tmp_path / runtime), str(start)
+        config.run.frozen_backbone_runtime = runtime
+        config.optim.frozen = ["backbone."]
+        config.schedule.epochs = 2
+        train(config)
+        logs[runtime] = read_log(tmp_path / runtime / "train_log.csv")
+    assert (tmp_path / "ort" / "frozen_backbone.onnx").is_file()
+    assert len(logs["ort"]) == len(logs["torch"]) == 2
+    for a, b in zip(logs["torch"], logs["ort"]):
+        assert b["loss_total"] == pytest.approx(a["loss_total"], rel=1e-3)
+    before = torch.load(start, weights_only=True)["state_dict"]
+    after = torch.load(tmp_path / "ort" / "last.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    assert not torch.equal(before["head.final_layer.weight"], after["head.final_layer.weight"])
+    config.optim.frozen = ["backbone.blocks.0."]  # not the whole backbone: refused
+    config.run.out_dir = str(tmp_path / "partial")
+    with pytest.raises(ValueError, match="whole backbone frozen"):
+        train(config)
+
+
 def test_epoch_batches_split_the_global_batch():
     single = epoch_batches(50, 6, seed=3, epoch=2, info=D.DistInfo())
     ranks = [epoch_batches(50, 3, seed=3, epoch=2, info=D.DistInfo(rank=r, world_size=2)) for r in range(2)]

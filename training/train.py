@@ -225,6 +225,12 @@ def _start(config: TrainConfig, info: D.DistInfo, resume) -> _Run:
     if config.optim.frozen and info.is_main:
         log.info("frozen: %d tensors starting with %s", len(frozen), ", ".join(config.optim.frozen))
     model = model.to(info.device)
+    if run.frozen_backbone_runtime == "ort":
+        run_frozen_in_ort(model.backbone, config.model.input_size, out / "frozen_backbone.onnx", run.num_threads or 2)
+        if info.is_main:
+            log.info("frozen backbone runs in ONNX Runtime (%s)", out / "frozen_backbone.onnx")
+    elif run.frozen_backbone_runtime != "torch":
+        raise ValueError(f"run.frozen_backbone_runtime must be 'torch' or 'ort', got {run.frozen_backbone_runtime!r}")
     vit_depth = config.model.depth if config.model.backbone == "vit" else None
     optimizer = build_optimizer(model, scaled_lr(config, info.world_size), config.optim.weight_decay,
                                 config.optim.layer_decay, config.optim.betas, vit_depth, config.optim.lr_scale)
@@ -250,6 +256,34 @@ def _start(config: TrainConfig, info: D.DistInfo, resume) -> _Run:
                  config.model.backbone, iters_per_epoch, s.epochs, scaled_lr(config, info.world_size),
                  config.data.batch_size * info.world_size, info.device, use_amp)
     return state
+
+
+def run_frozen_in_ort(module: torch.nn.Module, input_size, path: Path, threads: int) -> None:
+    """From now on ``module`` (every parameter frozen, no batch norm or dropout that trains)
+    computes its forward in ONNX Runtime, from an export of it written to ``path``: the same
+    function, without gradients (none would pass a frozen module whose input needs none).
+    Its parameters and state_dict stay as they are, so checkpoints are unchanged."""
+    import onnxruntime as ort
+
+    from probpose_core.runtime.ort_runner import session_options
+
+    trainable = [name for name, p in module.named_parameters() if p.requires_grad]
+    if trainable:
+        raise ValueError(f"run.frozen_backbone_runtime 'ort' needs the whole backbone frozen (optim.frozen); "
+                         f"trainable: {', '.join(trainable[:3])}...")
+    w, h = input_size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    torch.onnx.export(module, (torch.zeros(2, 3, h, w),), str(path), dynamo=False, opset_version=17,
+                      input_names=["images"], output_names=["features"],
+                      dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(session.run(["features"], {"images": array})[0]).to(images.device)
+
+    module.forward = forward
 
 
 def _step(state: _Run, batch: dict) -> tuple[dict, torch.Tensor, float, bool]:
