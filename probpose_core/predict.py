@@ -165,7 +165,7 @@ def predict_images(images_dir, out_path, model, ann=None, runtime: str = "ort", 
     """Run the pipeline on a folder of images and write COCO keypoint results to ``out_path``.
 
     Jobs as in the module docstring. ``detector``: a Detector or a ``detection.make_detector``
-    spec (None: the shipped NanoDet), used only without ``ann``. ``model``: our checkpoint
+    spec (None: the shipped PicoDet), used only without ``ann``. ``model``: our checkpoint
     (.pt), an exported .onnx, a Runner or a torch module (``runtime.as_runner``); ``runtime``:
     "ort" | "torch" | "trt". ``pipeline_kw`` goes to :class:`Pipeline` (codec and presence
     threshold default to the model's ModelSpec; credible regions only with ``humans_out``, COCO

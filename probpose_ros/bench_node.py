@@ -1,9 +1,9 @@
 """`make bench` (ROS part): the pose node's own overhead as a share of a frame's end-to-end latency.
 
 Runs the real node (``PoseNode.process`` on sensor_msgs/Image bgr8 frames, publishing for real)
-with its real detector and pose model (default: the shipped NanoDet and
+with its real detector and pose model (default: the shipped PicoDet and
 models/probpose_student.onnx) on one real 640x480 frame: the room of demo/people.mp4 with three
-copies of its two people pasted in (NanoDet finds six), ``max_people`` 1, 3 or 5. Per frame the
+copies of its two people pasted in (PicoDet and NanoDet find six), ``max_people`` 1, 3 or 5. Per frame the
 node's own timings split the end-to-end latency (``process`` start -> everything published)
 into ``pose`` (detector + pipeline) and ``overhead`` (image conversion, messages, markers,
 annotated image, publishing). Prints medians per configuration (1, 3 and 5 people,
@@ -77,7 +77,7 @@ def _depth_msgs(shape, stamp):
     return depth, info
 
 
-def measure(people: int, visualise: bool, frames: int, model: str = "", detector: str = "nanodet",
+def measure(people: int, visualise: bool, frames: int, model: str = "", detector: str = "picodet",
             depth: bool = False) -> dict:
     """Medians (ms) over ``frames`` frames after a warm-up of 10 on one node: ``overhead``,
     ``overhead_cpu``, ``end_to_end`` (= pose + overhead of each frame, + the depth step's median
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60, help="timed frames per configuration (default 60)")
     parser.add_argument("--model", default="", help="pose model (default: the shipped one)")
-    parser.add_argument("--detector", default="nanodet", help="person detector (default: nanodet)")
+    parser.add_argument("--detector", default="picodet", help="person detector (default: picodet)")
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     print(f"pose node overhead per 640x480 frame, real detector and pose model (median of {args.frames} frames; "

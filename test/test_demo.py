@@ -52,7 +52,7 @@ def test_demo_writes_video_sheet_frames_timing_and_plots(tmp_path, model, capsys
     frames = json.loads((out / "frames.json").read_text())
     assert [f["frame"] for f in frames] == list(range(FRAMES))
     assert all(set(f) == {"frame", "humans"} for f in frames)
-    assert sum(len(f["humans"]) for f in frames) >= FRAMES  # two people in the clip, NanoDet finds them
+    assert sum(len(f["humans"]) for f in frames) >= FRAMES  # two people in the clip, the detector finds them
     for f in frames:
         humans = humans_from_json(f["humans"])  # the schema results.humans_to_json writes
         assert humans_to_json(humans) == f["humans"]

@@ -71,7 +71,7 @@ def test_onnx_runtime_inference_path_imports_no_torch(double_heatmap_onnx):
         frame = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
         [human] = pipe(frame)
         assert any(kp.regions for kp in human.keypoints)  # decoded, with regions, through the double-heatmap path
-        for name in ("nanodet", "hog"):
+        for name in ("picodet", "nanodet", "hog"):
             make_detector(name)
     """)
     assert not under(loaded, "torch"), under(loaded, "torch")[:5]

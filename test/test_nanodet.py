@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from probpose_core.detection import Detector, FullFrameDetector, NanoDetDetector, make_detector
+from probpose_core.detection import DEFAULT_DETECTOR, Detector, FullFrameDetector, NanoDetDetector, make_detector
 from probpose_core.detection.nanodet import cell_centres, expected_distances
 from probpose_core.errors import InputError
 
@@ -26,17 +26,23 @@ def nanodet():
     return make_detector("nanodet", threads=1)
 
 
-def test_finds_the_two_people_of_the_clip(nanodet):
-    assert isinstance(nanodet, Detector) and isinstance(nanodet, NanoDetDetector)
+def check_two_people_of_the_clip(detector):
+    """The shipped detectors' shared check (also test_picodet): two people in frames 0, 40, 70."""
+    assert isinstance(detector, Detector)
     for index in (0, 40, 70):
         frame = clip_frame(index)
-        boxes, scores = nanodet.detect(frame)
+        boxes, scores = detector.detect(frame)
         assert len(boxes) == 2, (index, boxes, scores)
-        assert np.all(scores >= nanodet.score_threshold) and np.all(np.diff(scores) <= 0)
+        assert np.all(scores >= detector.score_threshold) and np.all(np.diff(scores) <= 0)
         h, w = frame.shape[:2]
         # two standing people, side by side in the middle of a 1920x1080 frame: tall boxes
         assert np.all(boxes[:, 3] > 0.35 * h) and np.all(boxes[:, 3] > 1.5 * boxes[:, 2])
         assert np.all(boxes[:, 0] > 0.2 * w) and np.all(boxes[:, 0] + boxes[:, 2] < 0.8 * w)
+
+
+def test_finds_the_two_people_of_the_clip(nanodet):
+    assert isinstance(nanodet, NanoDetDetector)
+    check_two_people_of_the_clip(nanodet)
 
 
 def test_empty_scene_and_small_frames(nanodet):
@@ -64,7 +70,8 @@ def test_decoding_pieces():
 def test_make_detector_names_and_errors(tmp_path):
     assert isinstance(make_detector("full_frame"), FullFrameDetector)
     assert make_detector("hog").name == "hog"
-    assert make_detector("").name == "nanodet"  # empty = the shipped default
+    assert make_detector("").name == DEFAULT_DETECTOR == "picodet"  # empty = the shipped default
+    assert make_detector("nanodet").name == "nanodet"
     with pytest.raises(InputError, match="unknown detector"):
         make_detector("yolo")
     with pytest.raises(InputError, match="not found"):

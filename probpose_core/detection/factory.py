@@ -1,8 +1,10 @@
 """The one place a detector is built from its name: ``make_detector(spec)``.
 
-``spec``: ``nanodet`` (the shipped default, models/nanodet.onnx), ``hog`` (OpenCV's HOG people
-detector, weak), ``full_frame`` (the whole image is one person: cameras framing one person),
-or the path of a YOLO-style ONNX (probpose_core.detection.onnx_yolo).
+``spec``: ``picodet`` (the shipped default: PicoDet-S pedestrian 320x320,
+models/picodet_s_320_pedestrian.onnx), ``nanodet`` (NanoDet 416x416, COCO person class,
+models/nanodet.onnx), ``hog`` (OpenCV's HOG people detector, weak), ``full_frame`` (the whole
+image is one person: cameras framing one person), or the path of a YOLO-style ONNX
+(probpose_core.detection.onnx_yolo).
 """
 from pathlib import Path
 
@@ -10,8 +12,8 @@ import numpy as np
 
 from probpose_core.errors import InputError
 
-DEFAULT_DETECTOR = "nanodet"
-NAMES = ("nanodet", "hog", "full_frame")
+DEFAULT_DETECTOR = "picodet"
+NAMES = ("picodet", "nanodet", "hog", "full_frame")
 
 
 class FullFrameDetector:
@@ -33,6 +35,10 @@ def make_detector(spec: str = DEFAULT_DETECTOR, score_threshold: float | None = 
     kw = {} if score_threshold is None else {"score_threshold": float(score_threshold)}
     if layout is not None and not spec.lower().endswith(".onnx"):
         raise InputError(f"a detector layout ({layout!r}) applies only to a YOLO-style .onnx detector, not {spec!r}")
+    if spec == "picodet":
+        from probpose_core.detection.picodet import PicoDetDetector
+
+        return PicoDetDetector(threads=threads, **kw)
     if spec == "nanodet":
         from probpose_core.detection.nanodet import NanoDetDetector
 
