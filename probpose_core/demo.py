@@ -1,6 +1,6 @@
 """`probpose demo` / `make demo`: the real pipeline on the shipped clip ``demo/people.mp4``.
 
-Every frame of the clip goes through the shipped person detector (``make_detector("nanodet")``
+Every frame of the clip goes through the shipped person detector (``make_detector("picodet")``
 by default), :class:`pipeline.Pipeline` (crops, ONNX Runtime, expected-OKS decode,
 presence, 90 % credible regions) with the shipped pose model
 (:func:`shipped.default_pose_model`) or ``--model`` (a .pt checkpoint or an .onnx), and the
@@ -160,7 +160,7 @@ def _calibration(runner, coco_dir: Path, out: Path, threshold: float) -> dict | 
 
 
 def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int | None = None,
-             detector: str = "nanodet", runtime: str = "ort", progress: bool = True,
+             detector: str = "picodet", runtime: str = "ort", progress: bool = True,
              allow_uncalibrated: bool = False) -> dict:
     """Run the demo into ``out_dir`` (see the module docstring); returns ``{"timing": ...,
     "calibration": ... or None, "files": [...]}``.
