@@ -5,7 +5,9 @@ by default), :class:`pipeline.Pipeline` (crops, ONNX Runtime, expected-OKS decod
 presence, 90 % credible regions) with the shipped pose model
 (:func:`shipped.default_pose_model`) or ``--model`` (a .pt checkpoint or an .onnx), and the
 node's person tracker (:class:`tracking.Tracker`, default settings, frame times from the clip's
-frame rate; its time counts in the pose stage). Written under the output folder:
+frame rate; its time counts in the pose stage), all through the node's
+:class:`tracked.TrackedPipeline` (``--detect-every`` k: the detector on every k-th frame,
+boxes from the tracks' keypoints between; default: the node's). Written under the output folder:
 
 - ``annotated.mp4``: every frame with boxes, keypoints coloured by presence, the skeleton
   between present keypoints, their 90 % credible regions filled translucently in the colour of
@@ -15,8 +17,10 @@ frame rate; its time counts in the pose stage). Written under the output folder:
 - ``frames.json``: ``[{"frame": i, "humans": [...]}, ...]``, each human as
   :func:`results.humans_to_json` writes it (keypoints, presence, regions; ``id`` the track id,
   null while a person is on no confirmed track);
-- ``timing.md`` / ``timing.json`` (also printed): frames, people, end-to-end FPS and the median
-  ms per frame of each stage in :data:`STAGES` (model loading is not counted; the first frame is);
+- ``timing.md`` / ``timing.json`` (also printed): frames, people, end-to-end FPS, the frames the
+  detector ran on, and the median ms per frame of each stage in :data:`STAGES` (the detector's
+  median is over all frames, 0 where it did not run; model loading is not counted; the first
+  frame is);
 - with a labelled COCO folder (``--coco``, default ``../shared/data/coco_train`` next to the
   repository; skipped with a note when absent): ``map_calibration.png`` (coverage of the
   credible regions on the GT boxes of the set and of its CropCOCO twin),
@@ -95,7 +99,8 @@ def format_timing(timing: dict) -> str:
              f"model {timing['model']} ({timing['runtime']}), detector {timing['detector']}", "",
              "| frames | people (total) | people per frame | FPS end to end |", "|---|---|---|---|",
              f"| {timing['frames']} | {timing['people']} | {timing['people_per_frame']:.2f} | {timing['fps']:.2f} |",
-             "", "| stage | median ms per frame |", "|---|---|"]
+             "", f"detector on {timing['detector_frames']} of {timing['frames']} frames (detect_every "
+             f"{timing['detect_every']})", "", "| stage | median ms per frame |", "|---|---|"]
     lines += [f"| {name} | {ms:.1f} |" for name, ms in timing["stages_ms"].items()]
     lines += [f"| total | {timing['total_ms']:.1f} |", ""]
     if timing["pose_ms_per_person"] is not None:
@@ -161,14 +166,15 @@ def _calibration(runner, coco_dir: Path, out: Path, threshold: float) -> dict | 
 
 def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int | None = None,
              detector: str = "picodet", runtime: str = "ort", progress: bool = True,
-             allow_uncalibrated: bool = False) -> dict:
+             allow_uncalibrated: bool = False, detect_every: int | None = None) -> dict:
     """Run the demo into ``out_dir`` (see the module docstring); returns ``{"timing": ...,
     "calibration": ... or None, "files": [...]}``.
 
     model: .pt / .onnx path (None: the shipped pose model); video: a clip cv2 can read (None:
     the shipped one); coco: labelled COCO folder for the calibration plots (None or missing:
     skipped); max_frames: stop after this many frames; detector: a ``make_detector`` spec;
-    allow_uncalibrated: run an .onnx without its sidecar (warned) instead of refusing it.
+    allow_uncalibrated: run an .onnx without its sidecar (warned) instead of refusing it;
+    detect_every: the detector's duty cycle (None: the node's default, :data:`tracked.DEFAULT_DETECT_EVERY`).
     """
     from tqdm import tqdm
 
@@ -176,6 +182,7 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
     from .pipeline import Pipeline
     from .results import humans_to_json
     from .runtime import make_runner
+    from .tracked import DEFAULT_DETECT_EVERY, DutyCycle, TrackedPipeline
     from .tracking import Tracker, TrackerConfig
 
     if max_frames is not None and int(max_frames) < 1:
@@ -194,7 +201,9 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
     runner = make_runner(model, runtime=runtime, allow_uncalibrated=allow_uncalibrated)
     pipe = Pipeline(runner, detector=make_detector(detector), credible_levels=(CREDIBLE_LEVEL,), invalid_boxes="skip")
     threshold = pipe.presence_threshold  # the model's (ModelSpec)
-    tracker = Tracker(TrackerConfig(presence_threshold=threshold))
+    detect_every = DEFAULT_DETECT_EVERY if detect_every is None else int(detect_every)
+    tracked = TrackedPipeline(pipe, Tracker(TrackerConfig(presence_threshold=threshold)),
+                               DutyCycle(detect_every=detect_every))
     out.mkdir(parents=True, exist_ok=True)
     sheet_at = set(np.linspace(0, (total or 1) - 1, min(SHEET_FRAMES, total or 1)).round().astype(int).tolist())
 
@@ -210,11 +219,9 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
                 break
             frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             t1 = time.perf_counter()
-            boxes, scores = pipe.detector.detect(frame)
-            t2 = time.perf_counter()
-            humans = pipe.estimate(frame, boxes, scores, skip_invalid=True)  # what Pipeline.__call__ does
-            tracker.update(humans, len(frames) / fps_in)
+            humans = tracked(frame, len(frames) / fps_in)  # detector (duty cycle), pose, track ids
             t3 = time.perf_counter()
+            t2 = t1 + tracked.last.detector_s  # the detector's part of t1..t3
             canvas = draw_humans(frame, humans, threshold)  # the frame is ours: drawn in place
             t4 = time.perf_counter()
             if writer is None:
@@ -246,7 +253,8 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
     per_person = [ms / n for ms, n in zip(times["pose (pipeline)"], people) if n]
     stages_ms = {name: float(np.median(v)) for name, v in times.items()}
     timing = {"video": video.name, "width": int(canvas.shape[1]), "height": int(canvas.shape[0]),
-              "model": Path(model).name, "runtime": runtime, "detector": detector,
+              "model": Path(model).name, "runtime": runtime, "detector": detector, "detect_every": detect_every,
+              "detector_frames": tracked.detected_frames,
               "frames": len(frames), "people": int(sum(people)), "people_per_frame": float(np.mean(people)),
               "fps": len(frames) / elapsed, "stages_ms": stages_ms, "total_ms": float(sum(stages_ms.values())),
               "pose_ms_per_person": float(np.mean(per_person)) if per_person else None}

@@ -97,7 +97,8 @@ class TrackerConfig:
 class Track:
     """One track: last observed ``box (4,)`` x0, y0, x1, y1 and ``keypoints (K, 2)`` with
     ``present (K,)``, ``velocity (2,)`` of the box centre per unit time (fitted to ``history``:
-    (time, centre x, centre y) of the last matches), ``time`` of the last match,
+    (time, centre x, centre y) of the last matches), ``time`` of the last match, ``score``: the
+    ``box_score`` of the last match,
     ``hits`` (consecutive, while tentative), ``misses`` (consecutive) and ``id`` (None while
     tentative)."""
 
@@ -110,6 +111,7 @@ class Track:
     hits: int = 1
     misses: int = 0
     id: int | None = None
+    score: float = 1.0
 
     def predict(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Predicted ``box (4,)`` and ``keypoints (K, 2)`` at time ``now`` (constant velocity)."""
@@ -210,6 +212,7 @@ class Tracker:
 
         for j, track in matched.items():
             self._hit(track, obs[j], now)
+            track.score = float(scores[j])
         hit = {id(t) for t in matched.values()}
         kept = []
         for track in self.tracks:
@@ -221,7 +224,7 @@ class Tracker:
         for j in high:  # births
             box, kps, present = obs[j]
             track = Track(box=box, keypoints=kps, present=present, time=now,
-                          history=[(now, *((box[:2] + box[2:]) / 2))])
+                          history=[(now, *((box[:2] + box[2:]) / 2))], score=float(scores[j]))
             self._confirm_if_due(track)
             kept.append(track)
             matched[j] = track

@@ -51,6 +51,7 @@ from .depth_messages import (camera_matrix_from_info, depth_image_to_array, keep
                              keypoints3d_to_msg, no_depth_keep_out, no_depth_keypoints, output_header)
 from .image_conversion import BadFrame
 from .messages import order_humans
+from .parameters import Param
 from .sync import StampSync, stamp_ns
 
 KEYPOINTS3D_TOPIC = "humans/keypoints3d"
@@ -71,35 +72,29 @@ class DepthResult(NamedTuple):
     waited_s: float     # seconds spent waiting for the depth image
 
 
-class DepthParam(NamedTuple):
-    name: str
-    default: object
-    description: str
-
-
-#: The depth parameters, for the node's parameter table (same fields as pose_node.Param).
+#: The depth parameters, for the node's parameter table.
 PARAMETERS = (
-    DepthParam("depth_topic", "", "Depth image aligned to the colour image (same size and pixel grid): "
-                                  "sensor_msgs/Image, 16UC1 millimetres or 32FC1 metres. Empty: no 3D outputs."),
-    DepthParam("camera_info_topic", "camera_info", "sensor_msgs/CameraInfo of the depth image; its K is used "
-                                                   "(distortion ignored: give rectified or low-distortion images)."),
-    DepthParam("sync_slop", 0.02, "Seconds: a depth image pairs with a colour image when their stamps differ "
-                                  "by at most this much (the nearest one is taken)."),
-    DepthParam("depth_wait", 0.1, "Seconds the worker waits for a depth image stamped at or after the colour "
-                                  "image before the frame goes out without depth (no wait while the depth "
-                                  "stream is silent for a second)."),
-    DepthParam("depth_queue_size", 20, "Depth images (and colour stamps) kept for pairing; at 30 Hz, 20 cover "
-                                       "0.66 s of processing latency."),
-    DepthParam("depth_noise_a", 0.001, "Depth noise sigma_z = a + b z^2, constant part (metres). A model "
-                                       "parameter: set it for your camera."),
-    DepthParam("depth_noise_b", 0.002, "Depth noise sigma_z = a + b z^2, quadratic part (1/metres)."),
-    DepthParam("keep_out_coverage", 0.95, "Per-limb probability, in (0, 1), that a keep-out capsule contains its "
-                                          "body part (sets the uncertainty radius). With the model's coverage "
-                                          "table its per-endpoint level (1 + c) / 2 must be calibrated (0.95 -> "
-                                          "0.975, 0.9 -> 0.95): the 2D part is then measured; without a table, "
-                                          "the Gaussian model only."),
-) + tuple(DepthParam(f"part_radius_{part}", radius, f"Keep-out body-part radius of the {part.replace('_', ' ')} "
-                                                     f"(metres) around the segment between the joint centres.")
+    Param("depth_topic", "", "Depth image aligned to the colour image (same size and pixel grid): "
+                             "sensor_msgs/Image, 16UC1 millimetres or 32FC1 metres. Empty: no 3D outputs."),
+    Param("camera_info_topic", "camera_info", "sensor_msgs/CameraInfo of the depth image; its K is used "
+                                              "(distortion ignored: give rectified or low-distortion images)."),
+    Param("sync_slop", 0.02, "Seconds: a depth image pairs with a colour image when their stamps differ "
+                             "by at most this much (the nearest one is taken)."),
+    Param("depth_wait", 0.1, "Seconds the worker waits for a depth image stamped at or after the colour "
+                             "image before the frame goes out without depth (no wait while the depth "
+                             "stream is silent for a second)."),
+    Param("depth_queue_size", 20, "Depth images (and colour stamps) kept for pairing; at 30 Hz, 20 cover "
+                                  "0.66 s of processing latency."),
+    Param("depth_noise_a", 0.001, "Depth noise sigma_z = a + b z^2, constant part (metres). A model "
+                                  "parameter: set it for your camera."),
+    Param("depth_noise_b", 0.002, "Depth noise sigma_z = a + b z^2, quadratic part (1/metres)."),
+    Param("keep_out_coverage", 0.95, "Per-limb probability, in (0, 1), that a keep-out capsule contains its "
+                                     "body part (sets the uncertainty radius). With the model's coverage "
+                                     "table its per-endpoint level (1 + c) / 2 must be calibrated (0.95 -> "
+                                     "0.975, 0.9 -> 0.95): the 2D part is then measured; without a table, "
+                                     "the Gaussian model only."),
+) + tuple(Param(f"part_radius_{part}", radius, f"Keep-out body-part radius of the {part.replace('_', ' ')} "
+                                                f"(metres) around the segment between the joint centres.")
           for part, radius in PART_RADIUS.items())
 
 

@@ -40,8 +40,10 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
   a time) and clears the REP-155 bodies; **cleanup**
   destroys the publishers and frees the model. ``autostart`` (default true) configures and
   activates at start-up, so the node works without a lifecycle manager.
-- Per frame, in the worker: pipeline (detector, valid boxes, ``max_people``) -> tracker
-  (``Human.id``) -> HumanArray -> REP-155 bodies (``rep155``) -> markers / annotated image ->
+- Per frame, in the worker: :class:`probpose_core.tracked.TrackedPipeline` (the detector on
+  every ``detect_every``-th frame, else boxes from the tracks' keypoints; valid boxes,
+  ``max_people``, pose, tracker ``Human.id``; a stamp that goes backwards starts the tracks
+  afresh) -> HumanArray -> REP-155 bodies (``rep155``) -> markers / annotated image ->
   3D keypoints and keep-out capsules (``depth_topic`` set: :mod:`probpose_ros.depth_outputs`,
   created on activate, closed on deactivate; it may wait up to ``depth_wait`` for the depth
   image, after everything else went out; its counters and timings are ``depth.*`` in /diagnostics).
@@ -50,7 +52,7 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
   stderr, exit code 2).
 
 Timing per processed frame (diagnostics): ``latency`` = receive -> HumanArray published,
-``pose`` = detector + pipeline, ``overhead`` = everything else the node does (conversion,
+``pose`` = detector + pipeline + tracker, ``overhead`` = everything else the node does (conversion,
 messages, markers, annotated image, publishing), i.e. the node's cost excluding the network;
 ``overhead_cpu`` = the worker thread's CPU time in that part (wall-clock minus preemption).
 """
@@ -61,7 +63,6 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import NamedTuple
 
 from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -73,19 +74,15 @@ from visualization_msgs.msg import MarkerArray
 from probpose_core.detection import make_detector
 from probpose_core.errors import InputError
 from probpose_core.overlay import draw_humans
+from probpose_core.tracked import DEFAULT_DETECT_EVERY, DutyCycle, TrackedPipeline
 from probpose_core.tracking import Tracker, TrackerConfig
 from probpose_msgs.msg import HumanArray
 from probpose_ros import depth_outputs, diagnostics, image_qos, markers, messages, rep155
 from probpose_ros.image_conversion import DEFAULT_MAX_IMAGE_PIXELS, BadFrame, compressed_to_rgb, msg_to_rgb
+from probpose_ros.parameters import Param
 from probpose_ros.worker import LatestFrame, Timings, image_canvas
 
 NODE_NAME = "probpose"
-
-
-class Param(NamedTuple):
-    name: str
-    default: object
-    description: str
 
 
 #: Every parameter of the node, declared from here and nowhere else (defaults == config/params.yaml).
@@ -134,6 +131,16 @@ PARAMETERS = (
     Param("track_low_score", TrackerConfig.low_score, "Detector score below which a detection is ignored by "
                                                        "the tracker; between it and track_high_score a "
                                                        "detection only continues a track seen last frame."),
+    Param("detect_every", DEFAULT_DETECT_EVERY, "Run the person detector on every detect_every-th frame; on the "
+                                                "frames between, each tracked person's box comes from their "
+                                                "previous keypoints (moved by the tracker's motion). The detector "
+                                                "runs at once when a person's mean presence collapses, a box "
+                                                "leaves the frame or two boxes merge, and after "
+                                                "detect_max_interval. A person who enters appears up to "
+                                                "detect_every - 1 frames late. 1 = detect every frame (also "
+                                                "without tracking); probpose_core.tracked."),
+    Param("detect_max_interval", DutyCycle.max_interval, "Seconds (image stamps) after which the detector runs "
+                                                         "whatever detect_every says."),
     Param("rep155", rep155.available(), "Publish REP-155 (ROS4HRI) bodies of the tracked people: "
                                         "/humans/bodies/tracked and per body .../skeleton2d and .../roi "
                                         "(probpose_ros.rep155; needs hri_msgs and tracking). Default: true "
@@ -147,7 +154,7 @@ PARAMETERS = (
                               "WARN while frames failed or were dropped in the last 5 s, OK otherwise."),
     Param("error_share", 0.5, "Share of the last error_window frames, in [0, 1), that may fail before "
                               "/diagnostics reports ERROR."),
-) + tuple(Param(*p) for p in depth_outputs.PARAMETERS)  # depth_topic (empty: off), camera_info_topic, ...
+) + depth_outputs.PARAMETERS  # depth_topic (empty: off), camera_info_topic, ...
 
 
 #: Parameters read (again) on activate: they may change while the node is inactive. Every other
@@ -183,14 +190,27 @@ class PoseNode(LifecycleNode):
         self.timings = Timings()
         self._warned: set[str] = set()
         self.failure = ""  # why the last configure failed
-        self.pipeline = self.detector = self.tracker = self.rep155 = self.depth = None
+        self.people = self.detector = self.rep155 = self.depth = None  # people: the TrackedPipeline
         self.pub_humans = self.pub_markers = self.pub_image = self.pub_diag = None
         self._subscription = self._worker = self._last_header = None
-        self._last_stamp = float("-inf")
         self.slot = LatestFrame()
         self.slot.close()  # nothing is processed until activated
         # /diagnostics once configured; the timer also wakes the executor (and main's signal handling) at 1 Hz
         self.create_timer(1.0, self._publish_diagnostics)
+
+    @property
+    def pipeline(self):
+        """The core Pipeline (None while unconfigured)."""
+        return None if self.people is None else self.people.pipeline
+
+    @pipeline.setter
+    def pipeline(self, pipeline) -> None:
+        self.people.pipeline = pipeline
+
+    @property
+    def tracker(self):
+        """The person Tracker (None while unconfigured or with tracking off)."""
+        return None if self.people is None else self.people.tracker
 
     # -- lifecycle transitions (executor thread) ---------------------------------------
     def start(self) -> bool:
@@ -239,9 +259,8 @@ class PoseNode(LifecycleNode):
             self._clear_rep155()
             super().on_deactivate(state)
             return TransitionCallbackReturn.FAILURE
-        self._last_stamp, self._last_header = float("-inf"), None
-        if self.tracker is not None:
-            self.tracker.reset()  # a new run of frames (ids still never repeat)
+        self._last_header = None
+        self.people.reset()  # a new run of frames (ids still never repeat)
         self.slot = LatestFrame()
         self._worker = threading.Thread(target=self._work, args=(self.slot,), name="probpose-worker", daemon=True)
         self._worker.start()
@@ -277,7 +296,7 @@ class PoseNode(LifecycleNode):
         if self.pub_diag is not None:
             self.destroy_publisher(self.pub_diag)
         self.pub_humans = self.pub_markers = self.pub_image = self.pub_diag = None
-        self.pipeline = self.detector = self.tracker = None
+        self.people = self.detector = None
 
     def _setup_pipeline(self):
         """Detector, runner and the Pipeline built from the model's ModelSpec (its codec and, unless
@@ -300,15 +319,17 @@ class PoseNode(LifecycleNode):
         self.detector = make_detector(p["detector"], score_threshold=det_threshold if det_threshold >= 0 else None)
         runner = make_runner(p["model"], runtime=p["runtime"], allow_uncalibrated=bool(p["allow_uncalibrated"]))
         threshold = float(p["presence_threshold"])
-        self.pipeline = Pipeline(runner, detector=self.detector, credible_levels=(level,) if level > 0 else (),
-                                 presence_threshold=None if threshold < 0 else threshold, invalid_boxes="skip",
-                                 max_people=int(p["max_people"]))
-        self.presence_threshold = self.pipeline.presence_threshold
+        pipeline = Pipeline(runner, detector=self.detector, credible_levels=(level,) if level > 0 else (),
+                            presence_threshold=None if threshold < 0 else threshold, invalid_boxes="skip",
+                            max_people=int(p["max_people"]))
+        self.presence_threshold = pipeline.presence_threshold
         self.model_id = f"{Path(p['model']).name}:{file_sha256(p['model'])[:12]}"
-        self.tracker = Tracker(TrackerConfig(
+        tracker = Tracker(TrackerConfig(
             min_hits=int(p["track_min_hits"]), max_misses=int(p["track_max_misses"]),
             high_score=float(p["track_high_score"]), low_score=float(p["track_low_score"]),
             presence_threshold=self.presence_threshold)) if p["tracking"] else None
+        duty = DutyCycle(detect_every=int(p["detect_every"]), max_interval=float(p["detect_max_interval"]))
+        self.people = TrackedPipeline(pipeline, tracker, duty)
         self.min_period = 1.0 / float(p["max_rate_hz"]) if float(p["max_rate_hz"]) > 0 else 0.0
         # counters since configure; ERROR over the last error_window frames
         self.stats = diagnostics.PoseStats(error_window=int(p["error_window"]), error_share=float(p["error_share"]))
@@ -395,9 +416,10 @@ class PoseNode(LifecycleNode):
         limit = int(self.params["max_image_pixels"])
         frame = compressed_to_rgb(msg.data, limit) if self.params["compressed"] else msg_to_rgb(msg, limit)
         t_pose, cpu_pose = time.perf_counter(), time.thread_time()
-        humans = self.pipeline(frame)  # detect, skip invalid boxes, then the max_people best valid ones
+        humans = self.people(frame, msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)  # with track ids
         pose, cpu_pose = time.perf_counter() - t_pose, time.thread_time() - cpu_pose
-        self.track(humans, msg.header)
+        if self.people.last.restarted:
+            self.get_logger().info("image stamps went backwards: tracks start afresh")
         out = messages.humans_to_msg(humans, msg.header, (frame.shape[1], frame.shape[0]), model_id=self.model_id,
                                      presence_threshold=self.presence_threshold, credible_level=self.credible_level)
         out.processing_latency = latency = time.perf_counter() - received
@@ -418,27 +440,16 @@ class PoseNode(LifecycleNode):
         if depth is not None:  # last: it may wait (depth_wait) for the depth image; its own timings
             depth.process(msg.header, humans, (frame.shape[1], frame.shape[0]))
 
-    def track(self, humans, header) -> None:
-        """Set each human's ``id`` from the tracker (time = the image stamp, seconds). A stamp
-        that goes backwards (a replayed bag looping) starts the tracks afresh (ids stay unique)."""
-        if self.tracker is None:
-            return
-        stamp = header.stamp.sec + 1e-9 * header.stamp.nanosec
-        if stamp < self._last_stamp:
-            self.get_logger().info("image stamps went backwards: tracks start afresh")
-            self.tracker.reset()
-        self._last_stamp = stamp
-        self.tracker.update(humans, stamp)
-
     # -- diagnostics (executor thread, 1 Hz) -------------------------------------------
     def diagnostic_status(self):
         """This node's ``DiagnosticStatus``: diagnostics.PoseStats plus pose/overhead timings."""
         status = diagnostics.to_status(self.stats.snapshot(), name=f"probpose: {self.get_fully_qualified_name()}",
                                        hardware_id=self.model_id)
         status.values.extend(KeyValue(key=k, value=v) for k, v in self.timings.medians_ms().items())
-        pipeline = self.pipeline  # read once: cleanup may clear it meanwhile
-        if pipeline is not None:  # detector boxes skipped as invalid (NaN, empty, ...), since configure
-            status.values.append(KeyValue(key="invalid_boxes_skipped", value=str(pipeline.skipped_total)))
+        people = self.people  # read once: cleanup may clear it meanwhile
+        if people is not None:  # detector boxes skipped as invalid (NaN, empty, ...), since configure
+            status.values.append(KeyValue(key="invalid_boxes_skipped", value=str(people.pipeline.skipped_total)))
+            status.values.append(KeyValue(key="detector_frames", value=f"{people.detected_frames} of {people.frames}"))
         depth = self.depth  # read once: stop() may clear it meanwhile
         if depth is not None:
             status.values.extend(KeyValue(key=k, value=v) for k, v in depth.diagnostic_values().items())

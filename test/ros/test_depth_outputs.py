@@ -504,6 +504,13 @@ class SceneDetectorPipeline:
         self.humans = humans
         self.calls = 0
         self.skipped_total = 0  # no invalid boxes (the node reports Pipeline.skipped_total)
+        self.detector = self  # what the node's TrackedPipeline calls: detector.detect, then estimate
+
+    def detect(self, frame):
+        return np.zeros((0, 4)), np.zeros(0)
+
+    def estimate(self, frame, boxes, scores, skip_invalid=True):
+        return self(frame)
 
     def __call__(self, frame):
         import copy

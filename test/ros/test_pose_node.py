@@ -24,7 +24,7 @@ def test_parameters_have_descriptions_and_unique_names():
             "credible_level", "publish_markers", "publish_annotated_image", "max_rate_hz",
             "tracking", "track_min_hits", "track_max_misses", "track_high_score", "track_low_score",
             "rep155", "autostart", "detector_threshold", "image_qos", "image_qos_depth", "max_image_pixels", "allow_uncalibrated",
-            "error_window", "error_share"} | \
+            "error_window", "error_share", "detect_every", "detect_max_interval"} | \
         {p.name for p in depth_outputs.PARAMETERS} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
     assert parameter_defaults()["detector"] == "nanodet"
