@@ -158,13 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="COCO-results JSON (keypoints as x, y, presence)")
     p.add_argument("--model", default="", help="our checkpoint (.pt) or an exported .onnx (default: the shipped model)")
     p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
-    p.add_argument("--detector", default="nanodet",
-                   help="person detector without --ann: nanodet (shipped, default), hog, full_frame, or a "
-                        "YOLOv8/YOLO11/YOLOX ONNX file")
+    p.add_argument("--detector", default="picodet",
+                   help="person detector without --ann: picodet (shipped, default), nanodet (shipped), hog, "
+                        "full_frame, or a YOLOv8/YOLO11/YOLOX ONNX file")
     p.add_argument("--detector-layout", help="output layout of a YOLO-style ONNX detector: yolov8 (also YOLO11), "
                                              "yolov5, yolox, end2end (default: read from an unambiguous shape)")
     p.add_argument("--detector-threshold", type=float,
-                   help="detector score threshold (default: the detector's own, NanoDet 0.35)")
+                   help="detector score threshold (default: the detector's own, PicoDet 0.46, NanoDet 0.35)")
     p.add_argument("--detections", help="with --ann: a COCO results file of person boxes and scores to use "
                                         "instead of the annotation's boxes")
     p.add_argument("--humans-out", help="also write the people here: a JSON list, one entry per image "
@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="", help="our checkpoint (.pt) or an exported .onnx (default: the shipped model)")
     p.add_argument("--video", help="a clip OpenCV can read (default: the shipped demo/people.mp4)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (default: the whole clip)")
-    p.add_argument("--detector", default="nanodet",
-                   help="person detector: nanodet (shipped, default), hog, full_frame, or a YOLO-style ONNX file")
+    p.add_argument("--detector", default="picodet",
+                   help="person detector: picodet (shipped, default), nanodet (shipped), hog, full_frame, or a "
+                        "YOLO-style ONNX file")
     p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
     p.add_argument("--detect-every", type=int, help="run the detector on every k-th frame, boxes from the tracks' "
                                                      "keypoints between (default: the node's detect_every)")
