@@ -44,6 +44,11 @@ central differences on the grid, replicated at the border; confidence = map valu
 
 Horizontal flip under UDP: mirroring the input about the window centre maps heatmap column
 ``x`` to ``W-1-x`` exactly, so :func:`flip_merge` needs no one-pixel shift.
+
+Model outputs other than one prob map per keypoint: :func:`read_heatmaps` (a heatmap
+baseline: UDP decode, presence = the map maximum, the heatmap made a distribution for regions)
+and :func:`read_double` (the double-heatmap variant: the wide map decides, the expert map
+refines); the pipeline, calibration and coverage read them through these two.
 """
 from dataclasses import dataclass
 
@@ -54,6 +59,7 @@ from . import geometry
 from .errors import InputError
 from .oks import keypoint_oks, oks_exponent
 from .keypoints import FLIP_INDEX, SIGMAS
+from .sparsemax import sparsemax_rows
 
 #: exococotools' instance-area estimate when there is no segmentation area: 0.53 * w * h.
 AREA_FACTOR = 0.53
@@ -66,29 +72,12 @@ _TINY = 1e-12
 def sharpen_maps(prob_maps, factor: float) -> np.ndarray:
     """``sparsemax(factor * p)`` over each map's pixels (N, K, H, W) float32: the map at a
     ``factor``-times lower temperature (module docstring); ``factor`` 1 returns the maps
-    (float32). Exact for any input: sort, cumulative sum, support size, threshold ``tau``."""
+    (float32). Exact for any input (:func:`sparsemax.sparsemax_rows`)."""
     maps = np.asarray(prob_maps, dtype=np.float32)
     if factor == 1.0 or maps.size == 0:
         return maps
     flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1]).astype(np.float64) * float(factor)
-    # a Sparsemax map's sharper support lies inside its own, so first only the largest m entries
-    # (m = the widest positive support; trained maps hold ~100 of 3072 pixels) are sorted; a
-    # support that fills all m (other inputs) is redone over every pixel
-    m = max(int(np.count_nonzero(flat > 0, axis=1).max()), 1)
-    tau, support = _sparsemax_threshold(flat, m)
-    if m < flat.shape[1] and np.any(support == m):
-        tau, _ = _sparsemax_threshold(flat, flat.shape[1])
-    return np.maximum(flat - tau, 0.0).astype(np.float32).reshape(maps.shape)
-
-
-def _sparsemax_threshold(flat, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """``tau (R, 1)`` and support sizes ``(R,)`` of Sparsemax over the ``m`` largest entries of
-    each row of ``flat (R, n)``."""
-    top = -np.partition(-flat, m - 1, axis=1)[:, :m] if m < flat.shape[1] else flat
-    top = -np.sort(-top, axis=1)
-    cumsum = np.cumsum(top, axis=1)
-    support = np.count_nonzero(1.0 + np.arange(1, m + 1) * top > cumsum, axis=1)  # entries with z_j > tau_j
-    return (np.take_along_axis(cumsum, (support - 1)[:, None], axis=1) - 1.0) / support[:, None], support
+    return sparsemax_rows(flat).astype(np.float32).reshape(maps.shape)
 
 
 def pixel_scale(scale, heatmap_size=geometry.HEATMAP_SIZE) -> np.ndarray:
@@ -451,3 +440,38 @@ class ProbMapCodec:
         keypoints = np.stack([geometry.heatmap_to_image(points[i], center[i], scale[i], self.heatmap_size)
                               for i in range(n)]) if n else np.zeros((0,) + points.shape[1:])
         return keypoints, confidence.astype(np.float64)
+
+
+def read_heatmaps(codec: ProbMapCodec, heatmaps, center, scale):
+    """Decode a heatmap-baseline model's ``heatmaps (N, K, H, W)`` (Gaussian regression, raw).
+
+    Returns ``points (N, K, 2)`` image coords (UDP/DARK decode), ``presence (N, K)`` = the map
+    maximum clipped to [0, 1], ``oks_quality (N, K)`` = the UDP confidence clipped to [0, 1]
+    and ``prob_maps (N, K, H, W)``: the heatmaps with negatives set to 0, each divided by its
+    sum (uniform where nothing is positive), for covariance and credible regions.
+    """
+    heatmaps = np.asarray(heatmaps, dtype=np.float32)
+    points, confidence = codec.decode(heatmaps, center, scale, method="udp")
+    presence = np.clip(heatmaps.max(axis=(-2, -1)), 0.0, 1.0).astype(np.float64)
+    positive = np.maximum(heatmaps, 0.0)
+    mass = positive.sum(axis=(-2, -1), keepdims=True)
+    uniform = np.float32(1.0 / (heatmaps.shape[-2] * heatmaps.shape[-1]))
+    prob_maps = np.where(mass > 0, positive / np.where(mass > 0, mass, 1.0), uniform).astype(np.float32)
+    return points, presence, np.clip(confidence, 0.0, 1.0), prob_maps
+
+
+def read_double(codec: ProbMapCodec, prob_maps, wide_prob_maps, center, scale, area, method: str = "expected_oks"):
+    """Decode the double-heatmap variant: the wide map decides, the expert map refines.
+
+    ``prob_maps (N, K, H, W)`` cover the activation windows ``center``/``scale (N, 2)``,
+    ``wide_prob_maps`` the wide windows (:func:`geometry.wide_window`: same centre,
+    :data:`geometry.WIDE_FACTOR` x the scale). A keypoint whose wide estimate lies inside its
+    activation window takes the expert map's estimate; the others keep the wide one. Returns
+    ``points (N, K, 2)`` image coords, ``confidence (N, K)`` and ``refined (N, K)`` bool, True
+    where the point (and its confidence) came from the expert map.
+    """
+    wide_points, wide_conf = codec.decode(wide_prob_maps, *geometry.wide_window(center, scale), area=area,
+                                          method=method)
+    points, confidence = codec.decode(prob_maps, center, scale, area=area, method=method)
+    refined = geometry.in_window(wide_points, geometry.window_xyxy(center, scale)[:, None, :])
+    return np.where(refined[..., None], points, wide_points), np.where(refined, confidence, wide_conf), refined

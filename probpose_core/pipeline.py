@@ -22,7 +22,7 @@ Steps, each reusing the one implementation in the house:
    calibrated dilation costs more), computed only at the configured ``credible_levels`` and
    only for keypoints with ``presence >= presence_threshold`` (the others get
    ``regions == {}``); ``credible_levels=()`` turns them off. Double-heatmap models (a
-   ``wide_prob_maps`` output) are read by :func:`read_double`: the wide map (2x window)
+   ``wide_prob_maps`` output) are read by :func:`codec.read_double`: the wide map (2x window)
    decides, the expert map refines where the wide point falls inside the activation window;
    covariance and outlines come from the map that gave the point, so a published region
    always belongs to the published point. With the model's coverage table
@@ -33,7 +33,7 @@ Steps, each reusing the one implementation in the house:
    temperature is applied by the model before Sparsemax, the pipeline does not touch map
    values.
    Heatmap-baseline models (``map_kind="heatmap"``: a ``heatmaps`` output instead of
-   ``prob_maps``) are read by :func:`read_heatmaps`: decoded with ``method="udp"`` whatever
+   ``prob_maps``) are read by :func:`codec.read_heatmaps`: decoded with ``method="udp"`` whatever
    ``decode_method`` says, presence = the map maximum clipped to [0, 1], oks_quality = the
    UDP confidence (map value at the decoded pixel) clipped to [0, 1] (their OKS-quality branch
    is untrained), and covariance / credible regions from the heatmap made a distribution
@@ -62,7 +62,7 @@ import math
 import numpy as np
 
 from . import geometry
-from .codec import ProbMapCodec, flip_merge
+from .codec import ProbMapCodec, flip_merge, read_double, read_heatmaps
 from .errors import InputError
 from .regions import covariance_ellipse, keypoint_regions
 from .results import Human, Keypoint
@@ -99,41 +99,6 @@ def box_problems(boxes, frame_shape) -> list[str | None]:
         else:
             problems.append(None)
     return problems
-
-
-def read_heatmaps(codec: ProbMapCodec, heatmaps, center, scale):
-    """Decode a heatmap-baseline model's ``heatmaps (N, K, H, W)`` (Gaussian regression, raw).
-
-    Returns ``points (N, K, 2)`` image coords (UDP/DARK decode), ``presence (N, K)`` = the map
-    maximum clipped to [0, 1], ``oks_quality (N, K)`` = the UDP confidence clipped to [0, 1]
-    and ``prob_maps (N, K, H, W)``: the heatmaps with negatives set to 0, each divided by its
-    sum (uniform where nothing is positive), for covariance and credible regions.
-    """
-    heatmaps = np.asarray(heatmaps, dtype=np.float32)
-    points, confidence = codec.decode(heatmaps, center, scale, method="udp")
-    presence = np.clip(heatmaps.max(axis=(-2, -1)), 0.0, 1.0).astype(np.float64)
-    positive = np.maximum(heatmaps, 0.0)
-    mass = positive.sum(axis=(-2, -1), keepdims=True)
-    uniform = np.float32(1.0 / (heatmaps.shape[-2] * heatmaps.shape[-1]))
-    prob_maps = np.where(mass > 0, positive / np.where(mass > 0, mass, 1.0), uniform).astype(np.float32)
-    return points, presence, np.clip(confidence, 0.0, 1.0), prob_maps
-
-
-def read_double(codec: ProbMapCodec, prob_maps, wide_prob_maps, center, scale, area, method: str = "expected_oks"):
-    """Decode the double-heatmap variant: the wide map decides, the expert map refines.
-
-    ``prob_maps (N, K, H, W)`` cover the activation windows ``center``/``scale (N, 2)``,
-    ``wide_prob_maps`` the wide windows (:func:`geometry.wide_window`: same centre,
-    :data:`geometry.WIDE_FACTOR` x the scale). A keypoint whose wide estimate lies inside its
-    activation window takes the expert map's estimate; the others keep the wide one. Returns
-    ``points (N, K, 2)`` image coords, ``confidence (N, K)`` and ``refined (N, K)`` bool, True
-    where the point (and its confidence) came from the expert map.
-    """
-    wide_points, wide_conf = codec.decode(wide_prob_maps, *geometry.wide_window(center, scale), area=area,
-                                          method=method)
-    points, confidence = codec.decode(prob_maps, center, scale, area=area, method=method)
-    refined = geometry.in_window(wide_points, geometry.window_xyxy(center, scale)[:, None, :])
-    return np.where(refined[..., None], points, wide_points), np.where(refined, confidence, wide_conf), refined
 
 
 class Pipeline:

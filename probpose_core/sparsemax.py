@@ -27,51 +27,100 @@ Three variants with the same result:
   of the (shifted) value range [-1, 0], and the refinement makes the result exact unless
   an entry lies inside the final bracket, where the error is at most the bracket width.
 
+- ``sparsemax_rows``: the same exact sparsemax in numpy over the rows of an ``(R, n)`` array, for
+  the torch-free decode (:func:`codec.sharpen_maps`).
+
+torch is imported only by the torch variants (the ONNX Runtime inference path imports this
+module through the codec and never loads torch).
+
 Both export variants are written with plain tensor ops (TopK / Relu / ReduceSum / CumSum /
 Where), fixed shapes apart from batch, so ``torch.onnx.export(dynamo=False, opset_version=17)``
 traces them; autograd through them gives the same support-based gradient as the exact one.
 """
-import torch
+from __future__ import annotations
 
-# First top-k tried by the exact sparsemax before widening (see _SparsemaxFunction.forward).
+import numpy as np
+
+# First top-k tried by the exact sparsemax before widening (see _exact_forward).
 _FIRST_K = 128
 DEFAULT_BISECT_ITERS = 30
 
 
-class _SparsemaxFunction(torch.autograd.Function):
-    """Exact sparsemax over the last dimension with the analytic backward."""
+def _threshold_rows(flat: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``tau (R, 1)`` and support sizes ``(R,)`` of Sparsemax over the ``m`` largest entries of
+    each row of ``flat (R, n)``."""
+    top = -np.partition(-flat, m - 1, axis=1)[:, :m] if m < flat.shape[1] else flat
+    top = -np.sort(-top, axis=1)
+    cumsum = np.cumsum(top, axis=1)
+    support = np.count_nonzero(1.0 + np.arange(1, m + 1) * top > cumsum, axis=1)  # entries with z_j > tau_j
+    return (np.take_along_axis(cumsum, (support - 1)[:, None], axis=1) - 1.0) / support[:, None], support
 
-    @staticmethod
-    def forward(ctx, z):
-        z = z - z.amax(dim=-1, keepdim=True)  # shift for range; sparsemax is shift-invariant
-        n, k = z.shape[-1], min(z.shape[-1], _FIRST_K)
-        while True:
-            # The support test 1 + j z_(j) > sum_{i<=j} z_(i) holds for j = 1..k* and fails after,
-            # so the k largest values decide it whenever it fails somewhere among them. Try a
-            # small top-k first (torch's CPU sort is ~20x slower than top-k on 64x48 maps) and
-            # widen it only for rows whose support may be larger: exact for every input.
-            if k < n:
-                z_sorted = torch.topk(z, k, dim=-1).values
-            else:
-                z_sorted = torch.sort(z, dim=-1, descending=True).values
-            cumsum = z_sorted.cumsum(dim=-1)
-            j = torch.arange(1, k + 1, dtype=z.dtype, device=z.device)
-            in_support = 1 + j * z_sorted > cumsum  # true for j = 1..k*, false after
-            support = in_support.sum(dim=-1, keepdim=True)
-            if k == n or bool((support < k).all()):
-                break
-            k = min(n, 8 * k)
-        tau = (cumsum.gather(-1, support - 1) - 1) / support.to(z.dtype)
-        p = torch.clamp(z - tau, min=0)
-        ctx.save_for_backward(p)
-        return p
 
-    @staticmethod
-    def backward(ctx, grad):
-        (p,) = ctx.saved_tensors
-        s = (p > 0).to(grad.dtype)
-        mean = (grad * s).sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True)
-        return s * (grad - mean)
+def sparsemax_rows(flat) -> np.ndarray:
+    """Exact sparsemax of each row of ``flat (R, n)`` (numpy, float64).
+
+    Sorts only the ``m`` largest entries of each row first, ``m`` = the widest count of positive
+    entries (a sharpened Sparsemax map's support lies inside its own: trained maps hold ~100 of
+    3072 pixels); a support that fills all ``m`` is redone over every entry, so the result is
+    exact for any input."""
+    flat = np.asarray(flat, dtype=np.float64)
+    m = max(int(np.count_nonzero(flat > 0, axis=1).max()), 1)
+    tau, support = _threshold_rows(flat, m)
+    if m < flat.shape[1] and np.any(support == m):
+        tau, _ = _threshold_rows(flat, flat.shape[1])
+    return np.maximum(flat - tau, 0.0)
+
+
+_EXACT = None  # the torch.autograd.Function of the exact sparsemax, made on first use
+
+
+def _exact_function():
+    global _EXACT
+    if _EXACT is None:
+        import torch
+
+        class _SparsemaxFunction(torch.autograd.Function):
+            forward = staticmethod(_exact_forward)
+            backward = staticmethod(_exact_backward)
+
+        _EXACT = _SparsemaxFunction
+    return _EXACT
+
+
+def _exact_forward(ctx, z):
+    """Exact sparsemax over the last dimension (the forward of ``_SparsemaxFunction``)."""
+    import torch
+
+    z = z - z.amax(dim=-1, keepdim=True)  # shift for range; sparsemax is shift-invariant
+    n, k = z.shape[-1], min(z.shape[-1], _FIRST_K)
+    while True:
+        # The support test 1 + j z_(j) > sum_{i<=j} z_(i) holds for j = 1..k* and fails after,
+        # so the k largest values decide it whenever it fails somewhere among them. Try a
+        # small top-k first (torch's CPU sort is ~20x slower than top-k on 64x48 maps) and
+        # widen it only for rows whose support may be larger: exact for every input.
+        if k < n:
+            z_sorted = torch.topk(z, k, dim=-1).values
+        else:
+            z_sorted = torch.sort(z, dim=-1, descending=True).values
+        cumsum = z_sorted.cumsum(dim=-1)
+        j = torch.arange(1, k + 1, dtype=z.dtype, device=z.device)
+        in_support = 1 + j * z_sorted > cumsum  # true for j = 1..k*, false after
+        support = in_support.sum(dim=-1, keepdim=True)
+        if k == n or bool((support < k).all()):
+            break
+        k = min(n, 8 * k)
+    tau = (cumsum.gather(-1, support - 1) - 1) / support.to(z.dtype)
+    p = torch.clamp(z - tau, min=0)
+    ctx.save_for_backward(p)
+    return p
+
+
+def _exact_backward(ctx, grad):
+    """The analytic backward: ``s * (g - sum_S g / |S|)``."""
+    (p,) = ctx.saved_tensors
+    s = (p > 0).to(grad.dtype)
+    mean = (grad * s).sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True)
+    return s * (grad - mean)
 
 
 def _over_last(fn, x: torch.Tensor, dim: int, *args) -> torch.Tensor:
@@ -83,10 +132,12 @@ def _over_last(fn, x: torch.Tensor, dim: int, *args) -> torch.Tensor:
 
 def sparsemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Exact sparsemax of ``x`` along ``dim`` (sort-based, analytic gradient)."""
-    return _over_last(_SparsemaxFunction.apply, x, dim)
+    return _over_last(_exact_function().apply, x, dim)
 
 
 def _topk_last(x: torch.Tensor, k: int | None) -> torch.Tensor:
+    import torch
+
     n = int(x.shape[-1])  # a Python int: traced as a constant (TensorRT wants TopK's k constant)
     k = n if k is None else min(k, n)
     z = x - x.amax(dim=-1, keepdim=True)
@@ -114,6 +165,8 @@ def sparsemax_topk(x: torch.Tensor, k: int | None = None, dim: int = -1) -> torc
 
 
 def _bisect_last(x: torch.Tensor, n_iter: int) -> torch.Tensor:
+    import torch
+
     z = x - x.amax(dim=-1, keepdim=True)  # max is 0, so tau lies in [-1, 0)
     with torch.no_grad():
         zd = z.detach()

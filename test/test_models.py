@@ -12,7 +12,7 @@ from probpose_core.keypoints import SIGMAS
 from probpose_core.geometry import WIDE_FACTOR
 from probpose_core.models import OUTPUT_NAMES, PoseModelConfig, build_model, cnn_config, gmacs, num_params, vit_config
 from probpose_core.models.vit import Attention, patch_grid, resize_pos_embed
-from probpose_core.pipeline import read_double
+from probpose_core.codec import read_double
 from probpose_core.sparsemax import sparsemax_maps
 
 MANIFESTS = Path(__file__).parent / "data" / "checkpoint_manifests"

@@ -395,7 +395,7 @@ def test_heatmap_models_decode_udp_with_presence_from_the_map_maximum():
 
 
 def test_read_heatmaps_makes_a_distribution_of_any_heatmap():
-    from probpose_core.pipeline import read_heatmaps
+    from probpose_core.codec import read_heatmaps
 
     rng = np.random.default_rng(3)
     heatmaps = rng.normal(size=(2, NUM_KEYPOINTS, HM_H, HM_W)).astype(np.float32)
