@@ -10,8 +10,6 @@ from collections import deque
 
 import numpy as np
 
-from probpose_core.overlay import draw_humans
-
 
 class LatestFrame:
     """A one-slot buffer between the subscription callback and the worker.
@@ -85,8 +83,3 @@ def image_canvas(frame: np.ndarray) -> np.ndarray:
     copy -- a read-only frame is a view of the received message (rgb8, see
     :func:`~probpose_ros.image_conversion.image_to_rgb`), which is never drawn on."""
     return frame if frame.flags.writeable else frame.copy()
-
-
-def annotate(frame: np.ndarray, humans, threshold: float) -> np.ndarray:
-    """A copy of ``frame (H, W, 3)`` RGB with every human drawn (:func:`draw_humans`)."""
-    return draw_humans(frame.copy(), humans, threshold)

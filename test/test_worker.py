@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from probpose_core.detection import FullFrameDetector, make_detector
 from probpose_core.results import Human, Keypoint
 from probpose_ros.image_conversion import msg_to_rgb, rgb_to_fields
-from probpose_ros.worker import LatestFrame, Timings, annotate, image_canvas
+from probpose_ros.worker import LatestFrame, Timings, image_canvas
 
 
 @given(st.lists(st.sampled_from(["put", "take"]), max_size=60))
@@ -64,14 +64,6 @@ def test_detectors():
         make_detector("yolo")
     with pytest.raises(Exception, match="not found"):
         make_detector("/nonexistent/yolo.onnx")
-
-
-def test_annotate_draws_on_a_copy():
-    frame = np.zeros((60, 80, 3), np.uint8)
-    kps = [Keypoint(name=f"k{i}", x=10 + 3 * i, y=30, presence=0.9, visibility=0.9, oks_quality=0.5,
-                    regions={0.5: [np.array([[5.0, 5], [20, 5], [20, 20]])]}) for i in range(17)]
-    out = annotate(frame, [Human(bbox=(2, 2, 70, 50), score=0.5, keypoints=kps)], 0.5)
-    assert out.any() and not frame.any()
 
 
 def test_people_are_labelled_by_track_id(monkeypatch):
