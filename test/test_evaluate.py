@@ -96,7 +96,6 @@ def test_metrics_equal_evaluation_module_and_pycocotools(dataset, oracle, tmp_pa
     for key, value in metrics["at_checkpoint_threshold"].items():
         assert value == pytest.approx(at_model[key], abs=1e-12), key
     assert max(ap for _, ap in metrics["presence_threshold_curve"]) == pytest.approx(metrics["Ex-AP"])
-    pytest.importorskip("pycocotools")
     from coco_reference import pycocotools_stats
 
     for key, value in pycocotools_stats(gt, preds).items():
@@ -222,7 +221,6 @@ def test_in_memory_model_agrees_with_checkpoint(dataset, checkpoint, cli_run):
 
 
 def test_onnx_model_with_ort(dataset, checkpoint, cli_run, tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime")
     from probpose_core.runtime import onnx_for_checkpoint
 
     ann, images = dataset

@@ -158,7 +158,8 @@ def ros_node(rclpy_context):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> pathlib.Path:
     """A tiny randomly initialised CNN pose model exported to ONNX (structure and timing only)."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     from probpose_core.models.pose_model import build_model, cnn_config
     from probpose_core.runtime.export import export_onnx
 
@@ -178,8 +179,7 @@ def domain() -> int:
 
 @pytest.fixture
 def probe(domain):
-    """The test's own DDS participant on ``domain`` (rclpy imported here, not at import time)."""
-    pytest.importorskip("rclpy")
+    """The test's own DDS participant on ``domain`` (rclpy imported by Probe, not at import time)."""
     p = Probe(domain)
     yield p
     p.close()
