@@ -245,3 +245,34 @@ def test_real_teachers_on_coco_train_people():
                                                 SHARED / "coco_train" / "images", people))
         oks = np.exp(-((pred[..., :2] - g[..., :2]) ** 2).sum(-1) / (2 * area * (2 * SIGMAS) ** 2))
         assert oks[g[..., 2] > 0].mean() > floor, name
+
+
+def test_house_model_teacher_runs_a_shipped_model_on_a_box():
+    """HouseModelTeacher (the 'tinypose' teacher's class): a house model through its Pipeline on one
+    box -> (17, 3) x, y, presence; a missing model names the file."""
+    from probpose_core.shipped import default_pose_model
+
+    teacher = teachers.HouseModelTeacher(default_pose_model(), threads=1, name="shipped")
+    frame = np.zeros((240, 320, 3), np.uint8)
+    cv2.rectangle(frame, (140, 40), (180, 200), (200, 180, 160), -1)
+    pred = teacher.predict(frame, [120, 30, 80, 180])
+    assert pred.shape == (17, 3) and np.isfinite(pred).all()
+    assert ((pred[:, 2] >= 0) & (pred[:, 2] <= 1)).all()
+    assert (pred[:, 0] > 60).all() and (pred[:, 0] < 260).all()  # inside the padded window of the box
+    with pytest.raises(FileNotFoundError, match="tinypose_heatmap.onnx"):
+        teachers.make_teacher("tinypose", Path("/nonexistent"))
+
+
+def test_tinypose_teacher_on_coco_train_people():
+    if not (SHARED / "coco_train" / "gt.json").is_file():
+        pytest.skip(f"needs {SHARED}/coco_train (the project's shared data)")
+    if not (TEACHERS / "tinypose_heatmap.onnx").is_file():
+        pytest.skip(f"needs {TEACHERS}/tinypose_heatmap.onnx (tools/build_tinypose_student.sh)")
+    gt = json.loads((SHARED / "coco_train" / "gt.json").read_text())
+    people = [a for a in teachers.coco_people(gt) if a["num_keypoints"] >= 12][:6]
+    g = np.array([a["keypoints"] for a in people]).reshape(-1, 17, 3)
+    area = np.array([a["area"] for a in people])[:, None]
+    pred = np.array(teachers.predict_people(teachers.make_teacher("tinypose", TEACHERS), gt,
+                                            SHARED / "coco_train" / "images", people))
+    oks = np.exp(-((pred[..., :2] - g[..., :2]) ** 2).sum(-1) / (2 * area * (2 * SIGMAS) ** 2))
+    assert oks[g[..., 2] > 0].mean() > 0.7
