@@ -61,7 +61,7 @@ def _cmd_convert(args) -> None:
 def _cmd_export(args) -> None:
     from .runtime.export import export_model
 
-    export_model(args.model, args.onnx, int8=args.int8)
+    export_model(args.model, args.onnx, int8=args.int8, sparsemax_method=args.sparsemax)
 
 
 def _cmd_predict(args) -> None:
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="our checkpoint (.pt)")
     p.add_argument("--onnx", required=True, help="output .onnx path")
     p.add_argument("--int8", action="store_true", help="also write an ORT dynamic-int8 model and report its parity")
+    p.add_argument("--sparsemax", default="topk", choices=("topk", "bisect"),
+                   help="exported Sparsemax: topk (exact, a TopK over all pixels; default) or bisect (no sort, "
+                        "exact to float rounding, faster on ONNX Runtime)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="run the top-down pipeline on a folder of images")

@@ -304,12 +304,14 @@ def test_probpose_export_cli(tmp_path):
     save_checkpoint(ckpt, peaked_model(config), config, temperature=0.8, presence_threshold=0.4)
     out = tmp_path / "out" / "m.onnx"
     proc = subprocess.run([sys.executable, "-m", "probpose_core.cli", "export", "--model", str(ckpt),
-                           "--onnx", str(out), "--int8"], capture_output=True, text=True, timeout=300)
+                           "--onnx", str(out), "--int8", "--sparsemax", "bisect"], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "fp32: max |diff| vs torch" in proc.stdout and "int8: max |diff| vs torch" in proc.stdout
     assert "TensorRT check: ok" in proc.stdout
     meta = json.loads(sidecar_path(out).read_text())
     assert meta["temperature"] == 0.8 and meta["presence_threshold"] == 0.4
+    assert meta["sparsemax"]["method"] == "bisect"
     assert max(meta["parity"]["max_abs_diff"].values()) <= 1e-4 and meta["tensorrt_problems"] == []
     int8_meta = json.loads((tmp_path / "out" / "m.int8.json").read_text())
     assert int8_meta["quantization"]["weights"] == "int8" and "parity" in int8_meta

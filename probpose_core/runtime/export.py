@@ -463,13 +463,15 @@ def _format_parity(label: str, report: dict, tolerances: dict | None = None) -> 
     return line
 
 
-def export_model(checkpoint_path, onnx_path, int8: bool = False, *, sparsemax_topk: int | None = None,
-                 log=print) -> dict:
+def export_model(checkpoint_path, onnx_path, int8: bool = False, *, sparsemax_method: str = "topk",
+                 sparsemax_topk: int | None = None, log=print) -> dict:
     """``probpose export``: checkpoint -> ONNX + sidecar (+ ``.int8.onnx``), parity and checks.
 
     Parity (torch with the exact sparsemax vs ONNX Runtime) and the TensorRT check are written
-    into the sidecar(s) and printed through ``log``. ``sparsemax_topk``: the explicit small-k
-    Sparsemax for TensorRT 8.6 (see :func:`export_onnx`). Returns a summary dict.
+    into the sidecar(s) and printed through ``log``. ``sparsemax_method``: "topk" (exact, TopK
+    over all pixels) or "bisect" (exact to float rounding, no sort: the shipped student's,
+    measured 25.7 -> 22.0 ms per person on ONNX Runtime); ``sparsemax_topk``: the explicit
+    small-k Sparsemax for TensorRT 8.6 (see :func:`export_onnx`). Returns a summary dict.
     """
     from ..models.checkpoints import load_checkpoint
     from .ort_runner import OrtRunner
@@ -477,7 +479,7 @@ def export_model(checkpoint_path, onnx_path, int8: bool = False, *, sparsemax_to
 
     model, meta = load_checkpoint(checkpoint_path)
     onnx_path = Path(onnx_path)
-    export_onnx(model, onnx_path, sparsemax_topk=sparsemax_topk, meta=meta)
+    export_onnx(model, onnx_path, sparsemax_method=sparsemax_method, sparsemax_topk=sparsemax_topk, meta=meta)
     spec = ModelSpec.from_meta(meta)
     codec, present = spec.codec, spec.presence_threshold
     reference = TorchRunner(model)
