@@ -14,16 +14,21 @@ previous one (a replayed bag looping, a clip restarted) starts the tracks afresh
 Detection duty cycle (:class:`DutyCycle`, ``detect_every`` k > 1, needs a tracker). The
 detector runs on every k-th frame; on the frames between, each track matched in the previous
 frame (confirmed or tentative) gets its box from its previous keypoints -- the extent of its
-present keypoints, scaled about its centre by ``expansion`` (the detector's box around the
-keypoints, measured on real clips: :mod:`probpose_core.bench_duty`), moved by the tracker's
-velocity over the time since the track's last match, clipped to the frame -- and keeps its last
-``box_score``; these boxes go through the same pipeline and tracker as detected ones (RTMPose's
+present keypoints, padded as the detector padded this person (:func:`box_fit`: the detector
+box's size and centre relative to the keypoint extent, taken on the track's last detected frame;
+``expansion`` about the centre when it has none), moved by the tracker's velocity over the time
+since the track's last match, clipped to the frame -- and keeps its last ``box_score``; these boxes go through the same pipeline and tracker as detected ones (RTMPose's
 ``det_frequency`` / rtmlib's PoseTracker and MediaPipe's ROI tracking do the same). The
 detector runs at once, on this frame, instead when:
 
 - nobody was tracked in the previous frame (``"no tracks"``; also the first frame and after a
   restart), or the schedule says so (``"schedule"``), or ``max_interval`` has passed since
   the last detection (``"interval"``);
+- more than ``max_tracked`` people were tracked in the previous frame (``"crowd"``): with
+  many people the pose model's time dominates, so skipping the detector gains little (0-6 % on
+  two crowded clips), while in a crowd a crop from the previous keypoints picks up neighbours'
+  limbs more often than the detector's box (a tenth of the keypoints moved by >= 0.3 box sizes
+  on davis/breakdance);
 - a track has fewer than ``min_keypoints`` present keypoints to take a box from
   (``"keypoints"``), a derived box lies less than ``min_inside`` inside the frame
   (``"outside"``: the person is leaving), or two derived boxes overlap with IoU above
@@ -35,7 +40,8 @@ detector runs at once, on this frame, instead when:
 Known cost: a person who enters between detections appears up to k - 1 frames late (plus the
 tracker's ``min_hits`` to get an id), since only the detector finds new people; a person
 missed by the detector on its frame (a confirmed track with a miss) is not followed until the
-next detection finds it. With k = 1 (or no tracker) every frame is detected, the behaviour of
+next detection finds it. With k = 1, no tracker, or a detector that costs nothing (``free``:
+the ``full_frame`` one, whose box is the frame) every frame is detected, the behaviour of
 ``Pipeline.__call__`` followed by ``Tracker.update``.
 """
 import time
@@ -49,9 +55,17 @@ from .errors import InputError
 from .pipeline import check_frame
 
 
+#: bounds of a box fit: size factors (w, h) and centre offsets (in extents)
+FIT_SCALE, FIT_OFFSET = (0.8, 2.0), 0.5
+#: a derived box's width and height stay within this factor of the track's last detected box
+#: (in a crowd a keypoint that lands on a neighbour widens the extent, the next crop holds more
+#: of the neighbour, and the box grew 87 -> 193 px wide in 6 frames of davis/breakdance)
+MAX_GROWTH = 1.25
+
+
 #: ``detect_every`` of the node and the demo, chosen by :mod:`probpose_core.bench_duty` on real clips
 #: (README "Detection duty cycle")
-DEFAULT_DETECT_EVERY = 1
+DEFAULT_DETECT_EVERY = 2
 
 
 @dataclass(frozen=True)
@@ -63,17 +77,19 @@ class DutyCycle:
     min_presence: float = 0.3  #: a derived person whose mean presence is lower triggers detection
     min_inside: float = 0.5  #: share of a derived box's area that must lie inside the frame
     max_overlap: float = 0.7  #: two derived boxes overlapping more (IoU) trigger detection
-    #: detector box / present-keypoint extent (width, height), about the extent's centre
-    expansion: tuple = (1.25, 1.25)
+    #: detector box / present-keypoint extent (width, height) about the extent's centre, for a
+    #: track without a fit of its own (medians over four real clips: 0.82-1.42 x 1.19-1.28)
+    expansion: tuple = (1.2, 1.2)
     min_keypoints: int = 3  #: present keypoints a box is derived from, at least
+    max_tracked: int = 3  #: more people tracked than this: every frame is detected ("crowd")
 
     def __post_init__(self):
         if int(self.detect_every) < 1:
             raise InputError(f"detect_every must be at least 1, got {self.detect_every}")
         if not self.max_interval > 0:
             raise InputError(f"max_interval must be positive, got {self.max_interval}")
-        if min(self.expansion) < 1.0 or len(self.expansion) != 2:
-            raise InputError(f"expansion must be (w, h) factors >= 1, got {self.expansion}")
+        if len(self.expansion) != 2 or not FIT_SCALE[0] <= min(self.expansion) <= max(self.expansion) <= FIT_SCALE[1]:
+            raise InputError(f"expansion must be (w, h) factors in {FIT_SCALE}, got {self.expansion}")
 
 
 @dataclass
@@ -90,21 +106,48 @@ class FrameReport:
     pose_s: float = 0.0
 
 
-def keypoint_boxes(tracks, now: float, expansion=(1.25, 1.25), min_keypoints: int = 3) -> np.ndarray:
+def _extent(keypoints, present, min_keypoints: int):
+    """``(centre (2,), size (2,))`` of the present keypoints, or None (too few, no area)."""
+    points = np.asarray(keypoints, dtype=np.float64)[np.asarray(present, dtype=bool)]
+    if len(points) < min_keypoints:
+        return None
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    return ((lo + hi) / 2, hi - lo) if np.all(hi > lo) else None
+
+
+def box_fit(box, keypoints, present, min_keypoints: int = 3) -> np.ndarray | None:
+    """How a detector box ``(4,)`` x0, y0, x1, y1 sits on a person's present keypoints: ``(6,)``
+    size factors (w, h) of the box over the keypoint extent and the offset of its centre in
+    extents (x, y), clipped to :data:`FIT_SCALE` / :data:`FIT_OFFSET`, and the box's width and
+    height; None without an extent."""
+    extent = _extent(keypoints, present, min_keypoints)
+    if extent is None:
+        return None
+    centre, size = extent
+    box = np.asarray(box, dtype=np.float64)
+    scale = np.clip((box[2:] - box[:2]) / size, *FIT_SCALE)
+    offset = np.clip(((box[:2] + box[2:]) / 2 - centre) / size, -FIT_OFFSET, FIT_OFFSET)
+    return np.concatenate([scale, offset, box[2:] - box[:2]])
+
+
+def keypoint_boxes(tracks, now: float, expansion=(1.2, 1.2), min_keypoints: int = 3) -> np.ndarray:
     """Boxes ``(T, 4)`` x0, y0, x1, y1 of ``tracks`` (:class:`tracking.Track`) at time ``now``: the
-    extent of each track's present keypoints, scaled by ``expansion`` (w, h) about its centre
-    and moved by ``velocity * (now - time)``; a NaN row for a track with fewer than
-    ``min_keypoints`` present keypoints (or an extent of no area)."""
+    extent of each track's present keypoints, placed by the track's ``box_fit`` (:func:`box_fit`;
+    its size within :data:`MAX_GROWTH` of the detected box's; without one: scaled by
+    ``expansion`` (w, h) about its centre) and moved by ``velocity * (now - time)``; a NaN row for
+    a track with fewer than ``min_keypoints`` present keypoints (or an extent of no area)."""
     boxes = np.full((len(tracks), 4), np.nan)
+    default = np.array([*expansion, 0.0, 0.0], dtype=np.float64)
     for i, track in enumerate(tracks):
-        points = np.asarray(track.keypoints, dtype=np.float64)[np.asarray(track.present, dtype=bool)]
-        if len(points) < min_keypoints:
+        extent = _extent(track.keypoints, track.present, min_keypoints)
+        if extent is None:
             continue
-        lo, hi = points.min(axis=0), points.max(axis=0)
-        if not np.all(hi > lo):
-            continue
-        centre = (lo + hi) / 2 + np.asarray(track.velocity, dtype=np.float64) * (now - track.time)
-        half = (hi - lo) / 2 * np.asarray(expansion, dtype=np.float64)
+        centre, size = extent
+        fit = default if track.box_fit is None else track.box_fit
+        centre = centre + fit[2:4] * size + np.asarray(track.velocity, dtype=np.float64) * (now - track.time)
+        half = fit[:2] * size / 2
+        if track.box_fit is not None:
+            half = np.clip(half, fit[4:] / (2 * MAX_GROWTH), fit[4:] * MAX_GROWTH / 2)
         boxes[i] = np.concatenate([centre - half, centre + half])
     return boxes
 
@@ -177,6 +220,10 @@ class TrackedPipeline:
             self._since_detection += 1
         if self.tracker is not None:
             self.tracker.update(humans, now)
+            if reason:  # how the detector's boxes sit on each person matched now: their derived boxes' shape
+                for track in self.tracker.tracks:
+                    if track.time == now and track.misses == 0:
+                        track.box_fit = box_fit(track.box, track.keypoints, track.present, self.duty.min_keypoints)
         report.detected, report.reason = bool(reason), reason
         report.pose_s = time.perf_counter() - t0 - report.detector_s
         self.last = report
@@ -186,11 +233,13 @@ class TrackedPipeline:
         """``(reason, boxes (T, 4) xywh, scores (T,))``: why the detector must run on this frame
         ("" when the tracks' boxes will do), else the boxes derived from the tracks."""
         duty = self.duty
-        if self.tracker is None or duty.detect_every == 1:
+        if self.tracker is None or duty.detect_every == 1 or getattr(self.pipeline.detector, "free", False):
             return "every frame", None, None
         tracks = [t for t in self.tracker.tracks if t.misses == 0]
         if not tracks or self._detected_at is None:
             return "no tracks", None, None
+        if len(tracks) > duty.max_tracked:
+            return "crowd", None, None
         if self._since_detection + 1 >= duty.detect_every:
             return "schedule", None, None
         if now - self._detected_at >= duty.max_interval:

@@ -112,6 +112,9 @@ class Track:
     misses: int = 0
     id: int | None = None
     score: float = 1.0
+    #: the box / keypoint-extent fit of the track's last detected box (set and read by
+    #: tracked.TrackedPipeline's duty cycle; the tracker ignores it)
+    box_fit: np.ndarray | None = None
 
     def predict(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Predicted ``box (4,)`` and ``keypoints (K, 2)`` at time ``now`` (constant velocity)."""

@@ -78,11 +78,13 @@ def _depth_msgs(shape, stamp):
 
 
 def measure(people: int, visualise: bool, frames: int, model: str = "", detector: str = "picodet",
-            depth: bool = False) -> dict:
+            depth: bool = False, detect_every: int | None = None) -> dict:
     """Medians (ms) over ``frames`` frames after a warm-up of 10 on one node: ``overhead``,
     ``overhead_cpu``, ``end_to_end`` (= pose + overhead of each frame, + the depth step's median
     with ``depth``), ``share`` (median of the per-frame overhead / end-to-end), ``people`` (how
-    many the HumanArray held), ``depth`` (DepthOutputs.process's median ms; NaN without depth)."""
+    many the HumanArray held), ``depth`` (DepthOutputs.process's median ms; NaN without depth).
+    Frames are stamped 1/30 s apart (a camera's rate: ``detect_max_interval`` counts in stamps);
+    ``detect_every`` None keeps the node's default."""
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
     from visualization_msgs.msg import MarkerArray
@@ -93,7 +95,8 @@ def measure(people: int, visualise: bool, frames: int, model: str = "", detector
 
     model_arg = ["-p", f"model:={model}"] if model else []  # empty: the node's default, the shipped model
     depth_args = ["-p", "depth_topic:=/bench/depth", "-p", "camera_info_topic:=/bench/camera_info"] if depth else []
-    rclpy.init(args=["bench", "--ros-args", *model_arg, "-p", f"detector:={detector}", *depth_args,
+    duty_args = [] if detect_every is None else ["-p", f"detect_every:={int(detect_every)}"]
+    rclpy.init(args=["bench", "--ros-args", *model_arg, "-p", f"detector:={detector}", *depth_args, *duty_args,
                      "-p", f"max_people:={people}", "-r", "image:=/bench/none"])
     node = PoseNode()
     try:
@@ -110,7 +113,7 @@ def measure(people: int, visualise: bool, frames: int, model: str = "", detector
             pub_depth = node.create_publisher(Image, "/bench/depth", 10)
             pub_info = node.create_publisher(CameraInfo, "/bench/camera_info", 10)
         for i in range(frames + WARMUP):
-            msg.header.stamp.sec = i + 1
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod((i + 1) * 10**9 // 30, 10**9)  # 30 Hz
             if depth:  # this stamp's depth + camera_info delivered before the frame: paired, no wait
                 received = node.depth.stats()["depth_received"]
                 for m, pub in zip(_depth_msgs((480, 640), msg.header.stamp), (pub_depth, pub_info)):
@@ -144,6 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=60, help="timed frames per configuration (default 60)")
     parser.add_argument("--model", default="", help="pose model (default: the shipped one)")
     parser.add_argument("--detector", default="picodet", help="person detector (default: picodet)")
+    parser.add_argument("--detect-every", type=int, help="the node's detect_every (default: its default)")
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     print(f"pose node overhead per 640x480 frame, real detector and pose model (median of {args.frames} frames; "
@@ -152,7 +156,7 @@ def main(argv=None) -> int:
     plain = {}  # people -> the HumanArray-only measurement, the reference of the depth rows
     for people in PEOPLE:
         for visualise in (False, True):
-            m = measure(people, visualise, args.frames, args.model, args.detector)
+            m = measure(people, visualise, args.frames, args.model, args.detector, detect_every=args.detect_every)
             if not visualise:
                 plain[people] = m
             what = "markers + annotated image" if visualise else "HumanArray only"
@@ -164,7 +168,8 @@ def main(argv=None) -> int:
     print("with depth on (HumanArray + humans/keypoints3d + humans/keep_out; depth paired, no wait):")
     print(f"  {'':<12}{'3D step':>10}{'end to end':>12}{'FPS':>7}{'FPS without depth':>19}")
     for people in PEOPLE:
-        with_depth = measure(people, False, args.frames, args.model, args.detector, depth=True)
+        with_depth = measure(people, False, args.frames, args.model, args.detector, depth=True,
+                             detect_every=args.detect_every)
         print(f"  {with_depth['people']} person(s){with_depth['depth']:7.2f} ms{with_depth['end_to_end']:9.1f} ms"
               f"{1e3 / with_depth['end_to_end']:7.1f}{1e3 / plain[people]['end_to_end']:19.1f}")
     return 0

@@ -11,7 +11,7 @@ import pytest
 
 from probpose_core.errors import InputError
 from probpose_core.results import Human, Keypoint
-from probpose_core.tracked import DutyCycle, TrackedPipeline, inside_share, keypoint_boxes
+from probpose_core.tracked import DutyCycle, TrackedPipeline, box_fit, inside_share, keypoint_boxes
 from probpose_core.tracking import Track, Tracker, TrackerConfig
 
 SIZE = (640, 480)  # W, H
@@ -90,6 +90,7 @@ def run(world, people, frames, fps=30.0, start=0):
 
 
 def tracked(world, k, **duty):
+    duty.setdefault("max_tracked", 10)
     return TrackedPipeline(world, Tracker(TrackerConfig(min_hits=2)), DutyCycle(detect_every=k, **duty))
 
 
@@ -108,6 +109,17 @@ def test_without_a_tracker_every_frame_is_detected_and_ids_stay_none():
     people = TrackedPipeline(world, None, DutyCycle(detect_every=5))
     out = run(world, people, 6)
     assert world.detect_calls == 6 and all(h.id is None for humans, _ in out for h in humans)
+
+
+def test_a_free_detector_runs_every_frame():
+    from probpose_core.detection import make_detector
+
+    world = World(Person((200, 240)))
+    world.detector = make_detector("full_frame")  # its box is the frame: nothing to derive
+    people = tracked(world, 4)
+    out = run(world, people, 5)
+    assert [r.reason for _, r in out] == ["every frame"] * 5
+    assert all(h.bbox == (0.0, 0.0, 640.0, 480.0) for humans, _ in out for h in humans)
 
 
 def test_boxes_follow_the_keypoints_between_detections():
@@ -152,7 +164,7 @@ def test_a_box_leaving_the_frame_redetects():
     leaver = Person((540, 240), (300, 0))
     world = World(leaver)
     people = tracked(world, 50)
-    out = run(world, people, 12)
+    out = run(world, people, 14)
     reasons = [r.reason for _, r in out]
     assert "outside" in reasons, reasons
     assert "outside" in reasons, reasons
@@ -167,6 +179,14 @@ def test_time_limit_and_schedule_and_merged_boxes():
     people = tracked(twins, 100)
     out = run(twins, people, 4)
     assert "merged" in [r.reason for _, r in out]
+
+
+def test_a_crowd_is_detected_every_frame():
+    world = World(*(Person((80 + 120 * i, 240)) for i in range(5)))
+    people = tracked(world, 4, max_tracked=4)
+    out = run(world, people, 4)
+    assert [r.reason for _, r in out] == ["no tracks", "crowd", "crowd", "crowd"]
+    assert all(len(h) == 5 for h, _ in out)
 
 
 def test_a_track_without_enough_keypoints_redetects():
@@ -204,7 +224,7 @@ def test_reset_starts_with_a_detection_and_bad_duty_settings_are_refused():
     run(world, people, 3)
     people.reset()
     assert run(world, people, 1, start=3)[0][1].reason == "no tracks"
-    for bad in ({"detect_every": 0}, {"max_interval": 0.0}, {"expansion": (0.9, 1.2)}):
+    for bad in ({"detect_every": 0}, {"max_interval": 0.0}, {"expansion": (0.5, 1.2)}):
         with pytest.raises(InputError):
             DutyCycle(**bad)
 
@@ -216,4 +236,13 @@ def test_keypoint_boxes_and_inside_share():
     # extent 10..30 x 20..60, centre (20, 40) moved by (20, -10), half sizes 15 and 25
     assert box.tolist() == pytest.approx([25.0, 5.0, 55.0, 55.0])
     assert np.isnan(keypoint_boxes([track], 3.0, min_keypoints=4)).all()
+    # a detector box 1.2 x 1.5 the extent, its centre 1/8 extent lower: the derived box sits the same way
+    track.box_fit = box_fit([8.0, 15.0, 32.0, 75.0], track.keypoints, track.present)
+    assert track.box_fit.tolist() == pytest.approx([1.2, 1.5, 0.0, 0.125, 24.0, 60.0])
+    assert keypoint_boxes([track], now=1.0)[0].tolist() == pytest.approx([8.0, 15.0, 32.0, 75.0])
+    track.keypoints = track.keypoints * [3.0, 1.0]  # the extent grew 3x wide: the box only 1.25x
+    assert keypoint_boxes([track], now=1.0)[0].tolist() == pytest.approx([45.0, 15.0, 75.0, 75.0])
+    assert box_fit([0.0, 0.0, 1000.0, 1000.0], track.keypoints, track.present).tolist()[:4] == \
+        pytest.approx([2.0, 2.0, 0.5, 0.5])  # clipped
+    assert box_fit([0, 0, 1, 1], track.keypoints, track.present, min_keypoints=4) is None
     assert inside_share([[-10, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], (15, 15)).tolist() == [0.5, 1.0, 0.0]

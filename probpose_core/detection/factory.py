@@ -20,6 +20,7 @@ class FullFrameDetector:
     """A Detector that returns the whole image as one person box (score 1)."""
 
     name = "full_frame"
+    free = True  #: costs nothing: tracked.TrackedPipeline runs it on every frame (no duty cycle)
 
     def detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h, w = frame.shape[:2]

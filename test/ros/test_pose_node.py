@@ -345,6 +345,21 @@ def test_detector_threshold_parameter_reaches_the_detector(domain, tiny_model):
             node.close()
 
 
+def test_duty_cycle_parameters_reach_the_core_object(domain, tiny_model):
+    """detect_every / detect_max_interval configure the node's TrackedPipeline (its logic is
+    tested in test/test_tracked.py); without tracking every frame is detected whatever k says."""
+    node = InProcessNode(domain, model=str(tiny_model), detect_every=3, detect_max_interval=0.5, tracking=False)
+    try:
+        people = node.node.people
+        assert (people.duty.detect_every, people.duty.max_interval, people.tracker) == (3, 0.5, None)
+        frame = np.zeros((120, 160, 3), np.uint8)
+        for t in range(3):
+            people(frame, float(t))
+        assert people.detected_frames == 3
+    finally:
+        node.close()
+
+
 def test_max_people_applies_to_valid_boxes(domain, probe, tiny_model, monkeypatch):
     """max_people 1 and a detector whose best box is NaN: the best VALID box is the one person
     published (the old node cut to max_people before skipping invalid boxes: nobody)."""
@@ -357,7 +372,7 @@ def test_max_people_applies_to_valid_boxes(domain, probe, tiny_model, monkeypatc
     probe.subscribe(HumanArray, "/humans/keypoints")
     pub = probe.node.create_publisher(Image, "/camera/image_raw", sensor_qos())
     node = InProcessNode(domain, model=str(tiny_model), max_people=1, image_topic="/camera/image_raw",
-                         publish_markers=False, publish_annotated_image=False)
+                         publish_markers=False, publish_annotated_image=False, detect_every=1)  # every frame detected
     try:
         assert probe.wait_for(lambda: pub.get_subscription_count() >= 1)
         frame = np.zeros((240, 320, 3), np.uint8)
@@ -421,7 +436,7 @@ def test_track_ids_are_stable_over_a_replayed_sequence(domain, probe, tiny_model
     monkeypatch.setattr(pose_node, "make_detector", lambda name, **kw: BrightBlobDetector())
     probe.subscribe(HumanArray, "/humans/keypoints")
     node = InProcessNode(domain, model=str(tiny_model), image_topic="/camera/image_raw", track_min_hits=2,
-                         publish_markers=False, publish_annotated_image=False)
+                         publish_markers=False, publish_annotated_image=False, detect_every=1)  # the flips every frame
     try:
         probe.wait_for(lambda: True)
         video = write_two_people(tmp_path / "two.avi")
