@@ -175,6 +175,7 @@ class TrackedPipeline:
         self.last = FrameReport()
         self.reasons: Counter = Counter()  #: why the detector ran, counted over all frames
         self.frames = 0  #: frames processed (since construction)
+        self.detected_frames = 0  #: frames the detector ran on (an int: /diagnostics reads it from another thread)
         self.reset()
 
     def reset(self) -> None:
@@ -184,11 +185,6 @@ class TrackedPipeline:
         self._last_time: float | None = None
         self._detected_at: float | None = None
         self._since_detection = 0
-
-    @property
-    def detected_frames(self) -> int:
-        """Frames the detector ran on."""
-        return sum(self.reasons.values())
 
     def __call__(self, frame, stamp: float | None = None) -> list:
         """People in ``frame`` (H, W, 3) uint8 RGB at time ``stamp`` (s; None: the frame count)."""
@@ -216,6 +212,7 @@ class TrackedPipeline:
             humans = self.pipeline.estimate(frame, boxes, scores, skip_invalid=True)
             self._detected_at, self._since_detection = now, 0
             self.reasons[reason] += 1
+            self.detected_frames += 1
         else:
             self._since_detection += 1
         if self.tracker is not None:
