@@ -163,7 +163,8 @@ def main(argv=None) -> int:
             continue
 
         def tracked(k):
-            return TrackedPipeline(pipe, Tracker(TrackerConfig(presence_threshold=threshold)), DutyCycle(detect_every=k))
+            return TrackedPipeline(pipe, Tracker(TrackerConfig(presence_threshold=threshold)),
+                                   DutyCycle(detect_every=k))
 
         reference, ref_times, _ = run(tracked(1), frames, fps)
         ref_ids = len({h.id for humans in reference for h in humans if h.id is not None})
@@ -182,7 +183,8 @@ def main(argv=None) -> int:
             m = compare(reference, humans, detected, threshold)
             det = people_k.detected_frames / len(frames)
             print(f"  {k:>3} {m['dev_median']:>19.3f} {m['dev_p90']:>6.3f} {m['missed']:>7.1%} {m['extra']:>6.1%} "
-                  f"{m['id_switches']:>6d} {m['ids']:>4d} {det:>5.0%} {1e3 * times.mean():>9.1f} {1 / times.mean():>6.1f}"
+                  f"{m['id_switches']:>6d} {m['ids']:>4d} {det:>5.0%} {1e3 * times.mean():>9.1f} "
+                  f"{1 / times.mean():>6.1f}"
                   f"   ({', '.join(f'{r} {n}' for r, n in people_k.reasons.most_common())})")
     return 0
 

@@ -17,9 +17,10 @@ frame (confirmed or tentative) gets its box from its previous keypoints -- the e
 present keypoints, padded as the detector padded this person (:func:`box_fit`: the detector
 box's size and centre relative to the keypoint extent, taken on the track's last detected frame;
 ``expansion`` about the centre when it has none), moved by the tracker's velocity over the time
-since the track's last match, clipped to the frame -- and keeps its last ``box_score``; these boxes go through the same pipeline and tracker as detected ones (RTMPose's
-``det_frequency`` / rtmlib's PoseTracker and MediaPipe's ROI tracking do the same). The
-detector runs at once, on this frame, instead when:
+since the track's last match, clipped to the frame -- and keeps its last ``box_score``; these
+boxes go through the same pipeline and tracker as detected ones (RTMPose's ``det_frequency`` /
+rtmlib's PoseTracker and MediaPipe's ROI tracking do the same). The detector runs at once, on
+this frame, instead when:
 
 - nobody was tracked in the previous frame (``"no tracks"``; also the first frame and after a
   restart), or the schedule says so (``"schedule"``), or ``max_interval`` has passed since
