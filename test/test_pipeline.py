@@ -115,16 +115,24 @@ def test_presence_threshold_gates_regions():
     assert all(kp.regions == {} for kp in h.keypoints)
 
 
-def test_score_is_box_score_times_presence_weighted_oks_quality():
+def test_score_is_box_score_times_presence_weighted_oks_estimate():
+    """score = box score x sum(presence * sqrt(oks_quality * expected OKS of the decode)) / sum(presence)."""
     frame = dot_frame([(100, 120)])
+    box = [[60, 60, 80, 120]]
     quality = np.where(np.arange(NUM_KEYPOINTS) % 2 == 0, 0.9, 0.1)  # present keypoints are the good ones
     weights = np.where(np.arange(NUM_KEYPOINTS) % 2 == 0, 0.9, 0.1)  # DotRunner's presence
-    expected = 0.5 * (weights * quality).sum() / weights.sum()
+    pipe = Pipeline(DotRunner(presence=0.9, quality=quality))
+    images, center, scale = pipe.crops(frame, box)
+    outputs = pipe.infer(images)
+    area = pipe.codec.area_factor * 80 * 120
+    _, expected_oks = pipe.codec.decode(outputs["prob_maps"], center, scale, area=np.array([area]))
+    assert 0.05 < expected_oks.min() and expected_oks.max() < 0.999  # both factors matter here
+    expected = 0.5 * (weights * np.sqrt(quality * expected_oks[0])).sum() / weights.sum()
     for threshold in (0.05, 0.45, 0.95):  # the score does not depend on the presence threshold
         [h] = Pipeline(DotRunner(presence=0.9, quality=quality), presence_threshold=threshold).estimate(
-            frame, [[60, 60, 80, 120]], [0.5])
+            frame, box, [0.5])
         assert h.score == pytest.approx(expected, rel=1e-5)
-    assert expected > 0.5 * quality.mean() + 0.1  # weighting by presence, not a plain mean
+    assert expected > 0.5 * np.sqrt(quality * expected_oks[0]).mean() + 0.05  # weighting by presence
 
 
 def _shoelace(poly):
