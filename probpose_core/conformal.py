@@ -21,8 +21,8 @@ outside any compact support. This module turns held-out labelled keypoints into 
   ``q`` the ``ceil((n + 1) q)``-th smallest. For a fresh keypoint exchangeable with the
   calibration ones, ``P(score <= s_q) >= q``.
 - **Mondrian cells**: one quantile per keypoint group (:data:`GROUPS`: face, arms, legs) and,
-  optionally, per person-box size bucket (:data:`BOX_BUCKETS`, COCO's small / medium / large
-  by box area) and per box position: ``border`` when the box comes within
+  optionally, per person-box size bucket (:data:`CELL_BUCKETS`: COCO's medium-or-smaller /
+  large by box area; COCO's small alone is too rare to fill a cell) and per box position: ``border`` when the box comes within
   :data:`BORDER_MARGIN_PX` of an image edge (the person may be cut off: CropCOCO's case, where
   the maps are much less reliable), else ``inside`` (:func:`box_at_border`). All are observable
   at run time, so the claim holds per cell, not only on average.
@@ -48,6 +48,8 @@ from .regions import cell_index, flat_maps, point_moment
 GROUPS = {"face": (0, 1, 2, 3, 4), "arms": (5, 6, 7, 8, 9, 10), "legs": (11, 12, 13, 14, 15, 16)}
 #: person-box size buckets by box area (w * h, image px^2), COCO's small / medium / large edges
 BOX_BUCKETS = {"edges": (32.0 ** 2, 96.0 ** 2), "names": ("small", "medium", "large")}
+#: the size buckets of Mondrian cells (``by_bucket``): COCO's small and medium together, large
+CELL_BUCKETS = {"edges": (96.0 ** 2,), "names": ("small_medium", "large")}
 #: a person box within this many pixels of an image edge is "border" (the person may be cut off)
 BORDER_MARGIN_PX = 4.0
 BORDER_NAMES = ("inside", "border")
@@ -159,7 +161,7 @@ class CoverageTable:
     groups: dict
     cells: dict
     by_bucket: bool = False
-    buckets: dict = field(default_factory=lambda: {k: tuple(v) for k, v in BOX_BUCKETS.items()})
+    buckets: dict = field(default_factory=lambda: {k: tuple(v) for k, v in CELL_BUCKETS.items()})
     by_border: bool = False
     border_margin: float = BORDER_MARGIN_PX
     data: str = ""
@@ -205,7 +207,7 @@ class CoverageTable:
         try:
             return cls(levels=tuple(table["levels"]), groups=table["groups"], cells=table["cells"],
                        by_bucket=bool(table.get("by_bucket", False)),
-                       buckets={k: tuple(v) for k, v in (table.get("buckets") or BOX_BUCKETS).items()},
+                       buckets={k: tuple(v) for k, v in (table.get("buckets") or CELL_BUCKETS).items()},
                        by_border=bool(table.get("by_border", False)),
                        border_margin=float(table.get("border_margin", BORDER_MARGIN_PX)),
                        data=str(table.get("data", "")), score=str(table.get("score", cls.score)))
@@ -278,7 +280,7 @@ def calibrate_table(region_score, ellipse_score, keypoint, boxes, frame_size=Non
     groups = keypoint_groups(17) if groups is None else groups
     skeleton = CoverageTable(levels=tuple(levels), groups=groups, by_bucket=by_bucket, by_border=by_border,
                              cells={k: {"region": [0.0] * len(levels), "ellipse_r2": [0.0] * len(levels)}
-                                    for k in _all_keys(groups, BOX_BUCKETS["names"] if by_bucket else None, by_border)})
+                                    for k in _all_keys(groups, CELL_BUCKETS["names"] if by_bucket else None, by_border)})
     keys = skeleton.cell_keys(boxes, frame_size)[np.arange(len(keypoint)), keypoint] if len(keypoint) \
         else np.zeros(0, object)
     cells = {}

@@ -60,7 +60,7 @@ def test_ellipse_score_is_the_mahalanobis_distance_about_the_point():
 
 def _table(by_bucket=False, by_border=False):
     groups = conformal.GROUPS
-    keys = [f"{g}/{b}" for g in groups for b in conformal.BOX_BUCKETS["names"]] if by_bucket else list(groups)
+    keys = [f"{g}/{b}" for g in groups for b in conformal.CELL_BUCKETS["names"]] if by_bucket else list(groups)
     keys = [f"{k}/{b}" for k in keys for b in conformal.BORDER_NAMES] if by_border else keys
     cells = {k: {"region": [0.3 + i * 0.01, 1.5 + i], "ellipse_r2": [1.0 + i, 5.0 + i], "n": 100 + i}
              for i, k in enumerate(keys)}
@@ -95,7 +95,7 @@ def test_table_lookups_and_refusal_of_levels_it_does_not_hold():
 def test_table_by_bucket_and_border_and_plain_data_round_trip():
     table = _table(by_bucket=True)
     keys = table.cell_keys(_boxes(31.0 ** 2, 50.0 ** 2, 200.0 ** 2))
-    assert list(keys[:, 0]) == ["face/small", "face/medium", "face/large"] and keys[2, 16] == "legs/large"
+    assert list(keys[:, 0]) == ["face/small_medium", "face/small_medium", "face/large"] and keys[2, 16] == "legs/large"
     back = conformal.CoverageTable.from_dict(table.to_dict())
     assert back == table
     table = _table(by_border=True)
