@@ -6,7 +6,7 @@ params file, the model path when one is given (it overrides the file's ``model``
 when given, and the remapping ``image:=<image_topic>``; ``autostart`` (default true) configures
 and activates the lifecycle node at start-up (false: it waits for a lifecycle manager or
 ``ros2 lifecycle set /probpose configure``). No argument is needed: an empty model means the
-shipped pose model (models/probpose_student.onnx) and the default detector is the shipped NanoDet.
+shipped pose model (models/probpose_student.onnx) and the default detector is the shipped PicoDet-S-320 pedestrian.
 
 - The node failing (a configure error with autostart, e.g. ``model:=/missing.onnx``: the node
   logs the reason and exits 2) stops the launch with a non-zero exit: ``ros2 launch`` returns 1

@@ -2,7 +2,7 @@
 
 Per frame size (640x480 and 1920x1080 bgr8: 0.9 and 6.2 MB) and QoS set-up, ``camera_replay``
 publishes ``--frames`` frames of the shipped clip (demo/people.mp4, scaled) at ``--rate`` Hz
-(default 10) to the real pose node, a separate process with its shipped parameters (NanoDet +
+(default 10) to the real pose node, a separate process with its shipped parameters (PicoDet +
 the shipped model, so it is busy as in use); the node's ``frames_received`` (/diagnostics,
 counted in its subscription callback) over the frames sent is the delivery rate. Set-ups:
 

@@ -104,11 +104,12 @@ PARAMETERS = (
                                        "settings (uncalibrated presence threshold and credible regions; a warning "
                                        "is printed). false: such a model is refused with an error naming the file."),
     Param("runtime", "ort", "Inference runtime: ort (ONNX Runtime, CUDA first when available), torch, or trt."),
-    Param("detector", "nanodet", "Person detector: nanodet (the shipped NanoDet, default), full_frame (one box = "
-                                 "the whole image, for cameras framing one person), hog (OpenCV HOG, weak), or "
-                                 "the path of a YOLO-style ONNX."),
+    Param("detector", "picodet", "Person detector: picodet (the shipped PicoDet-S-320 pedestrian, default), "
+                                 "nanodet (the shipped NanoDet), full_frame (one box = the whole image, for "
+                                 "cameras framing one person), hog (OpenCV HOG, weak), or the path of a "
+                                 "YOLO-style ONNX."),
     Param("detector_threshold", -1.0, "Person detector score threshold (boxes scored below it are dropped); "
-                                      "negative = the detector's own default (the shipped NanoDet: 0.35; 0.25 "
+                                      "negative = the detector's own default (PicoDet 0.46, NanoDet 0.35; lower "
                                       "finds more people at lower precision, see README)."),
     Param("max_people", 10, "At most this many people per frame: the highest detector scores among the valid "
                             "boxes (invalid ones, e.g. NaN or empty, are skipped first)."),

@@ -1,6 +1,6 @@
 """`make soak`: the pose node under a long stream of real frames with bad frames and lifecycle round trips.
 
-Starts the real pose node as its own process with the shipped parameters (NanoDet + the shipped
+Starts the real pose node as its own process with the shipped parameters (PicoDet + the shipped
 model, ``image_qos`` reliable) on ``/soak/image``, and a second one with ``compressed: true`` on
 ``/soak/image/compressed`` (namespace ``/soak_c``) for the compressed kinds, then from this
 process (one rclpy participant, the node's default image QoS):

@@ -27,7 +27,7 @@ def test_parameters_have_descriptions_and_unique_names():
             "error_window", "error_share", "detect_every", "detect_max_interval"} | \
         {p.name for p in depth_outputs.PARAMETERS} == set(names)
     assert all(len(p.description) > 20 for p in PARAMETERS)
-    assert parameter_defaults()["detector"] == "nanodet"
+    assert parameter_defaults()["detector"] == "picodet"
 
 
 # -- real processes over DDS ------------------------------------------------------------
