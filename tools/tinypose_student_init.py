@@ -41,6 +41,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from probpose_core import geometry  # noqa: E402
 from probpose_core.models.checkpoints import save_checkpoint  # noqa: E402
+from probpose_core.runtime.export import clip_crops  # noqa: E402
 from probpose_core.models.pose_model import build_model, gmacs, lite_hrnet_config, num_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,26 +150,7 @@ def load_tinypose(model, onnx_path: Path) -> int:
 
 def parity_crops(n: int = 8, seed: int = 0) -> np.ndarray:
     """(n, 256, 192, 3) uint8 RGB crops of random windows of ``demo/people.mp4`` frames."""
-    import cv2
-    cap = cv2.VideoCapture(str(ROOT / "demo/people.mp4"))
-    frames = []
-    ok, frame = cap.read()
-    while ok:
-        frames.append(frame)
-        ok, frame = cap.read()
-    cap.release()
-    if not frames:
-        raise SystemExit("cannot read frames from demo/people.mp4")
-    rng = np.random.default_rng(seed)
-    crops = []
-    for _ in range(n):
-        img = frames[rng.integers(len(frames))]
-        h, w = img.shape[:2]
-        ch = int(rng.uniform(0.4, 1.0) * h)
-        cw = min(w, int(ch * 0.75))
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crops.append(cv2.cvtColor(cv2.resize(img[y:y + ch, x:x + cw], (192, 256)), cv2.COLOR_BGR2RGB))
-    return np.stack(crops)
+    return clip_crops(n, seed)
 
 
 def parity(model, onnx_path: Path, crops: np.ndarray) -> float:

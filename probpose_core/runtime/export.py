@@ -237,6 +237,33 @@ def sample_images(n: int, input_size, seed: int = 0) -> np.ndarray:
     return (smooth + 0.3 * torch.from_numpy(rng.standard_normal((n, 3, h, w), np.float32))).numpy()
 
 
+def clip_crops(n: int = 8, seed: int = 0, size=(192, 256)) -> np.ndarray:
+    """``(n, H, W, 3)`` uint8 RGB crops of random 3:4 windows of the shipped clip's frames
+    (``demo/people.mp4``): real-image inputs for the weight converters' parity checks."""
+    import cv2
+
+    from ..demo import demo_clip
+    cap = cv2.VideoCapture(str(demo_clip()))
+    frames = []
+    ok, frame = cap.read()
+    while ok:
+        frames.append(frame)
+        ok, frame = cap.read()
+    cap.release()
+    if not frames:
+        raise InputError(f"cannot read frames from {demo_clip()}")
+    rng = np.random.default_rng(seed)
+    crops = []
+    for _ in range(n):
+        img = frames[rng.integers(len(frames))]
+        h, w = img.shape[:2]
+        ch = int(rng.uniform(0.4, 1.0) * h)
+        cw = min(w, int(ch * 0.75))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crops.append(cv2.cvtColor(cv2.resize(img[y:y + ch, x:x + cw], tuple(size)), cv2.COLOR_BGR2RGB))
+    return np.stack(crops)
+
+
 #: Parity tolerances per precision: the largest |difference| of each output from the reference
 #: (maps, presence, visibility, oks_quality: all in [0, 1] units) and of the keypoints decoded where
 #: the reference map is well-conditioned (``keypoints_px``, crop pixels). FP32 is tight (different
