@@ -79,7 +79,7 @@ def test_installed_node_with_the_arguments_launch_ros_generates(tiny_model, tmp_
             p.name: "read on activate" if p.name in ACTIVATE_PARAMETERS else "read on configure" for p in PARAMETERS}
         values = _call(probe, get, GetParameters.Request(names=["model", "detector", "image_topic"])).values
         assert [values[0].string_value, values[1].string_value, values[2].string_value] == \
-            [str(tiny_model), "nanodet", "image"]
+            [str(tiny_model), "picodet", "image"]
         assert probe.wait_for(lambda: "/robot1/humans/keypoints" in dict(probe.node.get_topic_names_and_types()))
         topics = dict(probe.node.get_topic_names_and_types())
         assert topics["/robot1/humans/keypoints"] == ["probpose_msgs/msg/HumanArray"]
