@@ -15,9 +15,6 @@ shipped pose model (models/probpose_student.onnx) and the default detector is th
 - RViz (``use_rviz:=true``, config/pose.rviz) is optional: where rviz2 is not installed the
   launch logs that and runs the node alone (no failed launch, no orphaned node).
 - Plain logs: no emulated TTY, so no colour codes in recorded output.
-- ``MALLOC_ARENA_MAX=2`` for the node (unless set already): each activate starts a new worker
-  thread, and glibc gave each its own malloc arena that kept ~6 MB: soak with 8 lifecycle round
-  trips, RSS +6.2 MB per round trip unset, flat (370.8 -> 371.0 MB) with 2, latency no worse.
 - ``image_qos:=best_effort`` also sets the shipped Fast DDS profile (config/fastdds_shm.xml,
   32 MB shared-memory segments) for the node and RViz, unless FASTDDS_DEFAULT_PROFILES_FILE or
   FASTRTPS_DEFAULT_PROFILES_FILE is already set (README "Image QoS": the camera driver needs it
@@ -68,7 +65,7 @@ def launch_setup(context):
     if _arg(context, "image_qos"):
         overrides["image_qos"] = _arg(context, "image_qos")
     parameters.append(overrides)
-    env = {} if "MALLOC_ARENA_MAX" in os.environ else {"MALLOC_ARENA_MAX": "2"}
+    env = {}
     if _arg(context, "image_qos") == "best_effort" and not any(v in os.environ for v in PROFILE_VARS):
         profile = os.path.join(share, "config", "fastdds_shm.xml")
         env.update({var: profile for var in PROFILE_VARS})

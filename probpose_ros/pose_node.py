@@ -489,12 +489,36 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+#: glibc malloc arenas the node's process may use (``mallopt(M_ARENA_MAX)``) unless the environment
+#: sets ``MALLOC_ARENA_MAX``: glibc gives each new thread its own arena (up to 8 per core), and an
+#: arena a worker thread filled with frame buffers keeps its memory after the thread ends -- the
+#: soak measured +6.2 MB RSS per lifecycle round trip unbounded, flat with 2.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # malloc.h
+
+
+def bound_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Limit this process to ``arenas`` glibc malloc arenas, unless ``MALLOC_ARENA_MAX`` is set
+    (then glibc has applied the user's value). True when the limit was set here; False where the
+    environment decides or the C library has no ``mallopt`` (not glibc)."""
+    import ctypes
+    import os
+
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, int(arenas)))
+    except (AttributeError, OSError):
+        return False
+
+
 def main(args=None) -> int:
     """``ros2 run probpose_ros pose_node --ros-args ...``; returns the exit code."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.signals import SignalHandlerOptions
 
+    bound_malloc_arenas()  # before any worker thread starts
     logging.basicConfig(level=logging.WARNING)
     # Our own SIGINT / SIGTERM handling: rclpy's would shut the context down at once, before the
     # node could tell its REP-155 listeners that nobody is tracked any more.

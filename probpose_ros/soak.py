@@ -25,8 +25,9 @@ kind counted (``1x1`` is a valid frame: it must come back as a HumanArray of wid
 dropped for a newer frame). ``--json PATH`` writes the figures.
 
 Every process gets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a private ``ROS_DOMAIN_ID``;
-``--malloc-arena-max N`` sets ``MALLOC_ARENA_MAX`` for the nodes (default 2, what the launch file
-sets; 0 = unset: then each round trip's new worker thread kept a ~6 MB malloc arena).
+``--malloc-arena-max N`` sets ``MALLOC_ARENA_MAX`` for the nodes (default 0 = unset: the node
+bounds itself to 2 arenas, ``pose_node.MALLOC_ARENAS``; a large N such as 64 measures unbounded
+arenas, where each round trip's new worker thread kept a ~6 MB malloc arena).
 Usage: ``python -m probpose_ros.soak [--frames 10000] [--size 640x480] [--rate-factor 2]`` after
 ``source install/setup.bash``.
 """
@@ -261,7 +262,7 @@ def percentile(values, q: float) -> float:
 
 # -- the run ------------------------------------------------------------------------------
 def run(frames: int = 10_000, size=(640, 480), rate_factor: float = 2.0, bad_share: float = 0.05,
-        warmup: int = 30, round_trips: int = 2, malloc_arena_max: int = 2, log_dir=None, extra_params=(),
+        warmup: int = 30, round_trips: int = 2, malloc_arena_max: int = 0, log_dir=None, extra_params=(),
         verbose: bool = True) -> dict:
     """The soak (module docstring); returns its figures and ``goals`` (name -> met)."""
     say = print if verbose else (lambda *a, **k: None)
@@ -434,7 +435,7 @@ def run(frames: int = 10_000, size=(640, 480), rate_factor: float = 2.0, bad_sha
 def report(r: dict) -> str:
     lines = [f"soak: {r['frames']} frames {r['size'][0]}x{r['size'][1]} at {r['rate_hz']:.1f} Hz "
              f"(node throughput {r['throughput_hz']:.1f} frames/s), MALLOC_ARENA_MAX "
-             f"{r['malloc_arena_max'] or 'unset'}",
+             f"{r['malloc_arena_max'] or 'unset (node bounds to 2)'}",
              f"  sent good {r['sent_good']}, bad {sum(r['sent_bad'].values())}; HumanArrays {r['humanarrays']}",
              f"  processing_latency p50 {r['latency_p50_s'] * 1e3:.0f} ms, p99 {r['latency_p99_s'] * 1e3:.0f} ms; "
              f"stamp -> HumanArray here p50 {r['stamp_to_arrival_p50_s'] * 1e3:.0f} ms, "
@@ -464,8 +465,9 @@ def main(argv=None) -> int:
     parser.add_argument("--bad-share", type=float, default=0.05, help="share of bad frames (default 0.05)")
     parser.add_argument("--warmup", type=int, default=30, help="closed-loop warm-up frames (default 30)")
     parser.add_argument("--round-trips", type=int, default=2, help="lifecycle round trips mid-run (default 2)")
-    parser.add_argument("--malloc-arena-max", type=int, default=2,
-                        help="MALLOC_ARENA_MAX for the nodes (default 2, as the launch file; 0 = unset)")
+    parser.add_argument("--malloc-arena-max", type=int, default=0,
+                        help="MALLOC_ARENA_MAX for the nodes (default 0 = unset: the node bounds itself to 2; "
+                             "64 measures unbounded arenas)")
     parser.add_argument("--log-dir", default=None, help="node logs (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
