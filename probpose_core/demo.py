@@ -22,11 +22,19 @@ boxes from the tracks' keypoints between; default: the node's). Written under th
   median is over all frames, 0 where it did not run; model loading is not counted; the first
   frame is);
 - with a labelled COCO folder (``--coco``, default ``../shared/data/coco_train`` next to the
-  repository; skipped with a note when absent): ``map_calibration.png`` (coverage of the
-  credible regions on the GT boxes of the set and of its CropCOCO twin),
+  repository; skipped with a note when absent), the calibration section: what the node
+  publishes, measured on data the model was not calibrated on -- the **odd-id half** of the
+  folder (:mod:`data.splits`: the house calibrates on the even ids, ``tools/ship_student.sh``;
+  written to ``held_out/odd.json``) and its CropCOCO twin (seed 0, written to ``cropcoco/``), GT
+  boxes, no flip test. Printed: the coverage of the published (calibrated) regions and ellipses
+  at :data:`COVERAGE_LEVELS` (:mod:`evaluation.coverage`, the numbers ``probpose coverage``
+  gives; the raw map's as "raw map (uncalibrated)"), presence ECE / Brier and the in/out error
+  at the model's presence threshold. Written: ``coverage_reliability.png`` (and
+  ``coverage_reliability_twin.png``; :func:`evaluation.coverage.plot_reliability`),
   ``presence_reliability.png`` (presence vs "inside the activation window" on the twin) and
-  ``calibration.json``, from :func:`calibration.gt_outputs`; the twin is written to
-  ``cropcoco/``.
+  ``calibration.json`` (``sets``: per set its presence numbers and ``coverage``, the
+  ``coverage.json`` report of ``probpose coverage``; ``held_out``: which images; ``coverage_table``:
+  the calibration data the model's table names).
 """
 import sys
 import time
@@ -41,7 +49,7 @@ from .jsonio import dump_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = "people.mp4"
-#: the labelled set for the calibration plots (absent on a fresh machine: the plots are skipped)
+#: the labelled set of the calibration section (absent on a fresh machine: the section is skipped)
 DEFAULT_COCO = ROOT.parent / "shared" / "data" / "coco_train"
 STAGES = ("decode video", "detector", "pose (pipeline)", "drawing", "encode video")
 SHEET_FRAMES = 8
@@ -49,6 +57,9 @@ SHEET_COLUMNS = 4
 SHEET_TILE_WIDTH = 480
 #: the credible level of the regions the demo computes, draws and writes to frames.json
 CREDIBLE_LEVEL = 0.9
+#: the levels whose coverage the calibration section reports (those of them in the model's table)
+COVERAGE_LEVELS = (0.5, 0.9, 0.95)
+TWIN = "CropCOCO twin"
 
 
 def demo_clip() -> Path:
@@ -109,58 +120,101 @@ def format_timing(timing: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _held_out_sets(coco_dir: Path, ann: Path, out: Path) -> tuple[dict, str]:
+    """``({label: (annotations, images)}, note)``: the held-out (odd-id) half of ``ann``, written
+    to ``out/held_out/odd.json``, and its CropCOCO twin (seed 0, ``out/cropcoco/``); the note says
+    which images they are and that the rest are calibration data."""
+    from .data.cropcoco import make_cropcoco
+    from .data.splits import CALIBRATION_HALF, HELD_OUT_HALF, half, people, write_halves
+    from .jsonio import load_json
+
+    data = load_json(ann, "annotation file")
+    held, rest = half(data, HELD_OUT_HALF), half(data, CALIBRATION_HALF)
+    path = write_halves(ann, out / "held_out", names=(HELD_OUT_HALF,))[HELD_OUT_HALF]
+    twin = out / "cropcoco"
+    make_cropcoco(path, coco_dir / "images", twin, seed=0, progress=False, verbose=False)
+    note = (f"held out: the {len(held['images'])} {HELD_OUT_HALF}-id images of {coco_dir} ({people(held)} people) "
+            f"and their CropCOCO twin (seed 0); the other {len(rest['images'])} ({CALIBRATION_HALF} ids, "
+            f"{people(rest)} people) are not used: the house's calibration half (probpose_core/data/splits.py, "
+            "tools/ship_student.sh)")
+    return {f"{coco_dir.name} {HELD_OUT_HALF} half": (path, coco_dir / "images"),
+            TWIN: (twin / "annotations.json", twin / "images")}, note
+
+
+def _presence_numbers(runner, instances, images, threshold: float) -> tuple[dict, np.ndarray, np.ndarray]:
+    """``(numbers, presence, target)``: presence ECE / Brier and the in/out error at the model's
+    threshold over the labelled keypoints of ``instances`` (one :func:`calibration.gt_outputs` pass)."""
+    from .calibration import brier_score, expected_calibration_error, gt_outputs
+
+    o = gt_outputs(runner, instances, images)
+    annotated = o["keypoint_weights"] > 0
+    p, t = o["presence"][annotated], o["presence_target"][annotated]
+    return {"instances": len(instances), "labelled_keypoints": int(annotated.sum()),
+            "presence_ece": float(expected_calibration_error(p, t)), "presence_brier": float(brier_score(p, t)),
+            "in_out_error": float(np.mean((p >= threshold) != (t > 0.5))) if p.size else None}, p, t
+
+
 def _calibration(runner, coco_dir: Path, out: Path, threshold: float) -> dict | None:
-    """Coverage / presence plots and numbers of the model on a labelled COCO folder (``gt.json``
-    or ``annotations.json`` + ``images/``) and its CropCOCO twin; None (and a note) when absent."""
+    """What the node publishes, measured on held-out labelled data: coverage of the published
+    (calibrated) regions and ellipses at :data:`COVERAGE_LEVELS` (:mod:`evaluation.coverage`, as
+    ``probpose coverage``), presence ECE and the in/out error, on the odd-id half
+    (:mod:`data.splits`) of a labelled COCO folder (``gt.json`` or ``annotations.json`` +
+    ``images/``) and its CropCOCO twin; None (and a note) when absent."""
     ann = next((coco_dir / n for n in ("gt.json", "annotations.json") if (coco_dir / n).is_file()), None)
     if ann is None or not (coco_dir / "images").is_dir():
         print(f"\nnote: no labelled COCO folder at {coco_dir} (gt.json or annotations.json + images/): "
-              "calibration plots skipped (pass --coco DIR)")
+              "calibration section skipped (pass --coco DIR)")
         return None
-    from .calibration import (Q_GRID, brier_score, calibration_error, coverage_curve, expected_calibration_error,
-                              gt_outputs, plot_coverage_curve, plot_reliability)
-    from .data.cropcoco import make_cropcoco
+    from .calibration import plot_reliability as plot_presence
     from .data.instances import load_instances
+    from .evaluation.coverage import collect_keypoints, coverage_report, format_report, plot_reliability
+    from .spec import model_spec
 
-    twin = out / "cropcoco"
-    make_cropcoco(ann, coco_dir / "images", twin, seed=0, progress=False, verbose=False)
-    sets = {}
-    for label, (path, images) in {coco_dir.name: (ann, coco_dir / "images"),
-                                  "CropCOCO twin": (twin / "annotations.json", twin / "images")}.items():
+    spec = model_spec(runner)
+    table = spec.coverage
+    levels = tuple(q for q in COVERAGE_LEVELS if table is None or q in table.levels) or table.levels
+    sets, held_note = _held_out_sets(coco_dir, ann, out)
+    print(f"\n== calibration: the published regions on held-out data (GT boxes, no flip test, as deployed) ==\n"
+          f"{held_note}\nthe model's coverage table: "
+          + (f"fitted on {table.data}" if table is not None else "none: its regions are uncalibrated (raw map)"))
+    numbers, presence = {}, {}
+    for label, (path, images) in sets.items():
         instances, _ = load_instances(path, images_dir=images)
-        if instances:
-            sets[label] = gt_outputs(runner, instances, images)
-    if not sets:
-        print(f"\nnote: {ann} has no person with annotated keypoints: calibration plots skipped")
+        if not instances:
+            print(f"\nnote: {label} has no person with annotated keypoints: skipped")
+            continue
+        numbers[label], p, t = _presence_numbers(runner, instances, images, threshold)
+        presence[label] = (p, t)
+        try:
+            report = coverage_report(collect_keypoints(runner, spec, path, images, progress=False), table, levels)
+        except InputError as exc:  # e.g. no labelled in-window keypoint declared present
+            print(f"\nnote: no coverage on {label}: {exc}")
+            report = None
+        numbers[label]["coverage"] = report
+        if report is not None:
+            print("\n" + format_report(report, f"{label}: coverage at levels {', '.join(f'{q:g}' for q in levels)}",
+                                        breakdown=False))
+    if not numbers:
+        print(f"\nnote: {ann} has no held-out person with annotated keypoints: calibration section skipped")
         return None
-    numbers, curves = {}, {}
-    for label, o in sets.items():
-        lo, hi, w = o["level_lo"], o["level_hi"], o["map_weights"]
-        annotated = o["keypoint_weights"] > 0
-        p, t = o["presence"][annotated], o["presence_target"][annotated]
-        curves[label] = coverage_curve(lo, w, Q_GRID, hi)
-        c50, c90 = coverage_curve(lo, w, (0.5, 0.9), hi)
-        numbers[label] = {"instances": len(o["presence"]), "keypoints": int(annotated.sum()),
-                          "coverage_50": float(c50), "coverage_90": float(c90),
-                          "map_calibration_error": float(calibration_error(lo, w, Q_GRID, hi)),
-                          "presence_ece": float(expected_calibration_error(p, t)),
-                          "presence_brier": float(brier_score(p, t)),
-                          "in_out_error": float(np.mean((p >= threshold) != (t > 0.5))) if p.size else float("nan")}
-    plot_coverage_curve(curves, out / "map_calibration.png", title="Credible-region coverage (demo model)")
-    label = "CropCOCO twin" if "CropCOCO twin" in sets else next(iter(sets))
-    o = sets[label]
-    annotated = o["keypoint_weights"] > 0
-    plot_reliability(o["presence"][annotated], o["presence_target"][annotated], out / "presence_reliability.png",
-                     title=f"Presence vs inside the window ({label})")
-    result = {"coco": str(coco_dir), "presence_threshold": threshold, "sets": numbers}
+    files = []
+    for label, n in numbers.items():
+        if n["coverage"] is not None:
+            name = "coverage_reliability_twin.png" if label == TWIN else "coverage_reliability.png"
+            files.append(plot_reliability(n["coverage"], out / name, title=f"Coverage: {label}").name)
+    label = TWIN if TWIN in presence else next(iter(presence))
+    files.append(plot_presence(*presence[label], out / "presence_reliability.png",
+                               title=f"Presence vs inside the window ({label})").name)
+    print(f"\n| set | people | labelled keypoints | presence ECE | presence Brier | in/out error at {threshold:g} |")
+    print("|---|---|---|---|---|---|")
+    for label, n in numbers.items():
+        in_out = "-" if n["in_out_error"] is None else f"{n['in_out_error']:.3f}"
+        print(f"| {label} | {n['instances']} | {n['labelled_keypoints']} | {n['presence_ece']:.3f} | "
+              f"{n['presence_brier']:.3f} | {in_out} |")
+    result = {"coco": str(coco_dir), "held_out": held_note, "coverage_table": None if table is None else table.data,
+              "presence_threshold": threshold, "levels": list(levels), "sets": numbers,
+              "files": files + ["calibration.json"]}
     dump_json(result, out / "calibration.json")
-    print(f"\n== calibration on {coco_dir} (GT boxes) and its CropCOCO twin ==")
-    print("| set | instances | keypoints | coverage 50 % | coverage 90 % | map cal. error | presence ECE | "
-          "in/out error |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, n in numbers.items():
-        print(f"| {name} | {n['instances']} | {n['keypoints']} | {n['coverage_50']:.3f} | {n['coverage_90']:.3f} | "
-              f"{n['map_calibration_error']:.3f} | {n['presence_ece']:.3f} | {n['in_out_error']:.3f} |")
     return result
 
 
@@ -171,7 +225,7 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
     "calibration": ... or None, "files": [...]}``.
 
     model: .pt / .onnx path (None: the shipped pose model); video: a clip cv2 can read (None:
-    the shipped one); coco: labelled COCO folder for the calibration plots (None or missing:
+    the shipped one); coco: labelled COCO folder for the calibration section (None or missing:
     skipped); max_frames: stop after this many frames; detector: a ``make_detector`` spec;
     allow_uncalibrated: run an .onnx without its sidecar (warned) instead of refusing it;
     detect_every: the detector's duty cycle (None: the node's default, :data:`tracked.DEFAULT_DETECT_EVERY`).
@@ -265,9 +319,9 @@ def run_demo(out_dir, model=None, video=None, coco=DEFAULT_COCO, max_frames: int
 
     calibration = _calibration(runner, Path(coco), out, threshold) if coco else None
     if not coco:
-        print("\nnote: no labelled COCO folder given: calibration plots skipped")
+        print("\nnote: no labelled COCO folder given: calibration section skipped")
     files = ["annotated.mp4", "contact_sheet.png", "frames.json", "timing.md", "timing.json"]
     if calibration is not None:
-        files += ["map_calibration.png", "presence_reliability.png", "calibration.json"]
+        files += calibration["files"]
     print(f"\nwrote {', '.join(files)} to {out}/")
     return {"timing": timing, "calibration": calibration, "files": [str(out / f) for f in files]}

@@ -64,7 +64,7 @@ def test_calibrate_stores_the_table_and_probpose_coverage_prints_it(small_set, t
                    "--out", str(tmp_path / "report"), "--quiet"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| calibrated | 0.5 | region |" in printed and "| raw | 0.5 | ellipse |" in printed
+    assert "| calibrated | 0.5 | region |" in printed and "| raw map (uncalibrated) | 0.5 | ellipse |" in printed
     report = json.loads((tmp_path / "report" / "coverage.json").read_text())
     assert report["levels"] == [0.5]
     assert (tmp_path / "report" / "coverage_reliability.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,25 +1,20 @@
-"""Split a COCO keypoints file into two halves by image id parity (even / odd), e.g. to
-calibrate on one half of the validation set and report on the other.
+"""Split a COCO keypoints file into two halves by image id parity (even / odd), the house's
+calibration / test split (:mod:`probpose_core.data.splits`: calibrate on the even half, report
+on the odd one).
 
-    python tools/split_coco.py ../shared/data/coco_train/gt.json out/splits
+    .venv/bin/python tools/split_coco.py ../shared/data/coco_train/gt.json out/splits
     -> out/splits/even.json, out/splits/odd.json (same images folder as the input)
 """
-import json
 import sys
-from pathlib import Path
+
+from probpose_core.data.splits import people, write_halves
+from probpose_core.jsonio import load_json
 
 
 def main(ann: str, out_dir: str) -> None:
-    data = json.loads(Path(ann).read_text())
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, parity in (("even", 0), ("odd", 1)):
-        ids = {img["id"] for img in data["images"] if img["id"] % 2 == parity}
-        half = dict(data, images=[i for i in data["images"] if i["id"] in ids],
-                    annotations=[a for a in data["annotations"] if a["image_id"] in ids])
-        people = sum(1 for a in half["annotations"] if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd", 0))
-        (out / f"{name}.json").write_text(json.dumps(half))
-        print(f"{out / f'{name}.json'}: {len(ids)} images, {people} people with keypoints")
+    for name, path in write_halves(ann, out_dir).items():
+        data = load_json(path)
+        print(f"{path}: {len(data['images'])} images, {people(data)} people with keypoints")
 
 
 if __name__ == "__main__":

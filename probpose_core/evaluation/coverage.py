@@ -198,36 +198,47 @@ def _per_keypoint(table, q, samples) -> tuple[np.ndarray, np.ndarray]:
     return mass[rows, samples.keypoint], grow[rows, samples.keypoint]
 
 
-def _worst(part: dict) -> tuple[str, float]:
-    items = [(f"{name}", v["coverage"]) for kind in ("groups", "buckets", "position") for name, v in part[kind].items()
-             if v["n"] > 0]
-    return min(items, key=lambda kv: kv[1]) if items else ("-", float("nan"))
+def _worst(part: dict) -> tuple[str, float, int]:
+    """``(name, coverage, n)`` of the group, size bucket or box position with the lowest coverage."""
+    items = [(f"{name}", v["coverage"], v["n"]) for kind in ("groups", "buckets", "position")
+             for name, v in part[kind].items() if v["n"] > 0]
+    return min(items, key=lambda kv: kv[1]) if items else ("-", float("nan"), 0)
 
 
 def _share(part: dict) -> str:
     return "-" if part["coverage"] is None else f"{part['coverage']:.3f} ({part['n']})"
 
 
-def format_report(report: dict, title: str = "") -> str:
-    """The printed table: per reading (calibrated / raw), level and kind (region / ellipse) the
-    overall coverage, each group's and bucket's (with n) and the median area / box area."""
+#: the printed name of each reading
+READINGS = {"calibrated": "calibrated", "raw": "raw map (uncalibrated)"}
+
+
+def format_report(report: dict, title: str = "", breakdown: bool = True) -> str:
+    """The printed table: per reading (calibrated / raw map), level and kind (region / ellipse) the
+    overall coverage, each group's, bucket's and box position's (with n; ``breakdown`` False: only
+    the worst of them) and the median area / box area."""
     groups = list(report["groups"])
     buckets = list(BOX_BUCKETS["names"])
     lines = [title] if title else []
     lines.append(f"{report['n']} labelled in-window keypoints declared present, {report['people']} people")
-    head = ["reading", "level", "kind", "overall"] + groups + buckets + list(BORDER_NAMES) + ["area/box"]
+    parts = groups + buckets + list(BORDER_NAMES) if breakdown else ["worst group / size / position"]
+    head = ["reading", "level", "kind", "overall"] + parts + ["area/box"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
-    for reading in ("calibrated", "raw"):
+    for reading, name in READINGS.items():
         if report[reading] is None:
-            lines.append("| calibrated | - | - | model has no coverage table (uncalibrated coverage) |")
+            lines.append(f"| {name} | - | - | model has no coverage table (uncalibrated coverage) |")
             continue
         for q, entry in report[reading].items():
             for kind in ("region", "ellipse"):
                 e = entry[kind]
-                cells = [reading, f"{q:g}", kind, f"{e['overall']['coverage']:.3f} (n {e['overall']['n']})"]
-                cells += [_share(e["groups"][g]) for g in groups] + [_share(e["buckets"][b]) for b in buckets]
-                cells += [_share(e["position"][p]) for p in BORDER_NAMES]
+                cells = [name, f"{q:g}", kind, f"{e['overall']['coverage']:.3f} (n {e['overall']['n']})"]
+                if breakdown:
+                    cells += [_share(e["groups"][g]) for g in groups] + [_share(e["buckets"][b]) for b in buckets]
+                    cells += [_share(e["position"][p]) for p in BORDER_NAMES]
+                else:
+                    worst, share, n = _worst(e)
+                    cells.append(f"{worst} {share:.3f} (n {n})")
                 cells.append(f"{e['median_area_over_box']:.4f}")
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
