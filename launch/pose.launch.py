@@ -18,7 +18,9 @@ shipped pose model (models/probpose_student.onnx) and the default detector is th
 - ``image_qos:=best_effort`` also sets the shipped Fast DDS profile (config/fastdds_shm.xml,
   32 MB shared-memory segments) for the node and RViz, unless FASTDDS_DEFAULT_PROFILES_FILE or
   FASTRTPS_DEFAULT_PROFILES_FILE is already set (README "Image QoS": the camera driver needs it
-  too).
+  too), with RMW_FASTRTPS_USE_QOS_FROM_XML=1 for the node so its readers free each sample (the
+  profile's reader section). Otherwise the node picks config/fastdds_node.xml itself
+  (probpose_ros/dds_profile.py).
 """
 import os
 
@@ -68,7 +70,7 @@ def launch_setup(context):
     env = {}
     if _arg(context, "image_qos") == "best_effort" and not any(v in os.environ for v in PROFILE_VARS):
         profile = os.path.join(share, "config", "fastdds_shm.xml")
-        env.update({var: profile for var in PROFILE_VARS})
+        env.update(FASTDDS_DEFAULT_PROFILES_FILE=profile, RMW_FASTRTPS_USE_QOS_FROM_XML="1")
     node = Node(package="probpose_ros", executable="pose_node", name="probpose",
                 namespace=_arg(context, "namespace"), output="screen", parameters=parameters,
                 remappings=[("image", _arg(context, "image_topic"))], additional_env=env)

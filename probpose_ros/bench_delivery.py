@@ -28,27 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from probpose_ros import dds_profile
 from probpose_ros.participant import Participant
 
 TARGET = 0.90
-PROFILE = "fastdds_shm.xml"
-PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 #: set-up -> (node image_qos, its image_qos_depth, camera_replay --qos, use the shipped Fast DDS profile)
 SETUPS = {"before": ("best_effort", 1, "best_effort", False), "shipped": ("reliable", 3, "reliable", False),
           "best_effort+shm": ("best_effort", 3, "best_effort", True)}
-
-
-def profile_path() -> Path:
-    """config/fastdds_shm.xml: the installed share copy when the package is installed, else the source tree's."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        path = Path(get_package_share_directory("probpose_ros")) / "config" / PROFILE
-        if path.is_file():
-            return path
-    except Exception:  # noqa: BLE001  (not installed / no ament index: the source tree)
-        pass
-    return Path(__file__).resolve().parents[1] / "config" / PROFILE
 
 
 def child_env(domain: int, profile: bool) -> dict:
@@ -56,10 +42,10 @@ def child_env(domain: int, profile: bool) -> dict:
     profile set (or any inherited one removed, so 'stock' means stock)."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-    for var in PROFILE_VARS:
+    for var in (*dds_profile.PROFILE_VARS, dds_profile.QOS_FROM_XML):
         env.pop(var, None)
-        if profile:
-            env[var] = str(profile_path())
+    if profile:
+        env.update(dds_profile.profile_env(dds_profile.SHM_PROFILE))
     return env
 
 

@@ -57,6 +57,7 @@ messages, markers, annotated image, publishing), i.e. the node's cost excluding 
 ``overhead_cpu`` = the worker thread's CPU time in that part (wall-clock minus preemption).
 """
 import logging
+import os
 import signal
 import sys
 import threading
@@ -77,7 +78,7 @@ from probpose_core.overlay import draw_humans
 from probpose_core.tracked import DEFAULT_DETECT_EVERY, DutyCycle, TrackedPipeline
 from probpose_core.tracking import Tracker, TrackerConfig
 from probpose_msgs.msg import HumanArray
-from probpose_ros import depth_outputs, diagnostics, image_qos, markers, messages, rep155
+from probpose_ros import dds_profile, depth_outputs, diagnostics, image_qos, markers, messages, rep155
 from probpose_ros.image_conversion import DEFAULT_MAX_IMAGE_PIXELS, BadFrame, compressed_to_rgb, msg_to_rgb
 from probpose_ros.parameters import Param
 from probpose_ros.worker import LatestFrame, Timings, image_canvas
@@ -502,7 +503,6 @@ def bound_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     (then glibc has applied the user's value). True when the limit was set here; False where the
     environment decides or the C library has no ``mallopt`` (not glibc)."""
     import ctypes
-    import os
 
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
@@ -519,6 +519,7 @@ def main(args=None) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     bound_malloc_arenas()  # before any worker thread starts
+    os.environ.update(dds_profile.node_env())  # before rclpy creates the participant
     logging.basicConfig(level=logging.WARNING)
     # Our own SIGINT / SIGTERM handling: rclpy's would shut the context down at once, before the
     # node could tell its REP-155 listeners that nobody is tracked any more.

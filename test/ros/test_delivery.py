@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ros_harness import fresh_domain
 
-from probpose_ros import bench_delivery
+from probpose_ros import bench_delivery, dds_profile
 from probpose_ros.pose_node import parameter_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,14 +24,23 @@ def test_shipped_defaults_are_reliable_and_the_bench_uses_them():
     assert args.qos == "reliable"  # camera_replay matches the node by default
 
 
-def test_fastdds_profile_is_valid_and_installed():
+def test_fastdds_profiles_are_valid_and_installed():
     ns = {"d": "http://www.eprosima.com"}
-    root = ET.parse(ROOT / "config" / bench_delivery.PROFILE).getroot()
+    root = ET.parse(ROOT / "config" / dds_profile.SHM_PROFILE).getroot()
     shm = [t for t in root.iterfind(".//d:transport_descriptor", ns) if t.findtext("d:type", namespaces=ns) == "SHM"]
     assert shm and int(shm[0].findtext("d:segment_size", namespaces=ns)) >= 2 * 1920 * 1080 * 3
     participant = root.find(".//d:participant", ns)
     assert participant.get("is_default_profile") == "true"
-    assert bench_delivery.profile_path().read_bytes() == (ROOT / "config" / bench_delivery.PROFILE).read_bytes()
+    node = ET.parse(ROOT / "config" / dds_profile.NODE_PROFILE).getroot()
+    for profiles in (root, node):  # both give the node readers that free each sample
+        readers = profiles.find(".//d:subscriber", ns)
+        assert readers.get("is_default_profile") == "true"
+        assert readers.findtext("d:historyMemoryPolicy", namespaces=ns) == "DYNAMIC"
+        writers = profiles.find(".//d:publisher", ns)  # what rmw_fastrtps sets when QoS does not come from XML
+        assert writers.findtext("d:historyMemoryPolicy", namespaces=ns) == "PREALLOCATED_WITH_REALLOC"
+        assert writers.findtext("d:qos/d:publishMode/d:kind", namespaces=ns) == "ASYNCHRONOUS"
+    for name in (dds_profile.SHM_PROFILE, dds_profile.NODE_PROFILE):
+        assert dds_profile.config_path(name).read_bytes() == (ROOT / "config" / name).read_bytes()
 
 
 def test_640x480_frames_reach_a_subscriber_with_the_shipped_defaults(tmp_path):
