@@ -168,35 +168,53 @@ def endpoint_level(coverage: float) -> float:
     return (1.0 + float(coverage)) / 2.0
 
 
-def uncertainty_radius(cov_a, cov_b, coverage: float, radius2=(None, None)) -> float:
-    """``max_e sqrt(R2_e * lambda_e)`` over the two endpoint covariances (3, 3) (module docstring):
-    ``R2_e = max(radius2[e], chi2_3(q'))``, just ``chi2_3(q')`` where ``radius2[e]`` is None."""
+def endpoint_radius(cov, coverage: float, radius2=None) -> np.ndarray:
+    """``sqrt(R2 * lambda)`` of endpoint covariances ``cov (..., 3, 3)`` (module docstring): ``lambda``
+    the largest eigenvalue (0 when negative), ``R2 = max(radius2, chi2_3(q'))`` (``radius2 (...)``:
+    the calibrated 2D radius^2 at ``q'``; None or NaN: ``chi2_3(q')`` alone). Shape ``(...)``."""
     floor = _chi2_3(endpoint_level(coverage))
-    return max(float(np.sqrt(max(floor, float(r2) if r2 is not None else floor)
-                             * max(float(np.linalg.eigvalsh(np.asarray(c, dtype=np.float64))[-1]), 0.0)))
-               for c, r2 in zip((cov_a, cov_b), radius2))
+    largest = np.linalg.eigvalsh(np.asarray(cov, dtype=np.float64))[..., -1]
+    r2 = floor if radius2 is None else np.fmax(floor, np.asarray(radius2, dtype=np.float64))
+    return np.sqrt(r2 * np.maximum(largest, 0.0))
+
+
+def uncertainty_radius(cov_a, cov_b, coverage: float, radius2=(None, None)):
+    """``max_e sqrt(R2_e * lambda_e)`` over the two endpoint covariances ``(..., 3, 3)`` (module
+    docstring, :func:`endpoint_radius`): a float for one pair, an array ``(...)`` for stacks."""
+    r = np.maximum(endpoint_radius(cov_a, coverage, radius2[0]), endpoint_radius(cov_b, coverage, radius2[1]))
+    return float(r) if r.ndim == 0 else r
+
+
+#: (L, 2) keypoint pairs of the COCO skeleton and the body part of each (:func:`limb_part`)
+_LIMBS = np.asarray(SKELETON, dtype=np.intp).reshape(-1, 2)
+_LIMB_PARTS = tuple(limb_part(a, b) for a, b in _LIMBS.tolist())
 
 
 def limb_capsules(kp3d, config: KeepOutConfig = KeepOutConfig(), radius2=None) -> list[Capsule]:
     """A capsule per limb whose two keypoints are valid (module docstring); ``radius2 (K,)``: each
-    keypoint's calibrated 2D radius^2 at the per-endpoint level (None: Gaussian only)."""
-    out = []
-    for a, b in SKELETON:
-        if kp3d.valid[a] and kp3d.valid[b]:
-            r2 = (None, None) if radius2 is None else (radius2[a], radius2[b])
-            radius = float(config.part_radius[limb_part(a, b)]) + uncertainty_radius(
-                kp3d.covariance[a], kp3d.covariance[b], config.coverage, r2)
-            out.append(Capsule(kp3d.position[a].copy(), kp3d.position[b].copy(), radius, (a, b)))
-    return out
+    keypoint's calibrated 2D radius^2 at the per-endpoint level (None: Gaussian only). The
+    endpoint radii of all keypoints are computed at once."""
+    valid = np.asarray(kp3d.valid, dtype=bool)
+    limbs = np.flatnonzero(valid[_LIMBS].all(axis=1))
+    if not len(limbs):
+        return []
+    reach = np.zeros(len(valid))
+    reach[valid] = endpoint_radius(kp3d.covariance[valid], config.coverage,
+                                   None if radius2 is None else np.asarray(radius2, dtype=np.float64)[valid])
+    part = np.array([float(config.part_radius[p]) for p in _LIMB_PARTS])
+    radius = (part + reach[_LIMBS].max(axis=1))[limbs].tolist()
+    position = np.asarray(kp3d.position, dtype=np.float64)
+    return [Capsule(position[a].copy(), position[b].copy(), r, (a, b))
+            for (a, b), r in zip(_LIMBS[limbs].tolist(), radius)]
 
 
-def calibrated_radius2(human, config: KeepOutConfig, frame_size):
-    """The person's per-keypoint calibrated radius^2 ``(K,)`` at the per-endpoint level (image of
+def calibrated_radius2(humans, config: KeepOutConfig, frame_size):
+    """The people's per-keypoint calibrated radius^2 ``(N, K)`` at the per-endpoint level (images of
     ``frame_size`` (W, H)), or None without a coverage table."""
     table = config.lift.coverage
-    if table is None:
+    if table is None or not len(humans):
         return None
-    return table.ellipse_radius2(endpoint_level(config.coverage), [human.bbox], frame_size)[0]
+    return table.ellipse_radius2(endpoint_level(config.coverage), [h.bbox for h in humans], frame_size)
 
 
 def _touches(bbox, image_size, margin: float) -> dict:
@@ -238,13 +256,13 @@ def bounding_capsule(bbox, depth_m, camera_matrix, kp3d, config: KeepOutConfig =
     return Capsule(start, end, float(segment_distance(corners, start, end).max()), None)
 
 
-def keep_out(human, kp3d, depth_m, camera_matrix, config: KeepOutConfig = KeepOutConfig()) -> KeepOut:
+def keep_out(human, kp3d, depth_m, camera_matrix, config: KeepOutConfig = KeepOutConfig(), radius2=None) -> KeepOut:
     """:class:`KeepOut` of one person: its limb capsules, the incomplete rule and, when
     incomplete, its bounding capsule (module docstring). ``depth_m``: :func:`lifting.depth_in_metres`;
-    ``camera_matrix``: :func:`lifting.check_camera_matrix`."""
+    ``camera_matrix``: :func:`lifting.check_camera_matrix`; ``radius2 (K,)``: the person's row of
+    :func:`calibrated_radius2` (None: Gaussian only)."""
     height, width = depth_m.shape
-    presence = np.array([k.presence for k in human.keypoints], dtype=np.float64)
-    present = presence >= config.lift.presence_threshold
+    present = np.asarray(kp3d.presence, dtype=np.float64) >= config.lift.presence_threshold
     reasons = []
     if (present & ~kp3d.valid).any():
         lost = [NAMES[i] for i in np.flatnonzero(present & ~kp3d.valid)]
@@ -254,7 +272,7 @@ def keep_out(human, kp3d, depth_m, camera_matrix, config: KeepOutConfig = KeepOu
         reasons.append(f"absent keypoints with the box at the image border ({', '.join(touches)})")
     if not kp3d.valid.any():
         reasons.append("no valid keypoint")
-    capsules = limb_capsules(kp3d, config, calibrated_radius2(human, config, (width, height)))
+    capsules = limb_capsules(kp3d, config, radius2)
     if reasons:
         bounding = bounding_capsule(human.bbox, depth_m, camera_matrix, kp3d, config)
         if bounding is None:
@@ -264,12 +282,19 @@ def keep_out(human, kp3d, depth_m, camera_matrix, config: KeepOutConfig = KeepOu
     return KeepOut(capsules=capsules, incomplete=bool(reasons), reasons=tuple(reasons), id=human.id)
 
 
-def keep_out_humans(humans, keypoints3d, depth, camera_matrix,
-                    config: KeepOutConfig = KeepOutConfig()) -> list[KeepOut]:
-    """Per frame: :func:`keep_out` of every human with its :class:`lifting.Keypoints3D` (same
-    order), ``depth`` (uint16 mm or float32 m) and ``camera_matrix (3, 3)``."""
+def keep_out_frame(humans, keypoints3d, depth_m, camera_matrix, config: KeepOutConfig = KeepOutConfig()) -> list[KeepOut]:
+    """:func:`keep_out` of every person of a frame with its :class:`lifting.Keypoints3D` (same
+    order); the calibrated radii of all people come from one table look-up."""
     if len(humans) != len(keypoints3d):
         raise InputError(f"got {len(keypoints3d)} 3D keypoint sets for {len(humans)} humans")
-    depth_m = depth_in_metres(depth)
-    k = check_camera_matrix(camera_matrix)
-    return [keep_out(h, p, depth_m, k, config) for h, p in zip(humans, keypoints3d)]
+    height, width = depth_m.shape
+    radius2 = calibrated_radius2(humans, config, (width, height))
+    return [keep_out(h, p, depth_m, camera_matrix, config, None if radius2 is None else radius2[i])
+            for i, (h, p) in enumerate(zip(humans, keypoints3d))]
+
+
+def keep_out_humans(humans, keypoints3d, depth, camera_matrix,
+                    config: KeepOutConfig = KeepOutConfig()) -> list[KeepOut]:
+    """Per frame: :func:`keep_out_frame` with ``depth`` (uint16 mm or float32 m) and
+    ``camera_matrix (3, 3)``."""
+    return keep_out_frame(humans, keypoints3d, depth_in_metres(depth), check_camera_matrix(camera_matrix), config)

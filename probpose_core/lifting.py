@@ -14,7 +14,9 @@ Per keypoint ``k`` with ``presence >= presence_threshold``:
    ``sample_level`` (:func:`regions.ellipse_axes`: with the model's coverage table in
    ``LiftConfig.coverage`` its calibrated radius for the keypoint's group and box, else a
    Gaussian's ``chi2_2``) and a disc
-   of ``min_radius_px`` about ``(x, y)``. The level is 0.9 by default, not the pipeline's 0.5,
+   of ``min_radius_px`` about ``(x, y)``: a pixel belongs to it when its centre lies in the
+   ellipse or the disc, or when cv2 fills it inside an outline (:func:`region_samples`, all
+   keypoints of all people in one call). The level is 0.9 by default, not the pipeline's 0.5,
    so that a thin limb is inside the region even when the estimate is off it.
 2. **Robust depth** of the valid pixels of that region: the region also holds background
    (farther) and, rarely, something in front. ``z_ref`` = the ``near_percentile`` (10) of the
@@ -68,7 +70,7 @@ class DepthNoise:
 
 @dataclass(frozen=True)
 class LiftConfig:
-    """Parameters of :func:`lift_human` (see the module docstring)."""
+    """Parameters of :func:`lift_frame` (see the module docstring)."""
 
     presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD
     sample_level: float = 0.9
@@ -157,91 +159,186 @@ def back_project_covariance(uv, z, cov_uv, sigma_z, camera_matrix) -> np.ndarray
     return jac @ cov_in @ jac.transpose(0, 2, 1)
 
 
-def region_samples(depth_m, keypoint, level: float, min_radius_px: float, extra_cov=None, radius2=None) -> np.ndarray:
-    """Valid depths (metres) of the pixels in the sampling region of ``keypoint`` (module
-    docstring, step 1) in ``depth_m`` (float, NaN = none); empty when it is off the image.
-    ``radius2``: the level's squared Mahalanobis radius (calibrated), None for a Gaussian's."""
+def _pixel_run(lo, hi, width: int) -> np.ndarray:
+    """``(R, 2)`` first and last column of the pixels of a row whose centres lie in ``[lo, hi] (R,)``
+    within ``[0, width - 1]``; an empty run (none, or ``lo`` / ``hi`` NaN) has last = first - 1."""
+    empty = ~(lo <= hi)
+    first = np.clip(np.ceil(np.where(empty, 0.0, lo)), 0, width).astype(np.intp)
+    last = np.clip(np.floor(np.where(empty, -1.0, hi)), -1, width - 1).astype(np.intp)
+    return np.stack([first, np.maximum(last, first - 1)], axis=1)
+
+
+def region_samples(depth_m, centres, cov, level: float, min_radius_px: float, radius2=None, polygons=None):
+    """The valid depths (metres) of the pixels in the sampling regions (module docstring, step 1) of
+    keypoints at ``centres (M, 2)`` (image px) with pixel covariances ``cov (M, 2, 2)``, all at once.
+
+    A pixel belongs to keypoint ``m``'s region when its centre lies in the level-``level`` ellipse of
+    ``cov[m]`` (:func:`regions.ellipse_axes`; ``radius2 (M,)``: the level's calibrated squared
+    Mahalanobis radii, None for a Gaussian's; an ellipse with a zero axis adds nothing) or within
+    ``min_radius_px`` of ``centres[m]``, or inside one of the outlines ``polygons[m]`` (a list of
+    ``(P, 2)`` arrays per keypoint, filled by cv2 as one even-odd area; None: no outlines). The
+    ellipse and the disc are cut into one or two runs of pixels per image row, so only the pixels
+    of the region are read. Returns ``values (S,)`` float32, keypoint after keypoint, and
+    ``counts (M,)``: how many of them are keypoint ``m``'s; pixels off ``depth_m`` or without a
+    measurement (NaN) are not samples.
+    """
     h, w = depth_m.shape
-    cx, cy = float(keypoint.x), float(keypoint.y)
-    polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in keypoint.regions.get(level, [])]
-    cov = np.asarray(keypoint.covariance, dtype=np.float64)
-    if extra_cov is not None:
-        cov = cov + extra_cov
-    (major, minor), angle = ellipse_axes(cov, level, radius2) if np.isfinite(cov).all() else ((0.0, 0.0), 0.0)
-    reach = max(float(major), float(min_radius_px), 0.0)
-    pts = np.concatenate(polys + [np.array([[cx - reach, cy - reach], [cx + reach, cy + reach]])])
-    x0, y0 = np.floor(pts.min(axis=0)).astype(int) - 1
-    x1, y1 = np.ceil(pts.max(axis=0)).astype(int) + 2
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x0 >= x1 or y0 >= y1:
-        return np.empty(0, dtype=np.float32)
-    mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-    offset = np.array([x0, y0], dtype=np.float64)
-    shift = 4  # cv2 drawing with 1/16-pixel precision
-    scale = float(1 << shift)
-    if polys:
-        cv2.fillPoly(mask, [np.round((p - offset) * scale).astype(np.int32) for p in polys], 1, cv2.LINE_8, shift)
-    centre = tuple(int(round(v * scale)) for v in (cx - x0, cy - y0))
-    if major > 0:
-        axes = tuple(int(round(v * scale)) for v in (major, minor))
-        cv2.ellipse(mask, centre, axes, float(angle), 0.0, 360.0, 1, -1, cv2.LINE_8, shift)
-    cv2.circle(mask, centre, int(round(min_radius_px * scale)), 1, -1, cv2.LINE_8, shift)
-    values = depth_m[y0:y1, x0:x1][mask.astype(bool)]
-    return values[np.isfinite(values)]
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    m = len(centres)
+    if m == 0:
+        return np.empty(0, dtype=depth_m.dtype), np.zeros(0, dtype=np.intp)
+    axes, angle = ellipse_axes(np.asarray(cov, dtype=np.float64).reshape(m, 2, 2), level, radius2)
+    major, minor = (np.where(np.isfinite(axes[:, i]), axes[:, i], 0.0) for i in (0, 1))
+    disc = max(float(min_radius_px), 0.0)
+    reach = np.fmax(major, disc)
+    # the rows each keypoint's ellipse or disc may reach, one after the other
+    row0 = np.clip(np.ceil(centres[:, 1] - reach), 0, h).astype(np.intp)
+    rows = np.clip(np.floor(centres[:, 1] + reach), -1, h - 1).astype(np.intp) + 1 - row0
+    rows = np.maximum(rows, 0)
+    owner = np.repeat(np.arange(m), rows)
+    y = row0[owner] + np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)
+    dy, cx = y - centres[owner, 1], centres[owner, 0]
+    # ellipse d^T S^-1 d <= 1 with S = R diag(major^2, minor^2) R^T, times major^2 minor^2:
+    # a dx^2 + 2 b dx dy + c dy^2 <= major^2 minor^2
+    cos, sin = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    big, small = np.square(major), np.square(minor)
+    qa, qb, qc = cos ** 2 * small + sin ** 2 * big, cos * sin * (small - big), sin ** 2 * small + cos ** 2 * big
+    ok = (major > 0) & (minor > 0)
+    qa, qb, qc, rhs = (np.where(ok, v, 1.0)[owner] for v in (qa, qb, qc, big * small))
+    root = np.square(qb * dy) - qa * (qc * np.square(dy) - rhs)
+    root = np.sqrt(np.where(ok[owner] & (root >= 0), root, np.nan))  # NaN: no ellipse on this row
+    half = np.sqrt(np.where(disc ** 2 >= np.square(dy), disc ** 2 - np.square(dy), np.nan))  # NaN: off the disc
+    ellipse = _pixel_run(cx + (-qb * dy - root) / qa, cx + (-qb * dy + root) / qa, w)
+    dot = _pixel_run(cx - half, cx + half, w)
+    # the union of the two runs of a row: one run where they overlap or touch, else both
+    join = (ellipse[:, 0] <= ellipse[:, 1]) & (dot[:, 0] <= dot[:, 1]) \
+        & (np.maximum(ellipse[:, 0], dot[:, 0]) <= np.minimum(ellipse[:, 1], dot[:, 1]) + 1)
+    ellipse[join] = np.stack([np.minimum(ellipse[join, 0], dot[join, 0]), np.maximum(ellipse[join, 1], dot[join, 1])],
+                             axis=1)
+    dot[join] = [0, -1]
+    span = np.stack([ellipse, dot], axis=1).reshape(-1, 2)  # (2 R, 2) first, last pixel; keypoint after keypoint
+    span_owner, span_y = np.repeat(owner, 2), np.repeat(y, 2)
+    length = span[:, 1] - span[:, 0] + 1
+    outlined = [] if polygons is None else [i for i, polys in enumerate(polygons) if len(polys)]
+    extra_values, extra_owner = [], []
+    for i in outlined:  # only keypoints with outlines at the level (the node publishes another level)
+        shapes = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons[i]]
+        corners = np.concatenate(shapes + [centres[i] + [[-reach[i]], [reach[i]]]])
+        first = np.maximum(np.floor(corners.min(axis=0)).astype(np.intp) - 1, 0)
+        end = np.minimum(np.ceil(corners.max(axis=0)).astype(np.intp) + 2, [w, h])
+        if (end <= first).any():
+            continue
+        mask = np.zeros((end[1] - first[1], end[0] - first[0]), dtype=np.uint8)
+        shift = 4  # cv2 drawing with 1/16-pixel precision
+        cv2.fillPoly(mask, [np.round((p - first) * (1 << shift)).astype(np.int32) for p in shapes], 1, cv2.LINE_8,
+                     shift)
+        mine = (span_owner == i) & (length > 0)
+        edges = np.zeros((mask.shape[0], mask.shape[1] + 1), dtype=np.intp)  # the runs, as +1 / -1 edges
+        np.add.at(edges, (span_y[mine] - first[1], span[mine, 0] - first[0]), 1)
+        np.add.at(edges, (span_y[mine] - first[1], span[mine, 1] + 1 - first[0]), -1)
+        inside = (mask > 0) | (np.cumsum(edges, axis=1)[:, :-1] > 0)
+        length[mine] = 0
+        extra_values.append(depth_m[first[1]:end[1], first[0]:end[0]][inside])
+        extra_owner.append(np.full(len(extra_values[-1]), i))
+    total = int(length.sum())
+    pixel = np.repeat(span_y * w + span[:, 0] - (np.cumsum(length) - length), length) + np.arange(total)
+    values = np.concatenate([depth_m.reshape(-1)[pixel]] + extra_values)
+    owner = np.concatenate([np.repeat(span_owner, length)] + extra_owner)
+    finite = np.isfinite(values)
+    values, owner = values[finite], owner[finite]
+    if outlined:
+        order = np.argsort(owner, kind="stable")
+        values, owner = values[order], owner[order]
+    return values, np.bincount(owner, minlength=m)
+
+
+def robust_depths(values, counts, config: LiftConfig) -> np.ndarray:
+    """The nearest-surface depth (metres, module docstring step 2) of each of the ``len(counts)``
+    runs of samples in ``values`` (run ``m``: the next ``counts[m]`` values), all at once: NaN where
+    fewer than ``config.min_pixels`` samples lie in ``config.depth_range``. ``z_ref`` is numpy's
+    (linear) ``percentile`` and the depth the ``median`` of the samples up to the band."""
+    values = np.asarray(values).reshape(-1)
+    counts = np.asarray(counts, dtype=np.intp).reshape(-1)
+    m = len(counts)
+    owner = np.repeat(np.arange(m), counts)
+    lo, hi = config.depth_range
+    keep = (values >= lo) & (values <= hi)
+    values, owner = values[keep], owner[keep]
+    kept = np.bincount(owner, minlength=m)
+    z = np.full(m, np.nan)
+    if not len(values):
+        return z
+    rows = np.full((m, int(kept.max())), np.inf, dtype=values.dtype)  # one sorted row per run, inf-padded
+    rows[owner, np.arange(len(values)) - (np.cumsum(kept) - kept)[owner]] = values
+    rows.sort(axis=1)
+    ok = np.flatnonzero(kept >= max(int(config.min_pixels), 1))
+    rows, count = rows[ok].astype(np.float64), kept[ok]
+    take = lambda index: np.take_along_axis(rows, index[:, None], axis=1)[:, 0]  # noqa: E731
+    q = config.near_percentile / 100.0
+    virtual = (count - 1) * q  # numpy's 'linear' method
+    below = np.clip(np.floor(virtual), 0, count - 1).astype(np.intp)
+    above = np.minimum(below + 1, count - 1)
+    gamma = virtual - below
+    a, b = take(below), take(above)
+    z_ref = np.where(gamma >= 0.5, b - (b - a) * (1.0 - gamma), a + (b - a) * gamma)  # numpy's _lerp
+    near = (rows <= (z_ref + config.band_m + 3.0 * config.noise.sigma(z_ref))[:, None]).sum(axis=1)
+    z[ok] = (take((near - 1) // 2) + take(near // 2)) / 2.0  # the median of the near ones
+    return z
 
 
 def robust_depth(samples, config: LiftConfig) -> float:
-    """The nearest-surface depth of ``samples`` (metres, module docstring step 2), NaN when
-    fewer than ``config.min_pixels`` lie in ``config.depth_range``."""
-    s = np.asarray(samples, dtype=np.float64)
-    lo, hi = config.depth_range
-    s = s[(s >= lo) & (s <= hi)]
-    if len(s) < int(config.min_pixels):
-        return float("nan")
-    z_ref = float(np.percentile(s, config.near_percentile))
-    near = s[s <= z_ref + config.band_m + 3.0 * float(config.noise.sigma(z_ref))]
-    return float(np.median(near))
+    """:func:`robust_depths` of one run of ``samples`` (metres)."""
+    s = np.asarray(samples, dtype=np.float64).reshape(-1)
+    return float(robust_depths(s, [len(s)], config)[0])
 
 
-def lift_human(human, depth_m, camera_matrix, config: LiftConfig = LiftConfig()) -> Keypoints3D:
-    """:class:`Keypoints3D` of one ``Human`` from ``depth_m`` (:func:`depth_in_metres`) and a
-    checked ``camera_matrix`` (:func:`check_camera_matrix`); see the module docstring."""
-    if len(human.keypoints) != NUM_KEYPOINTS:
-        raise InputError(f"a human needs {NUM_KEYPOINTS} keypoints ({', '.join(NAMES[:2])}, ...), "
-                         f"got {len(human.keypoints)}")
+def lift_frame(humans, depth_m, camera_matrix, config: LiftConfig = LiftConfig()) -> list[Keypoints3D]:
+    """:class:`Keypoints3D` of every ``Human`` of a frame from ``depth_m`` (:func:`depth_in_metres`)
+    and a checked ``camera_matrix`` (:func:`check_camera_matrix`), all people and keypoints at once
+    (module docstring)."""
+    for h in humans:
+        if len(h.keypoints) != NUM_KEYPOINTS:
+            raise InputError(f"a human needs {NUM_KEYPOINTS} keypoints ({', '.join(NAMES[:2])}, ...), "
+                             f"got {len(h.keypoints)}")
+    n = len(humans)
+    if n == 0:
+        return []
     h, w = depth_m.shape
-    extra = np.eye(2) * config.pixel_sigma ** 2
-    kp = human.keypoint_array()
-    z = np.full(NUM_KEYPOINTS, np.nan)
-    counts = np.zeros(NUM_KEYPOINTS, dtype=int)
-    cov_uv = np.stack([np.asarray(k.covariance, dtype=np.float64).reshape(2, 2) for k in human.keypoints]) + extra
-    radius2 = [None] * NUM_KEYPOINTS if config.coverage is None else \
-        config.coverage.ellipse_radius2(config.sample_level, [human.bbox], (w, h))[0]
-    for i, k in enumerate(human.keypoints):
-        inside = np.isfinite(kp[i, :2]).all() and -0.5 <= kp[i, 0] < w - 0.5 and -0.5 <= kp[i, 1] < h - 0.5
-        if kp[i, 2] < config.presence_threshold or not inside or not np.isfinite(cov_uv[i]).all():
-            continue
-        samples = region_samples(depth_m, k, config.sample_level, config.min_radius_px, extra, radius2[i])
-        counts[i] = len(samples)
-        z[i] = robust_depth(samples, config)
+    keypoints = [k for human in humans for k in human.keypoints]
+    kp = np.array([(k.x, k.y, k.presence) for k in keypoints], dtype=np.float64)  # (N * K, 3)
+    cov_uv = np.array([k.covariance for k in keypoints], dtype=np.float64).reshape(-1, 2, 2) \
+        + np.eye(2) * config.pixel_sigma ** 2
+    with np.errstate(invalid="ignore"):
+        inside = np.isfinite(kp[:, :2]).all(axis=1) & (kp[:, 0] >= -0.5) & (kp[:, 0] < w - 0.5) \
+            & (kp[:, 1] >= -0.5) & (kp[:, 1] < h - 0.5)
+    sampled = np.flatnonzero((kp[:, 2] >= config.presence_threshold) & inside & np.isfinite(cov_uv).all(axis=(1, 2)))
+    radius2 = None if config.coverage is None else \
+        config.coverage.ellipse_radius2(config.sample_level, [human.bbox for human in humans], (w, h)).reshape(-1)[sampled]
+    polygons = [keypoints[i].regions.get(config.sample_level, []) for i in sampled.tolist()]
+    values, counts = region_samples(depth_m, kp[sampled, :2], cov_uv[sampled], config.sample_level,
+                                    config.min_radius_px, radius2, polygons if any(polygons) else None)
+    z = np.full(n * NUM_KEYPOINTS, np.nan)
+    z[sampled] = robust_depths(values, counts, config)
+    depth_pixels = np.zeros(n * NUM_KEYPOINTS, dtype=int)
+    depth_pixels[sampled] = counts
     valid = np.isfinite(z)
-    position = np.full((NUM_KEYPOINTS, 3), np.nan)
-    covariance = np.full((NUM_KEYPOINTS, 3, 3), np.nan)
+    position = np.full((n * NUM_KEYPOINTS, 3), np.nan)
+    covariance = np.full((n * NUM_KEYPOINTS, 3, 3), np.nan)
     if valid.any():
         uv, zv = kp[valid, :2], z[valid]
-        sigma_z = config.noise.sigma(zv)
         surface = back_project(uv, zv, camera_matrix)
         if config.joint_offset:
-            surface += surface / np.linalg.norm(surface, axis=1, keepdims=True) * JOINT_DEPTH[valid, None]
+            joint = np.tile(JOINT_DEPTH, n)[valid, None]
+            surface += surface / np.linalg.norm(surface, axis=1, keepdims=True) * joint
         position[valid] = surface
-        covariance[valid] = back_project_covariance(uv, zv, cov_uv[valid], sigma_z, camera_matrix)
-    return Keypoints3D(position=position, covariance=covariance, valid=valid, presence=kp[:, 2].copy(),
-                       depth_pixels=counts, id=human.id)
+        covariance[valid] = back_project_covariance(uv, zv, cov_uv[valid], config.noise.sigma(zv), camera_matrix)
+    per = lambda a: a.reshape(n, NUM_KEYPOINTS, *a.shape[1:])  # noqa: E731
+    return [Keypoints3D(position=p, covariance=c, valid=v, presence=pr, depth_pixels=d, id=human.id)
+            for human, p, c, v, pr, d in zip(humans, per(position), per(covariance), per(valid), per(kp[:, 2].copy()),
+                                               per(depth_pixels))]
 
 
 def lift_humans(humans, depth, camera_matrix, config: LiftConfig = LiftConfig()) -> list[Keypoints3D]:
-    """Per frame: :func:`lift_human` of every human with ``depth`` (uint16 mm or float32 m,
+    """Per frame: :func:`lift_frame` of ``humans`` with ``depth`` (uint16 mm or float32 m,
     aligned to the colour image the humans come from) and ``camera_matrix (3, 3)``."""
-    depth_m = depth_in_metres(depth)
-    k = check_camera_matrix(camera_matrix)
-    return [lift_human(h, depth_m, k, config) for h in humans]
+    return lift_frame(humans, depth_in_metres(depth), check_camera_matrix(camera_matrix), config)

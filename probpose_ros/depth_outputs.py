@@ -6,17 +6,20 @@ after the people are estimated and tracked (and after the HumanArray is publishe
 for depth never delays the 2D output):
 
 - it subscribes to ``depth_topic`` (``sensor_msgs/Image``, 16UC1 millimetres or 32FC1 metres,
-  aligned to the colour image: same size and pixel grid) and ``camera_info_topic``
-  (``sensor_msgs/CameraInfo`` of that image: its ``K``), both with sensor-data QoS (best
-  effort, so any publisher matches). Depth callbacks only check the frame (cheap, no copy) and
-  queue it in a :class:`~probpose_ros.sync.StampSync`;
+  aligned to the colour image: same size and pixel grid) with the QoS of the colour images, the
+  node's ``image_qos`` / ``image_qos_depth`` (:mod:`probpose_ros.image_qos`: reliable by
+  default, because a 640x480 16UC1 frame, 0.6 MB, is above stock Fast DDS's 0.5 MB shared-memory
+  segment and best-effort frames that size get lost; a publisher it cannot match is warned about
+  with the fix), and to ``camera_info_topic`` (``sensor_msgs/CameraInfo`` of that image: its
+  ``K``; small, best effort, so any publisher matches). Depth callbacks only check the frame
+  (cheap, no copy) and queue it in a :class:`~probpose_ros.sync.StampSync`;
 - :meth:`DepthOutputs.process` (the node's worker thread) queues the colour frame's stamp in
   the same StampSync and gets the depth frame nearest to it within ``sync_slop`` seconds. The
   pairing is decided once a depth frame stamped at or after the colour frame has arrived; if
   none has, it waits up to ``depth_wait`` seconds for one (not at all when no depth frame
   arrived during the last second: a stopped depth stream costs no latency). Then it lifts the
-  people (:func:`probpose_core.lifting.lift_human`), builds their capsules
-  (:func:`probpose_core.keep_out.keep_out`) and publishes both, with the COLOUR image's stamp
+  people (:func:`probpose_core.lifting.lift_frame`, all people at once), builds their capsules
+  (:func:`probpose_core.keep_out.keep_out_frame`) and publishes both, with the COLOUR image's stamp
   and the DEPTH image's frame_id. Markers are built only while someone subscribes;
 - a colour frame without usable depth (none within the slop, a wait that ran out, no
   camera_info yet, a depth image of another size than the colour image) still publishes both
@@ -43,12 +46,13 @@ from visualization_msgs.msg import MarkerArray
 
 from probpose_core.errors import InputError
 from probpose_core.spec import DEFAULT_PRESENCE_THRESHOLD
-from probpose_core.keep_out import PART_RADIUS, KeepOutConfig, keep_out
-from probpose_core.lifting import DepthNoise, LiftConfig, depth_in_metres, lift_human
+from probpose_core.keep_out import PART_RADIUS, KeepOutConfig, keep_out_frame
+from probpose_core.lifting import DepthNoise, LiftConfig, depth_in_metres, lift_frame
 from probpose_msgs.msg import Human3DArray, KeepOutArray
 
 from .depth_messages import (camera_matrix_from_info, depth_image_to_array, keep_out_markers, keep_out_to_msg,
                              keypoints3d_to_msg, no_depth_keep_out, no_depth_keypoints, output_header)
+from . import image_qos as qos_choices
 from .image_conversion import BadFrame
 from .messages import order_humans
 from .parameters import Param
@@ -109,15 +113,18 @@ class DepthOutputs:
     node: the ``rclpy`` node (subscriptions and publishers are created on it, topic names
     relative); depth_topic: required, non-empty; presence_threshold: the node's (keypoints below
     it are absent); coverage: the model's conformal.CoverageTable (``from_params`` takes the
-    node pipeline's), None for Gaussian-only radii. The rest are the :data:`PARAMETERS`
-    (``part_radius``: part -> metres, the defaults of :data:`probpose_core.keep_out.PART_RADIUS`
-    for missing parts). Bad values raise InputError (a keep_out_coverage the table cannot back).
+    node pipeline's), None for Gaussian-only radii; image_qos / image_qos_depth: the depth
+    subscription's reliability and keep-last depth (the node's parameters of those names). The
+    rest are the :data:`PARAMETERS` (``part_radius``: part -> metres, the defaults of
+    :data:`probpose_core.keep_out.PART_RADIUS` for missing parts). Bad values raise InputError (a
+    keep_out_coverage the table cannot back, an image_qos that is neither reliable nor best_effort).
     """
 
     def __init__(self, node, depth_topic: str, camera_info_topic: str = "camera_info", sync_slop: float = 0.02,
                  depth_wait: float = 0.1, depth_queue_size: int = 20, depth_noise_a: float = 0.001,
                  depth_noise_b: float = 0.002, keep_out_coverage: float = 0.95, part_radius: dict | None = None,
-                 presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD, coverage=None):
+                 presence_threshold: float = DEFAULT_PRESENCE_THRESHOLD, coverage=None,
+                 image_qos: str = qos_choices.DEFAULT, image_qos_depth: int = qos_choices.DEFAULT_DEPTH):
         if not depth_topic:
             raise InputError("DepthOutputs needs a depth_topic")
         if not float(sync_slop) >= 0 or not float(depth_wait) >= 0 or int(depth_queue_size) < 1:
@@ -142,17 +149,22 @@ class DepthOutputs:
         self._warned: set = set()
         self.counts = Counter()
         self._times = deque(maxlen=200)  # (total s, wait s) per process() call
+        depth_qos = qos_choices.image_qos(image_qos, int(image_qos_depth))  # InputError for a bad choice
         sensor_qos = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=5)
         self.pub_keypoints = node.create_publisher(Human3DArray, KEYPOINTS3D_TOPIC, 10)
         self.pub_keep_out = node.create_publisher(KeepOutArray, KEEP_OUT_TOPIC, 10)
         self.pub_markers = node.create_publisher(MarkerArray, KEEP_OUT_MARKERS_TOPIC, 10)
-        self.sub_depth = node.create_subscription(Image, depth_topic, self._on_depth, sensor_qos)
+        self.sub_depth = node.create_subscription(
+            Image, depth_topic, self._on_depth, depth_qos,
+            event_callbacks=qos_choices.subscription_events(node.get_logger(), node.resolve_topic_name(depth_topic),
+                                                            image_qos))
         self.sub_info = node.create_subscription(CameraInfo, camera_info_topic, self._on_camera_info, sensor_qos)
 
     @classmethod
     def from_params(cls, node, params: dict, presence_threshold: float):
-        """A DepthOutputs from the node's parameter values (names of :data:`PARAMETERS`, defaults
-        for missing ones), or None when ``depth_topic`` is empty (depth off)."""
+        """A DepthOutputs from the node's parameter values (names of :data:`PARAMETERS` and the
+        node's ``image_qos`` / ``image_qos_depth``, defaults for missing ones), or None when
+        ``depth_topic`` is empty (depth off)."""
         p = dict(parameter_defaults(), **{k: v for k, v in params.items() if k in parameter_defaults()})
         if not p["depth_topic"]:
             return None
@@ -160,7 +172,8 @@ class DepthOutputs:
         coverage = getattr(getattr(node, "pipeline", None), "coverage", None)  # the model's table (spec.coverage)
         return cls(node, p["depth_topic"], p["camera_info_topic"], p["sync_slop"], p["depth_wait"],
                    p["depth_queue_size"], p["depth_noise_a"], p["depth_noise_b"], p["keep_out_coverage"], radii,
-                   presence_threshold, coverage)
+                   presence_threshold, coverage, params.get("image_qos", qos_choices.DEFAULT),
+                   params.get("image_qos_depth", qos_choices.DEFAULT_DEPTH))
 
     # -- executor thread ------------------------------------------------------------------
     def _bad(self, kind: str, message: str) -> None:
@@ -271,8 +284,8 @@ class DepthOutputs:
             frame_id = (camera[1] if camera is not None else "") or self._depth_frame or header.frame_id
         if reason is None:
             depth_m = depth_in_metres(array)
-            kp3d = [lift_human(h, depth_m, camera[0], self.config.lift) for h in people]
-            keep = [keep_out(h, p, depth_m, camera[0], self.config) for h, p in zip(people, kp3d)]
+            kp3d = lift_frame(people, depth_m, camera[0], self.config.lift)
+            keep = keep_out_frame(people, kp3d, depth_m, camera[0], self.config)
         else:
             depth_stamp = None
             kp3d = [no_depth_keypoints(h) for h in people]

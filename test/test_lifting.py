@@ -3,12 +3,13 @@ noise; the covariance propagation matches Monte Carlo; edge cases (no depth, NaN
 points outside the image, absent keypoints, bad inputs)."""
 import numpy as np
 import pytest
-from synthetic_scene import HEIGHT, K, WIDTH, human_from, project, render_depth, skeleton
+from synthetic_scene import HEIGHT, K, WIDTH, human_from, project, random_covariance, render_depth, skeleton
 
 from probpose_core.errors import InputError
 from probpose_core.keypoints import INDEX, NUM_KEYPOINTS
 from probpose_core.lifting import (DepthNoise, LiftConfig, back_project, back_project_covariance,
-                                   check_camera_matrix, depth_in_metres, lift_humans, region_samples, robust_depth)
+                                   check_camera_matrix, depth_in_metres, lift_humans, region_samples, robust_depth,
+                                   robust_depths)
 
 EARS = [INDEX["left_ear"], INDEX["right_ear"]]
 TIGHT = [np.eye(2) * 0.25] * NUM_KEYPOINTS  # a sharp 2D estimate (0.5 px)
@@ -116,12 +117,62 @@ def test_outside_absent_and_unknown_covariance_keypoints_are_not_valid():
 def test_sampling_region_uses_the_credible_region_outline():
     depth = np.full((50, 50), 3.0, np.float32)
     depth[30:40, 5:15] = 1.0  # a patch outside the disc and ellipse about (10, 10), inside the outline
-    kp = human_from(np.full((NUM_KEYPOINTS, 2), 10.0), TIGHT).keypoints[0]
-    assert region_samples(depth, kp, 0.9, 2.0).max() == 3.0
-    kp.regions = {0.9: [np.array([[5.0, 5.0], [14.0, 5.0], [14.0, 39.0], [5.0, 39.0]])]}
-    samples = region_samples(depth, kp, 0.9, 2.0)
-    assert (samples == 1.0).sum() == 100 and len(samples) == 10 * 35
-    assert len(region_samples(depth, kp, 0.5, 2.0)) < 20  # another level: not that outline
+    centre, cov = [[10.0, 10.0]], [TIGHT[0]]
+    samples, counts = region_samples(depth, centre, cov, 0.9, 2.0)
+    assert samples.max() == 3.0 and counts.tolist() == [len(samples)]
+    outline = np.array([[5.0, 5.0], [14.0, 5.0], [14.0, 39.0], [5.0, 39.0]])
+    samples, counts = region_samples(depth, centre, cov, 0.9, 2.0, polygons=[[outline]])
+    assert (samples == 1.0).sum() == 100 and len(samples) == 10 * 35 and counts.tolist() == [350]
+    # lifting takes the outline stored under sample_level, none under another level
+    human = human_from(np.full((NUM_KEYPOINTS, 2), 10.0), TIGHT)
+    human.keypoints[0].regions = {0.9: [outline]}
+    assert lift_humans([human], depth, K, LiftConfig(pixel_sigma=0.0))[0].depth_pixels[0] == 350
+    assert lift_humans([human], depth, K, LiftConfig(pixel_sigma=0.0, sample_level=0.5))[0].depth_pixels[0] < 20
+
+
+def test_sampling_regions_of_many_keypoints_at_once():
+    """One call samples every keypoint's region: the same pixels as one call per keypoint, keypoint
+    after keypoint; the union of ellipse and disc holds exactly the pixel centres inside either
+    (a brute-force check over the image), clipped at the image border; NaN pixels are no samples."""
+    rng = np.random.default_rng(4)
+    depth = rng.uniform(1.0, 5.0, (40, 60)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.1] = np.nan
+    centres = np.column_stack([rng.uniform(-3, 63, 30), rng.uniform(-3, 43, 30)])
+    covs = [random_covariance(rng, 0.3, 6.0) for _ in range(30)]
+    radius2 = rng.uniform(1.0, 9.0, 30)
+    values, counts = region_samples(depth, centres, covs, 0.9, 2.5, radius2)
+    assert counts.sum() == len(values)
+    ys, xs = np.mgrid[0:40, 0:60]
+    start = 0
+    for c, cov, r2, n in zip(centres, covs, radius2, counts):
+        one, (alone,) = region_samples(depth, [c], [cov], 0.9, 2.5, [r2])
+        assert alone == n and np.array_equal(one, values[start:start + n])
+        d = np.stack([xs - c[0], ys - c[1]], -1)
+        mahalanobis = np.einsum("...i,ij,...j->...", d, np.linalg.inv(cov), d)
+        brute = (mahalanobis <= r2 * (1 - 1e-9)) | ((d ** 2).sum(-1) <= 2.5 ** 2 * (1 - 1e-9))
+        loose = (mahalanobis <= r2 * (1 + 1e-9)) | ((d ** 2).sum(-1) <= 2.5 ** 2 * (1 + 1e-9))
+        finite = np.isfinite(depth)
+        assert (brute & finite).sum() <= n <= (loose & finite).sum()  # pixel centres on the edge either way
+        assert set(one.tolist()) <= set(depth[loose & finite].tolist())
+        start += n
+    empty, none = region_samples(depth, np.zeros((0, 2)), np.zeros((0, 2, 2)), 0.9, 2.0)
+    assert len(empty) == 0 and len(none) == 0
+
+
+def test_robust_depths_of_many_runs_equal_one_run_each():
+    rng = np.random.default_rng(5)
+    cfg = LiftConfig()
+    runs = [np.concatenate([rng.normal(rng.uniform(1, 5), 0.02, rng.integers(0, 40)), rng.uniform(0, 25, rng.integers(0, 9))])
+            for _ in range(50)]
+    many = robust_depths(np.concatenate(runs), [len(r) for r in runs], cfg)
+    for r, z in zip(runs, many):
+        s = r[(r >= cfg.depth_range[0]) & (r <= cfg.depth_range[1])]
+        if len(s) < cfg.min_pixels:
+            assert np.isnan(z)
+            continue
+        z_ref = np.percentile(s, cfg.near_percentile)  # the rule, written with numpy's own functions
+        expected = np.median(s[s <= z_ref + cfg.band_m + 3 * cfg.noise.sigma(z_ref)])
+        assert z == pytest.approx(expected, abs=1e-9) and robust_depth(r, cfg) == pytest.approx(z, abs=1e-12)
 
 
 def test_sampling_ellipse_takes_the_calibrated_radius():
@@ -132,9 +183,8 @@ def test_sampling_ellipse_takes_the_calibrated_radius():
     depth = np.full((60, 60), 3.0, np.float32)
     depth[10, 22] = 1.0  # 12 px right of the keypoint at (10, 10): outside chi2_2(0.9) = 4.6 (sigma 2 px)
     cov = np.eye(2) * 4.0
-    kp = human_from(np.full((NUM_KEYPOINTS, 2), 10.0), [cov] * NUM_KEYPOINTS).keypoints[0]
-    assert 1.0 not in region_samples(depth, kp, 0.9, 2.0)
-    assert 1.0 in region_samples(depth, kp, 0.9, 2.0, radius2=40.0)  # radius sqrt(40) * 2 = 12.6 px
+    assert 1.0 not in region_samples(depth, [[10.0, 10.0]], [cov], 0.9, 2.0)[0]
+    assert 1.0 in region_samples(depth, [[10.0, 10.0]], [cov], 0.9, 2.0, radius2=[40.0])[0]  # radius 12.6 px
     cells = {g: {"region": [0.5, 0.9], "ellipse_r2": [1.0, 40.0]} for g in GROUPS}
     table = CoverageTable(levels=(0.5, 0.9), groups=GROUPS, cells=cells)
     human = human_from(np.full((NUM_KEYPOINTS, 2), 10.0), [cov] * NUM_KEYPOINTS, bbox=(0, 0, 40, 40))

@@ -411,6 +411,26 @@ def test_process_time_with_depth_on(probe, under_test):
         print(f"  {size}, {people} people: {wall:.1f} ms ({cpu:.1f} ms)")
 
 
+def test_depth_subscription_follows_image_qos(under_test):
+    """The depth images come with the colour images' QoS (the node's image_qos, reliable by default:
+    a 640x480 16UC1 frame is above stock Fast DDS's shared-memory segment, best effort loses such
+    frames); camera_info stays best effort (matches any publisher)."""
+    from rclpy.qos import ReliabilityPolicy
+
+    from probpose_core.errors import InputError
+    from probpose_ros import image_qos
+
+    default = under_test().outputs
+    assert default.sub_depth.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+    assert default.sub_depth.qos_profile.depth == image_qos.DEFAULT_DEPTH
+    assert default.sub_info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    best = under_test(image_qos="best_effort", image_qos_depth=1).outputs
+    assert best.sub_depth.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    assert best.sub_depth.qos_profile.depth == 1
+    with pytest.raises(InputError, match="image_qos"):
+        depth_outputs.DepthOutputs(None, "/cam/depth", image_qos="fastest")
+
+
 def test_no_depth_within_slop_bad_inputs_and_the_wait(probe, under_test):
     """Without a depth image within the slop, people are published incomplete and not valid;
     bad depth images and camera_info are counted and dropped, the next good frame pairs;
