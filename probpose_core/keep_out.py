@@ -73,8 +73,10 @@ PART_RADIUS = {"head": 0.15, "neck": 0.12, "torso": 0.15, "upper_arm": 0.07, "fo
                "thigh": 0.10, "shank": 0.12}
 
 
+@lru_cache(maxsize=None)
 def limb_part(a: int, b: int) -> str:
-    """The body part (a :data:`PART_RADIUS` key) of the limb between keypoints ``a`` and ``b``."""
+    """The body part (a :data:`PART_RADIUS` key) of the limb between keypoints ``a`` and ``b``
+    (cached: the capsule messages ask for it per limb and frame)."""
     names = {NAMES[a].split("_", 1)[-1], NAMES[b].split("_", 1)[-1]}
     if names <= {"nose", "eye", "ear"}:
         return "head"

@@ -18,8 +18,6 @@ and tested on their own:
   for a complete person, red for an incomplete one (its bounding capsule fainter); a DELETEALL
   first and a ``lifetime`` on each marker, as :mod:`probpose_ros.markers`.
 """
-import copy
-
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
@@ -36,6 +34,7 @@ from probpose_core.lifting import Keypoints3D, check_camera_matrix
 
 from .image_conversion import DEFAULT_MAX_IMAGE_PIXELS, BadFrame, pixel_rows
 from .markers import to_duration
+from .messages import message_like
 
 #: depth encoding -> numpy dtype (little-endian; big-endian data is byte-swapped on read)
 DEPTH_ENCODINGS = {"16UC1": np.dtype("<u2"), "32FC1": np.dtype("<f4")}
@@ -100,6 +99,9 @@ def _time(stamp) -> Time:
     return Time() if stamp is None else Time(sec=stamp.sec, nanosec=stamp.nanosec)
 
 
+_HUMAN3D = Human3D()  # the template of message_like: its 17 default Keypoint3D are built once
+
+
 def keypoints3d_to_msg(keypoints3d, header: Header, presence_threshold: float, has_depth: bool = True,
                        depth_stamp=None) -> Human3DArray:
     """``list[Keypoints3D]`` (the people in the HumanArray's order) -> ``Human3DArray`` with
@@ -112,7 +114,7 @@ def keypoints3d_to_msg(keypoints3d, header: Header, presence_threshold: float, h
                                 presence=float(kp.presence[k]), valid=bool(kp.valid[k]),
                                 depth_samples=int(kp.depth_pixels[k]))
                      for k, (x, y, z) in enumerate(pos.tolist())]
-        people.append(Human3D(id=0 if kp.id is None else int(kp.id), keypoints=keypoints))
+        people.append(message_like(_HUMAN3D, id=0 if kp.id is None else int(kp.id), keypoints=keypoints))
     return Human3DArray(header=header, has_depth=bool(has_depth), depth_stamp=_time(depth_stamp),
                         presence_threshold=float(presence_threshold), humans=people)
 
@@ -164,9 +166,9 @@ def keep_out_markers(keep_outs, header: Header, lifetime: float = 0.5, clear: bo
     docstring). Namespace ``keep_out_<i>`` per person ``i`` (the published order); capsules
     with a non-finite end or radius are left out.
 
-    Each marker is a shallow copy of a template per (shape, colour) with its own ns, id, pose
-    and scale: a fresh ``Marker()`` costs ~30 us of CPU (it builds its texture, mesh and
-    lifetime sub-messages), a copy ~4 us; the shared sub-messages are never modified.
+    Each marker is :func:`~probpose_ros.messages.message_like` a template per (shape, colour)
+    with its own ns, id, pose and scale: a fresh ``Marker()`` costs ~30 us of CPU (it builds its
+    texture, mesh and lifetime sub-messages), a copy ~4 us.
     """
     life = to_duration(lifetime)
     out = [Marker(header=header, action=Marker.DELETEALL, lifetime=life)] if clear else []
@@ -176,13 +178,10 @@ def keep_out_markers(keep_outs, header: Header, lifetime: float = 0.5, clear: bo
         if (kind, rgba) not in templates:
             templates[kind, rgba] = Marker(header=header, type=kind, action=Marker.ADD, lifetime=life,
                                            color=ColorRGBA(r=rgba[0], g=rgba[1], b=rgba[2], a=rgba[3]))
-        m = copy.copy(templates[kind, rgba])
-        m.ns, m.id = ns, marker_id
         x, y, z = centre
         qx, qy, qz, qw = orientation
-        m.pose = Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
-        m.scale = Vector3(x=scale[0], y=scale[1], z=scale[2])
-        return m
+        return message_like(templates[kind, rgba], ns=ns, id=marker_id, scale=Vector3(x=scale[0], y=scale[1], z=scale[2]),
+                            pose=Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw)))
 
     for i, person in enumerate(keep_outs):
         ns = f"keep_out_{i}"

@@ -18,6 +18,7 @@ Field choices (the .msg comments are the contract):
   ``geometry_msgs/Polygon`` (z = 0), largest area first; empty when the pipeline computed no
   region at that level (keypoint absent, or regions disabled: ``credible_level=None`` -> 0).
 """
+import copy
 import math
 
 import numpy as np
@@ -33,6 +34,21 @@ from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.results import Human, Keypoint
 
 from .image_conversion import rgb_to_fields
+
+
+def message_like(template, **fields):
+    """A shallow copy of the message ``template`` with ``fields`` set through the message's setters.
+
+    A generated message constructor builds a default for every sub-message field even when it is
+    passed (``kwargs.get(name, Default())``): ``Human()`` makes its 17 default Keypoints (~29 us),
+    ``Human3D()`` 17 Keypoint3D, ``Marker()`` its pose, scale, colour and lifetime, ``Skeleton2D()``
+    18 points; a copy costs ~2 us. The template's sub-messages are shared, so a caller sets every
+    field that differs and never modifies one in place (a message is serialised on publish).
+    """
+    m = copy.copy(template)
+    for name, value in fields.items():
+        setattr(m, name, value)
+    return m
 
 
 def copy_header(header) -> Header:
@@ -69,17 +85,21 @@ def published_regions(kp: Keypoint, level: float) -> list[np.ndarray]:
     return polys
 
 
-def keypoint_to_msg(kp: Keypoint, credible_level: float | None) -> KeypointMsg:
-    """One :class:`Keypoint` -> ``probpose_msgs/Keypoint`` with its region at ``credible_level``."""
+def keypoint_to_msg(kp: Keypoint, credible_level: float | None, covariance=None) -> KeypointMsg:
+    """One :class:`Keypoint` -> ``probpose_msgs/Keypoint`` with its region at ``credible_level``;
+    ``covariance (4,)`` float32: its covariance when the caller converted it already."""
     level = 0.0 if credible_level is None else float(credible_level)
     polys = published_regions(kp, level)
     return KeypointMsg(
         name=str(kp.name), x=float(kp.x), y=float(kp.y), presence=float(kp.presence),
         visibility=float(kp.visibility), oks_quality=float(kp.oks_quality),
-        covariance=np.array(kp.covariance, dtype=np.float32).reshape(4),
+        covariance=np.array(kp.covariance, dtype=np.float32).reshape(4) if covariance is None else covariance,
         credible_level=level,
         credible_region=[Polygon(points=[Point32(x=x, y=y) for x, y in p.tolist()]) for p in polys],
     )
+
+
+_HUMAN = HumanMsg()  # the template of message_like: its 17 default Keypoints are built once
 
 
 def humans_to_msg(humans, header, image_size, model_id: str = "", *, presence_threshold: float,
@@ -98,8 +118,11 @@ def humans_to_msg(humans, header, image_size, model_id: str = "", *, presence_th
     for i, h in enumerate(ordered):
         if len(h.keypoints) != NUM_KEYPOINTS:
             raise ValueError(f"human #{i} has {len(h.keypoints)} keypoints; the message holds {NUM_KEYPOINTS}")
-        people.append(HumanMsg(id=0 if h.id is None else int(h.id), bbox=np.array(h.bbox, dtype=np.float32).reshape(4), score=float(h.box_score),
-                               keypoints=[keypoint_to_msg(k, credible_level) for k in h.keypoints]))
+        covariance = np.array([k.covariance for k in h.keypoints], dtype=np.float32).reshape(-1, 4)
+        people.append(message_like(_HUMAN, id=0 if h.id is None else int(h.id), score=float(h.box_score),
+                                   bbox=np.array(h.bbox, dtype=np.float32).reshape(4),
+                                   keypoints=[keypoint_to_msg(k, credible_level, c)
+                                              for k, c in zip(h.keypoints, covariance)]))
     return HumanArray(header=copy_header(header), image_width=width, image_height=height, model_id=str(model_id),
                       presence_threshold=float(presence_threshold), humans=people,
                       processing_latency=float(processing_latency))
@@ -125,4 +148,8 @@ def msg_to_humans(msg: HumanArray) -> list[Human]:
 
 def rgb_to_image_msg(rgb: np.ndarray, header, encoding: str = "rgb8") -> Image:
     """``rgb (H, W, 3) uint8`` -> ``sensor_msgs/Image`` in ``encoding`` with a copy of ``header``."""
-    return Image(header=copy_header(header), **rgb_to_fields(rgb, encoding))
+    fields = rgb_to_fields(rgb, encoding)
+    data = fields.pop("data")
+    msg = Image(header=copy_header(header), **fields)
+    msg.data = data  # one copy into the message's array.array (data passed to Image() is copied twice)
+    return msg

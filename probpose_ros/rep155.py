@@ -48,7 +48,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from probpose_core.keypoints import INDEX
 
-from .messages import copy_header
+from .messages import copy_header, message_like
 
 try:
     from hri_msgs.msg import IdsList, NormalizedPointOfInterest2D, NormalizedRegionOfInterest2D, Skeleton2D
@@ -56,6 +56,7 @@ except ImportError as exc:  # no hri_msgs here: `make ros` builds the fallback i
     _MISSING = exc
 else:
     _MISSING = None
+    _SKELETON2D = Skeleton2D()  # the template of message_like: its 18 default points are built once
 
 #: Skeleton2D's points in its index order: (the message's constant, the COCO-17 keypoint or
 #: None for NECK, made from the shoulders). Note the message's eye/ear order: left first.
@@ -146,9 +147,9 @@ def roi_box(human, image_size) -> np.ndarray:
 def skeleton_msg(human, header, image_size, presence_threshold: float):
     """``hri_msgs/Skeleton2D`` of ``human`` (header: the image's, copied)."""
     _require_msgs()
-    return Skeleton2D(header=copy_header(header), skeleton=[
-        NormalizedPointOfInterest2D(x=float(x), y=float(y), c=float(c))
-        for x, y, c in skeleton_points(human, image_size, presence_threshold)])
+    return message_like(_SKELETON2D, header=copy_header(header), skeleton=[
+        NormalizedPointOfInterest2D(x=x, y=y, c=c)
+        for x, y, c in skeleton_points(human, image_size, presence_threshold).tolist()])
 
 
 def roi_msg(human, header, image_size):

@@ -165,3 +165,20 @@ def test_image_message(encoding):
         assert (back[..., 0] == back[..., 1]).all() and back.shape == rgb.shape
     else:
         np.testing.assert_array_equal(back, rgb)
+
+
+def test_message_like_copies_the_template_and_sets_the_fields():
+    """message_like: the fields given are set, the rest equal the template's, the template is untouched;
+    the result equals the message the constructor builds (what humans_to_msg publishes per person)."""
+    from probpose_msgs.msg import Human as HumanMsg
+    from probpose_msgs.msg import Keypoint as KeypointMsg
+
+    from probpose_ros.messages import message_like
+
+    template = HumanMsg()
+    keypoints = [KeypointMsg(name=n, x=float(k)) for k, n in enumerate(NAMES)]
+    bbox = np.array([1, 2, 3, 4], dtype=np.float32)
+    made = message_like(template, id=7, score=0.5, bbox=bbox, keypoints=keypoints)
+    assert made == HumanMsg(id=7, score=0.5, bbox=bbox, keypoints=keypoints)
+    assert template == HumanMsg() and made is not template
+    assert deserialize_message(serialize_message(made), HumanMsg) == made
