@@ -194,7 +194,7 @@ def region_samples(depth_m, centres, cov, level: float, min_radius_px: float, ra
     # the rows each keypoint's ellipse or disc may reach, one after the other
     row0 = np.clip(np.ceil(centres[:, 1] - reach), 0, h).astype(np.intp)
     rows = np.clip(np.floor(centres[:, 1] + reach), -1, h - 1).astype(np.intp) + 1 - row0
-    rows = np.maximum(rows, 0)
+    rows = np.where(np.isfinite(centres).all(axis=1), np.maximum(rows, 0), 0)  # a NaN centre: no region
     owner = np.repeat(np.arange(m), rows)
     y = row0[owner] + np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)
     dy, cx = y - centres[owner, 1], centres[owner, 0]

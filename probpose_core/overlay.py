@@ -87,7 +87,7 @@ def draw_regions(image: np.ndarray, regions, line: int = cv2.LINE_AA, thickness:
     :func:`side_color` ``(k)`` (each polygon on its own: nested levels stay filled), then outline
     them opaquely in the same colour (``thickness`` px, ``line`` type; left, right, then centre
     ones on top). The blend touches only the regions' bounding box (plus the anti-aliased edge)."""
-    shapes = [(k, np.rint(np.asarray(poly, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2))
+    shapes = [(side_color(k), np.rint(np.asarray(poly, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2))
               for k, polys in enumerate(regions) for poly in polys if len(poly)]
     if not shapes:
         return image
@@ -98,11 +98,11 @@ def draw_regions(image: np.ndarray, regions, line: int = cv2.LINE_AA, thickness:
     if x0 < x1 and y0 < y1:
         roi = image[y0:y1, x0:x1]
         layer, offset = roi.copy(), np.array([x0, y0], dtype=np.int32)
-        for k, poly in shapes:
-            cv2.fillPoly(layer, [poly - offset], side_color(k), line)
-        roi[:] = cv2.addWeighted(layer, REGION_ALPHA, roi, 1.0 - REGION_ALPHA, 0.0)
+        for color, poly in shapes:
+            cv2.fillPoly(layer, [poly - offset], color, line)
+        cv2.addWeighted(layer, REGION_ALPHA, roi, 1.0 - REGION_ALPHA, 0.0, dst=roi)
     for color in SIDE_RGB.values():  # outlines: one call per colour (opaque, so order within one is moot)
-        outlines = [poly for k, poly in shapes if side_color(k) == color]
+        outlines = [poly for c, poly in shapes if c == color]
         if outlines:
             cv2.polylines(image, outlines, True, color, thickness, line)
     return image
