@@ -272,8 +272,8 @@ def robust_depths(values, counts, config: LiftConfig) -> np.ndarray:
     rows[owner, np.arange(len(values)) - (np.cumsum(kept) - kept)[owner]] = values
     rows.sort(axis=1)
     ok = np.flatnonzero(kept >= max(int(config.min_pixels), 1))
-    rows, count = rows[ok].astype(np.float64), kept[ok]
-    take = lambda index: np.take_along_axis(rows, index[:, None], axis=1)[:, 0]  # noqa: E731
+    rows, count = rows[ok], kept[ok]
+    take = lambda index: np.take_along_axis(rows, index[:, None], axis=1)[:, 0].astype(np.float64)  # noqa: E731
     q = config.near_percentile / 100.0
     virtual = (count - 1) * q  # numpy's 'linear' method
     below = np.clip(np.floor(virtual), 0, count - 1).astype(np.intp)
