@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from .errors import InputError
+from .runtime import RUNTIMES
 from .spec import DEFAULT_PRESENCE_THRESHOLD
 
 
@@ -93,6 +94,10 @@ def _cmd_bench(args) -> None:
         from .data.bench_data import run_data_bench
 
         run_data_bench(repeats=max(1, min(args.repeats, 5)))
+    elif args.model and args.model.lower().endswith(".onnx"):
+        from .bench_model import run_onnx_bench
+
+        run_onnx_bench(args.model, repeats=args.repeats, compare=[p for p in (args.compare or "").split(",") if p])
     elif args.model:
         from .bench_model import run_model_bench
 
@@ -160,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ann", help="COCO annotations: use their boxes (the paper's protocol) instead of the detector")
     p.add_argument("--out", required=True, help="COCO-results JSON (keypoints as x, y, presence)")
     p.add_argument("--model", default="", help="our checkpoint (.pt) or an exported .onnx (default: the shipped model)")
-    p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
+    p.add_argument("--runtime", default="ort", choices=RUNTIMES,
+                   help="inference runtime (default ort; openvino is optional: requirements-optional.txt)")
     p.add_argument("--detector", default="picodet",
                    help="person detector without --ann: picodet (shipped, default), nanodet (shipped), hog, "
                         "full_frame, or a YOLOv8/YOLO11/YOLOX ONNX file")
@@ -186,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="folder of the annotation's images")
     p.add_argument("--ann", required=True, help="COCO keypoints annotations (never the model's calibration data)")
     p.add_argument("--model", default="", help="our checkpoint (.pt) or an exported .onnx (default: the shipped model)")
-    p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
+    p.add_argument("--runtime", default="ort", choices=RUNTIMES,
+                   help="inference runtime (default ort; openvino is optional: requirements-optional.txt)")
     p.add_argument("--out", help="folder for coverage.json and coverage_reliability.png")
     p.add_argument("--levels", help="comma-separated levels (default: the model's calibrated levels)")
     p.add_argument("--flip-test", action="store_true", help="run with the flip test (the node runs without)")
@@ -195,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="timings (medians): decode / loss / calibration, or a model's runtimes with --model")
     p.add_argument("--repeats", type=int, default=20, help="timed repetitions per item (default 20)")
-    p.add_argument("--model", help="our checkpoint (.pt): time the network per runtime and the pipeline's pre/post")
+    p.add_argument("--model", help="our checkpoint (.pt): time the network per runtime and the pipeline's pre/post; "
+                                   "an exported .onnx (+ sidecar): onnxruntime session options and the installed "
+                                   "runtimes (ort, openvino) at batch 1 and 3, side by side")
+    p.add_argument("--compare", help="with --model M.onnx: comma-separated .onnx models (+ sidecars, e.g. an int8 "
+                                     "export) timed on ORT in the same runtimes table")
     p.add_argument("--data", action="store_true",
                    help="time training data loading: samples/s for 0, 1, 2 DataLoader workers on a synthetic COCO set "
                         "(--repeats epochs each, at most 5)")
@@ -210,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="picodet",
                    help="person detector: picodet (shipped, default), nanodet (shipped), hog, full_frame, or a "
                         "YOLO-style ONNX file")
-    p.add_argument("--runtime", default="ort", choices=("ort", "torch", "trt"), help="inference runtime (default ort)")
+    p.add_argument("--runtime", default="ort", choices=RUNTIMES,
+                   help="inference runtime (default ort; openvino is optional: requirements-optional.txt)")
     p.add_argument("--detect-every", type=int, help="run the detector on every k-th frame, boxes from the tracks' "
                                                      "keypoints between (default: the node's detect_every)")
     p.add_argument("--coco", help="labelled COCO folder (gt.json or annotations.json + images/) for the calibration "

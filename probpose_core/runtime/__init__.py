@@ -1,4 +1,4 @@
-"""Runtimes behind one Runner protocol: torch, ONNX Runtime (default), TensorRT; and ONNX export.
+"""Runtimes behind one Runner protocol: torch, ONNX Runtime (default), TensorRT, OpenVINO; and ONNX export.
 
 ``make_runner(model_path, runtime)`` picks one from a file:
 
@@ -11,8 +11,11 @@
   with the same checkpoint and exporter reuse that ONNX; a changed exporter exports again.
 - ``runtime="trt"``: like ``ort``, then :class:`TrtRunner` with its engine cache in the same
   folder (untested on real TensorRT; see trt_runner.py).
+- ``runtime="openvino"``: like ``ort``, then :class:`OpenVinoRunner` (CPU, f32) on the same
+  ``.onnx`` + sidecar; an optional dependency (requirements-optional.txt): an InputError naming
+  ``pip install openvino`` where it is not installed.
 
-Runners carry ``meta``: the checkpoint meta (torch) or the ONNX sidecar (ort / trt), where
+Runners carry ``meta``: the checkpoint meta (torch) or the ONNX sidecar (ort / trt / openvino), where
 the calibration temperature and presence threshold live.
 """
 import hashlib
@@ -31,7 +34,7 @@ from .base import (
     sidecar_path,
 )
 
-RUNTIMES = ("ort", "torch", "trt")
+RUNTIMES = ("ort", "torch", "trt", "openvino")
 
 __all__ = ["OUTPUT_NAMES", "RUNTIMES", "Runner", "RuntimeUnavailableError", "as_runner", "default_cache_dir",
            "make_runner", "onnx_for_checkpoint"]
@@ -94,12 +97,20 @@ def make_runner(model_path, runtime: str = "ort", *, allow_uncalibrated: bool = 
         from .trt_runner import import_tensorrt
 
         import_tensorrt()  # fail before exporting anything
+    if runtime == "openvino":
+        from .openvino_runner import import_openvino
+
+        import_openvino()  # fail before exporting anything
     onnx_path = path if suffix == ".onnx" else onnx_for_checkpoint(
         path, Path(cache_dir) / "onnx" if cache_dir is not None else None)
     if runtime == "ort":
         from .ort_runner import OrtRunner
 
         return OrtRunner(onnx_path, allow_uncalibrated=allow_uncalibrated, **kw)
+    if runtime == "openvino":
+        from .openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(onnx_path, allow_uncalibrated=allow_uncalibrated, **kw)
     from .trt_runner import TrtRunner
 
     engines = Path(cache_dir) / "trt" if cache_dir is not None else default_cache_dir() / "trt"

@@ -1,6 +1,6 @@
 """The Runner protocol (a batch of crops in, the model's named outputs out) and what runners share.
 
-Every runtime (torch, ONNX Runtime, TensorRT) takes ``images (N, 3, H, W)`` float32 — crops
+Every runtime (torch, ONNX Runtime, TensorRT, OpenVINO) takes ``images (N, 3, H, W)`` float32 — crops
 already warped (UDP) and normalised (RGB, ImageNet mean/std on the 0-255 scale) — and returns
 numpy arrays under the model's output names. Batches larger than a runner's ``max_batch`` are
 split and concatenated here, never dropped.
@@ -38,7 +38,7 @@ class Runner(Protocol):
     """A pose network behind one call.
 
     ``input_size`` is (W, H); ``max_batch`` the largest batch sent to the backend at once
-    (bigger inputs are split); ``name`` says which runtime this is ("torch", "ort", "trt").
+    (bigger inputs are split); ``name`` says which runtime this is ("torch", "ort", "trt", "openvino").
     """
 
     input_size: tuple
@@ -76,6 +76,14 @@ def run_in_chunks(run_batch: Callable[[np.ndarray], dict], images: np.ndarray, m
     if len(parts) == 1:
         return parts[0]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def batch_limit(max_batch, static_batch) -> int:
+    """A runner's ``max_batch``: the asked one (None: 16), never above a static batch axis (None:
+    dynamic); a static-batch model's runner pads smaller chunks to its batch and cuts the padding off."""
+    if static_batch:
+        return int(static_batch) if max_batch is None else min(int(max_batch), int(static_batch))
+    return DEFAULT_MAX_BATCH if max_batch is None else int(max_batch)
 
 
 def check_outputs(outputs: dict, n: int, where: str) -> dict:

@@ -9,8 +9,8 @@ import numpy as np
 
 from ..errors import InputError
 from .base import (
-    DEFAULT_MAX_BATCH,
     SupportCheck,
+    batch_limit,
     check_outputs,
     model_sidecar,
     onnx_input_size,
@@ -26,7 +26,15 @@ def session_options(threads=None):
     threads busy-waiting after each run; with two sessions taking turns on the same cores (the
     detector, then the pose model, every frame) each one's spinning steals the other's CPU:
     on 2 cores NanoDet + the student at batch 3 take 93 ms with spinning, 50 ms without
-    (``make bench``'s node rows measure the effect end to end)."""
+    (``make bench``'s node rows measure the effect end to end).
+
+    ``probpose bench --model models/probpose_student.onnx`` times the alternatives side by side
+    (bench_model.run_onnx_bench; three runs of 40 turns on the 2 shared cores, ratios to these
+    options at batch 1 / batch 3 / a PicoDet + 3-people frame): none wins the frame. Spinning on
+    1.47-2.01 / 0.78-2.56 / 1.33-2.67; one intra-op thread 0.87-0.89 at batch 1 but 0.97-1.23 /
+    1.06-1.30 on batch 3 and the frame; graph optimisation basic / extended / off 1.17-2.52 on every
+    column (ENABLE_ALL's NCHWc layout matters); parallel execution, memory pattern off 1.1-2.4;
+    CPU arena off 0.99-1.59; denormals as zero, dynamic block base 4 within the noise (0.92-1.10)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -73,10 +81,7 @@ class OrtRunner:
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         check_outputs({k: np.zeros(1) for k in self.output_names}, 1, str(onnx_path))  # names only
-        if self.static_batch:
-            self.max_batch = self.static_batch if max_batch is None else min(int(max_batch), self.static_batch)
-        else:
-            self.max_batch = DEFAULT_MAX_BATCH if max_batch is None else int(max_batch)
+        self.max_batch = batch_limit(max_batch, self.static_batch)
         self.providers = self.session.get_providers()
         self.meta = model_sidecar(onnx_path, allow_uncalibrated)
         self.support_check = SupportCheck(self.meta)
