@@ -104,7 +104,7 @@ PARAMETERS = (
     Param("allow_uncalibrated", False, "Run an .onnx model that has no metadata sidecar (.json) with the default "
                                        "settings (uncalibrated presence threshold and credible regions; a warning "
                                        "is printed). false: such a model is refused with an error naming the file."),
-    Param("runtime", "ort", "Inference runtime: ort (ONNX Runtime, CUDA first when available), torch, or trt."),
+    Param("runtime", "ort", "Inference runtime: ort (ONNX Runtime, CUDA first when available), torch, trt, or openvino (optional: pip install -r requirements-optional.txt)."),
     Param("detector", "picodet", "Person detector: picodet (the shipped PicoDet-S-320 pedestrian, default), "
                                  "nanodet (the shipped NanoDet), full_frame (one box = the whole image, for "
                                  "cameras framing one person), hog (OpenCV HOG, weak), or the path of a "
