@@ -48,10 +48,18 @@ def installed_executable(name: str) -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
+def _default_signals() -> None:
+    """SIGINT / SIGTERM back to their defaults in a child before exec: a test run started in the
+    background (``make test &`` in a non-interactive shell) ignores SIGINT, an ignored signal stays
+    ignored across exec, and ``ros2 launch`` then never acts on the Ctrl-C :func:`stop` sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def start(cmd, domain: int, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "w")
     proc = subprocess.Popen([str(c) for c in cmd], env=child_env(domain), stdout=log, stderr=subprocess.STDOUT,
-                            cwd=str(log_path.parent))
+                            cwd=str(log_path.parent), preexec_fn=_default_signals)
     proc.log_path = log_path
     return proc
 

@@ -7,7 +7,6 @@ module fixture installs it with install_launch_stack.sh; on a user's clone those
 the reason.
 """
 import ast
-import signal
 import subprocess
 from pathlib import Path
 
@@ -143,19 +142,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _ctrl_c(launch) -> int:
-    """SIGINT to ``ros2 launch`` as Ctrl-C does; the exit code. Once in the full suite (1 of ~10
-    runs) launch never acted on the signal: no "user interrupted" in its own log file 20 s later,
-    the node idle and untouched (the upstream family ros2/launch#473, launch_ros#199, launch#495).
-    A user then presses Ctrl-C again, so this does too, once, after 15 s (launch ignores a second
-    SIGINT while it is already shutting down); :func:`stop` fails the test 20 s later."""
-    launch.send_signal(signal.SIGINT)
-    try:
-        return launch.wait(15)
-    except subprocess.TimeoutExpired:
-        return stop(launch, timeout=20)
-
-
 def test_real_launch_active_node_humans_and_arguments(ros2_launch, tiny_model, tmp_path):
     """``ros2 launch ... model:= namespace:=lt image_topic:=/lt_camera/image use_rviz:=true``: the
     node comes up active (``ros2 lifecycle get``), a replayed clip gives HumanArrays on the
@@ -185,7 +171,7 @@ def test_real_launch_active_node_humans_and_arguments(ros2_launch, tiny_model, t
         pid = _node_pid(output(launch))
     finally:
         probe.close()
-        code = _ctrl_c(launch)
+        code = stop(launch)
     log = output(launch)
     assert code == 0, log
     assert not _alive(pid), f"pose_node {pid} outlived the launch"
