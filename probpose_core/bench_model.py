@@ -180,14 +180,16 @@ def run_onnx_bench(onnx_path, repeats: int = 20, compare=(), out=print) -> dict:
 
     from .detection.picodet import SHIPPED
     from .runtime.export import sample_images
-    from .runtime.ort_runner import OrtRunner, session_options
+    from .runtime.base import onnx_input_size
+    from .runtime.ort_runner import session_options
     from .shipped import shipped_file
 
     def cpu_session(path, options):
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     onnx_path = Path(onnx_path)
-    images = {b: sample_images(b, OrtRunner(onnx_path).input_size, seed=b) for b in ONNX_BATCHES}
+    input_size, _ = onnx_input_size(onnx_path)
+    images = {b: sample_images(b, input_size, seed=b) for b in ONNX_BATCHES}
     detector_path, detector_image = shipped_file(SHIPPED), sample_images(1, (320, 320), seed=0)
     option_rows = {}  # name -> (run the pose model on a batch, the detector session)
     for name, change in _ort_variants().items():

@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="detector + pose model on the shipped clip: annotated MP4, contact sheet, "
-                                    "per-frame JSON, timing table, calibration plots")
+                                    "per-frame JSON, timing table, calibration section")
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--model", default="", help="our checkpoint (.pt) or an exported .onnx (default: the shipped model)")
     p.add_argument("--video", help="a clip OpenCV can read (default: the shipped demo/people.mp4)")
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=int, help="run the detector on every k-th frame, boxes from the tracks' "
                                                      "keypoints between (default: the node's detect_every)")
     p.add_argument("--coco", help="labelled COCO folder (gt.json or annotations.json + images/) for the calibration "
-                                  "plots; skipped with a note when absent or '' (default: ../shared/data/coco_train "
+                                  "section; skipped with a note when absent or '' (default: ../shared/data/coco_train "
                                   "next to the repository)")
     p.add_argument("--allow-uncalibrated", action="store_true",
                    help="run an .onnx model that has no metadata sidecar (.json) uncalibrated (warned) instead of "

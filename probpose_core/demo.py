@@ -125,12 +125,13 @@ def _held_out_sets(coco_dir: Path, ann: Path, out: Path) -> tuple[dict, str]:
     to ``out/held_out/odd.json``, and its CropCOCO twin (seed 0, ``out/cropcoco/``); the note says
     which images they are and that the rest are calibration data."""
     from .data.cropcoco import make_cropcoco
-    from .data.splits import CALIBRATION_HALF, HELD_OUT_HALF, half, people, write_halves
+    from .data.splits import CALIBRATION_HALF, HELD_OUT_HALF, half, people
     from .jsonio import load_json
 
     data = load_json(ann, "annotation file")
     held, rest = half(data, HELD_OUT_HALF), half(data, CALIBRATION_HALF)
-    path = write_halves(ann, out / "held_out", names=(HELD_OUT_HALF,))[HELD_OUT_HALF]
+    path = out / "held_out" / f"{HELD_OUT_HALF}.json"
+    dump_json(held, path, compact=True)
     twin = out / "cropcoco"
     make_cropcoco(path, coco_dir / "images", twin, seed=0, progress=False, verbose=False)
     note = (f"held out: the {len(held['images'])} {HELD_OUT_HALF}-id images of {coco_dir} ({people(held)} people) "

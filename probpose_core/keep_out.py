@@ -200,14 +200,15 @@ def limb_capsules(kp3d, config: KeepOutConfig = KeepOutConfig(), radius2=None) -
     limbs = np.flatnonzero(valid[_LIMBS].all(axis=1))
     if not len(limbs):
         return []
-    reach = np.zeros(len(valid))
-    reach[valid] = endpoint_radius(kp3d.covariance[valid], config.coverage,
-                                   None if radius2 is None else np.asarray(radius2, dtype=np.float64)[valid])
-    part = np.array([float(config.part_radius[p]) for p in _LIMB_PARTS])
-    radius = (part + reach[_LIMBS].max(axis=1))[limbs].tolist()
+    a, b = _LIMBS[limbs].T
+    cov = np.asarray(kp3d.covariance, dtype=np.float64)
+    r2 = (None, None) if radius2 is None else (np.asarray(radius2, dtype=np.float64)[a],
+                                               np.asarray(radius2, dtype=np.float64)[b])
+    part = np.array([float(config.part_radius[_LIMB_PARTS[i]]) for i in limbs.tolist()])
+    radius = (part + uncertainty_radius(cov[a], cov[b], config.coverage, r2)).tolist()
     position = np.asarray(kp3d.position, dtype=np.float64)
-    return [Capsule(position[a].copy(), position[b].copy(), r, (a, b))
-            for (a, b), r in zip(_LIMBS[limbs].tolist(), radius)]
+    return [Capsule(position[i].copy(), position[j].copy(), r, (i, j))
+            for i, j, r in zip(a.tolist(), b.tolist(), radius)]
 
 
 def calibrated_radius2(humans, config: KeepOutConfig, frame_size):

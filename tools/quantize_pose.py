@@ -4,8 +4,8 @@
         --out out/int8/probpose_student.int8.onnx
 
 Calibration crops come from training footage only: person boxes found by the shipped detector
-on frames of the unlabelled clips in ../shared/data/video (any ``vtest.avi`` among them is read
-only below frame 600: frames 600+ are held out, ../shared/reference/ASSETS.md), warped and
+on frames of the unlabelled clips in ../shared/data/video (read through ``training.distill``'s
+``video_frames``, which stops before held-out frames: ``vtest.avi`` 600+, ../shared/reference/ASSETS.md), warped and
 normalised by ``Pipeline.crops`` exactly as at run time. coco_train, the yardstick the int8
 model is judged on, is never read here.
 
@@ -46,7 +46,6 @@ from probpose_core.jsonio import dump_json  # noqa: E402
 from probpose_core.runtime.base import file_sha256, load_onnx, model_sidecar, sidecar_path  # noqa: E402
 
 VIDEO_DIR = REPO.parent / "shared" / "data" / "video"
-HELD_OUT = {"vtest.avi": 600}  # clip name -> first held-out frame
 
 
 def footage_crops(model_path, video_dir=VIDEO_DIR, count: int = 256, frames_per_clip: int = 12,
@@ -59,34 +58,29 @@ def footage_crops(model_path, video_dir=VIDEO_DIR, count: int = 256, frames_per_
     from probpose_core.detection import make_detector
     from probpose_core.pipeline import Pipeline
     from probpose_core.runtime import make_runner
+    from training.distill import HELD_OUT_VIDEO_FRAMES, VIDEO_EXTS, video_frames
 
     pipe = Pipeline(make_runner(model_path, "ort"))
     detector = make_detector()
-    clips = sorted(p for p in Path(video_dir).rglob("*") if p.suffix.lower() in (".mp4", ".mkv", ".avi"))
+    clips = sorted(p for p in Path(video_dir).rglob("*") if p.suffix.lower() in VIDEO_EXTS)
     if not clips:
         raise SystemExit(f"no clips under {video_dir}")
     per_clip = []
     for clip in clips:
         cap = cv2.VideoCapture(str(clip))
         total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        total = min(total, HELD_OUT.get(clip.name, total))
+        cap.release()
+        total = min(total, HELD_OUT_VIDEO_FRAMES.get(clip.stem.lower(), total))
         wanted = set(np.linspace(0, max(total - 2, 0), frames_per_clip).astype(int).tolist())
         crops = []
-        for index in range(total):
-            ok = cap.grab()
-            if not ok:
-                break
-            if index not in wanted:
+        # distill's reader: the one guard that stops before a clip's held-out frames
+        for _, rgb in video_frames(clip, 1, skip=lambda index: index not in wanted):
+            if rgb is None:
                 continue
-            ok, frame = cap.retrieve()
-            if not ok:
-                continue
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             boxes, scores = detector.detect(rgb)
             keep = np.argsort(-np.asarray(scores))[:people_per_frame]
             if len(keep):
                 crops.extend(pipe.crops(rgb, np.asarray(boxes)[keep])[0])
-        cap.release()
         per_clip.append(crops)
         log(f"  {clip.relative_to(video_dir)}: {len(per_clip[-1])} crops")
     # take evenly over the clips (round robin) so no one long clip dominates the ranges

@@ -86,6 +86,15 @@ def batch_limit(max_batch, static_batch) -> int:
     return DEFAULT_MAX_BATCH if max_batch is None else int(max_batch)
 
 
+def pad_batch(images: np.ndarray, static_batch) -> np.ndarray:
+    """``images`` zero-padded to a static batch axis of ``static_batch`` (None / 0: dynamic, as is);
+    the runner cuts the padding off its outputs."""
+    n = len(images)
+    if not static_batch or n >= static_batch:
+        return images
+    return np.concatenate([images, np.zeros((static_batch - n,) + images.shape[1:], np.float32)])
+
+
 def check_outputs(outputs: dict, n: int, where: str) -> dict:
     """Keep the named outputs as float32 arrays; InputError if one is missing or mis-sized.
 

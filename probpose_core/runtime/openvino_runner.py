@@ -30,6 +30,7 @@ from .base import (
     check_outputs,
     model_sidecar,
     onnx_input_size,
+    pad_batch,
     run_in_chunks,
     validate_images,
 )
@@ -83,10 +84,8 @@ class OpenVinoRunner:
 
     def _run_batch(self, images: np.ndarray) -> dict:
         n = len(images)
-        if self.static_batch and n < self.static_batch:
-            images = np.concatenate([images, np.zeros((self.static_batch - n,) + images.shape[1:], np.float32)])
         with self.lock:
-            self.request.infer({0: images})
+            self.request.infer({0: pad_batch(images, self.static_batch)})
             # copies: the request's output tensors are overwritten by its next call
             values = [np.array(self.request.get_output_tensor(i).data[:n]) for i in range(len(self.output_names))]
         return self.support_check(check_outputs(dict(zip(self.output_names, values)), n, "the ONNX model (OpenVINO)"))

@@ -14,6 +14,7 @@ from .base import (
     check_outputs,
     model_sidecar,
     onnx_input_size,
+    pad_batch,
     run_in_chunks,
     validate_images,
 )
@@ -88,9 +89,7 @@ class OrtRunner:
 
     def _run_batch(self, images: np.ndarray) -> dict:
         n = len(images)
-        if self.static_batch and n < self.static_batch:
-            images = np.concatenate([images, np.zeros((self.static_batch - n,) + images.shape[1:], np.float32)])
-        values = self.session.run(self.output_names, {self.input_name: images})
+        values = self.session.run(self.output_names, {self.input_name: pad_batch(images, self.static_batch)})
         return self.support_check(check_outputs({k: v[:n] for k, v in zip(self.output_names, values)}, n,
                                                 "the ONNX model"))
 
