@@ -79,12 +79,13 @@ def _growth(env: dict) -> float:
 def test_node_env_readers_free_the_largest_frame(ros_env):
     stock = {k: v for k, v in ros_env.items() if k not in (*dds_profile.PROFILE_VARS, dds_profile.QOS_FROM_XML)}
     kept = _growth(stock)
-    assert kept > 50, f"rmw_fastrtps' own readers keep the 39 MB buffers (+{kept:.1f} MB measured)"
+    # at least one 39 MB buffer stays (+72 MB seen with two, +35 MB with one)
+    assert kept > 25, f"rmw_fastrtps' own readers keep a 39 MB buffer (+{kept:.1f} MB measured)"
     node = dict(stock, **dds_profile.node_env(stock))
     assert node[dds_profile.QOS_FROM_XML] == "1"
     assert node["FASTDDS_DEFAULT_PROFILES_FILE"].endswith(dds_profile.NODE_PROFILE)
     freed = _growth(node)
-    assert freed < 20, f"+{freed:.1f} MB after the big frames with the node's profile"
+    assert freed < 15, f"+{freed:.1f} MB after the big frames with the node's profile"
 
 
 def test_users_profile_wins():
