@@ -20,12 +20,18 @@ SIDE_RGB = {"left": (70, 110, 255), "right": (255, 80, 170), "centre": (255, 255
 #: opacity of the region fill (the outline is opaque)
 REGION_ALPHA = 0.35
 _SKELETON = np.asarray(SKELETON, dtype=np.intp).reshape(-1, 2)
-_SIDE_OF = tuple(SIDE_RGB[n.split("_")[0] if n.startswith(("left_", "right_")) else "centre"] for n in NAMES)
+_SIDE_OF = tuple(n.split("_")[0] if n.startswith(("left_", "right_")) else "centre" for n in NAMES)
+
+
+def body_side(k: int) -> str:
+    """``"left"``, ``"right"`` or ``"centre"``: the body side of keypoint ``k`` (COCO order;
+    keypoints beyond the table: centre), the key of its region colour in :data:`SIDE_RGB`."""
+    return _SIDE_OF[k] if 0 <= k < len(_SIDE_OF) else "centre"
 
 
 def side_color(k: int) -> tuple[int, int, int]:
-    """The region colour of keypoint ``k`` (COCO order; keypoints beyond the table: centre)."""
-    return _SIDE_OF[k] if 0 <= k < len(_SIDE_OF) else SIDE_RGB["centre"]
+    """The region colour of keypoint ``k``: ``SIDE_RGB[body_side(k)]``."""
+    return SIDE_RGB[body_side(k)]
 
 
 def presence_color(presence: float) -> tuple[int, int, int]:
@@ -87,22 +93,27 @@ def draw_regions(image: np.ndarray, regions, line: int = cv2.LINE_AA, thickness:
     :func:`side_color` ``(k)`` (each polygon on its own: nested levels stay filled), then outline
     them opaquely in the same colour (``thickness`` px, ``line`` type; left, right, then centre
     ones on top). The blend touches only the regions' bounding box (plus the anti-aliased edge)."""
-    shapes = [(side_color(k), np.rint(np.asarray(poly, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2))
-              for k, polys in enumerate(regions) for poly in polys if len(poly)]
-    if not shapes:
+    polys = [(side_color(k), poly) for k, polys in enumerate(regions) for poly in polys if len(poly)]
+    if not polys:
         return image
+    corners = np.rint(np.concatenate([np.asarray(poly, dtype=np.float64).reshape(-1, 2) for _, poly in polys]))
+    corners = corners.astype(np.int32)  # every polygon's vertices, rounded once
+    ends = np.cumsum([len(poly) for _, poly in polys]).tolist()
+    spans = list(zip([0] + ends[:-1], ends))  # each polygon's rows of corners
+    colors = [color for color, _ in polys]
     height, width = image.shape[:2]
-    corners = np.concatenate([poly for _, poly in shapes]).reshape(-1, 2)
     x0, y0 = np.clip(corners.min(axis=0) - 2, 0, (width, height))
     x1, y1 = np.clip(corners.max(axis=0) + 3, 0, (width, height))
     if x0 < x1 and y0 < y1:
         roi = image[y0:y1, x0:x1]
-        layer, offset = roi.copy(), np.array([x0, y0], dtype=np.int32)
-        for color, poly in shapes:
-            cv2.fillPoly(layer, [poly - offset], color, line)
+        layer = roi.copy()
+        local = corners - np.array([x0, y0], dtype=np.int32)
+        for color, (a, b) in zip(colors, spans):
+            cv2.fillPoly(layer, [local[a:b]], color, line)
         cv2.addWeighted(layer, REGION_ALPHA, roi, 1.0 - REGION_ALPHA, 0.0, dst=roi)
+    shapes = [corners[a:b] for a, b in spans]
     for color in SIDE_RGB.values():  # outlines: one call per colour (opaque, so order within one is moot)
-        outlines = [poly for c, poly in shapes if c == color]
+        outlines = [poly for c, poly in zip(colors, shapes) if c == color]
         if outlines:
             cv2.polylines(image, outlines, True, color, thickness, line)
     return image

@@ -5,17 +5,18 @@ point ``(u * pixel_size, v * pixel_size, 0)``: RViz shows the image plane as the
 that frame, x right and y down as in the image (the camera's optical frame convention), with
 1 px = ``pixel_size`` metres (default 1 mm: a 640x480 image spans 0.64 x 0.48 m).
 
-Per person ``i`` (its id in the HumanArray, see :func:`messages.order_humans`), five markers
-at most, each with id ``i`` in its namespace:
+Per person ``i`` (its id in the HumanArray, see :func:`messages.order_humans`), seven markers
+at most, each with id ``i`` in its namespace, coloured as the annotated image
+(:mod:`probpose_core.overlay`) colours the same things:
 
 - ``keypoints``: one SPHERE_LIST with all 17 keypoints, each coloured by its presence
   (:func:`probpose_core.overlay.presence_color`: red absent -> green present);
-- ``skeleton``: one LINE_LIST with the limbs of ``keypoints.SKELETON`` whose BOTH ends are
-  present (presence >= ``presence_threshold``), vertices coloured by presence;
-- ``regions``: one LINE_LIST with the edges of every credible-region outline (at
-  ``credible_level``) of every present keypoint -- an outline of M >= 3 points gives its M
-  closing edges, one of 2 points one segment, a single pixel nothing -- each vertex in the
-  presence colour of its keypoint;
+- ``skeleton``: one LINE_LIST in ``LIMB_RGB`` with the limbs of ``keypoints.SKELETON`` whose
+  BOTH ends are present (presence >= ``presence_threshold``);
+- ``regions/left``, ``regions/right``, ``regions/centre``: one LINE_LIST per body side
+  (:func:`probpose_core.overlay.body_side`) in its ``SIDE_RGB`` colour with the edges of every
+  credible-region outline (at ``credible_level``) of the side's present keypoints -- an outline of
+  M >= 3 points gives its M closing edges, one of 2 points one segment, a single pixel nothing;
 - ``boxes``: the person box as a closed LINE_STRIP; ``ids``: a TEXT_VIEW_FACING label
   ``"<i> <score>"`` above the box.
 
@@ -23,14 +24,14 @@ Empty markers are left out. The array starts with a DELETEALL marker (``clear=Tr
 who left the image disappear at once, and every marker has ``lifetime`` so all of them vanish
 when the node stops publishing.
 
-The markers are plain message objects built straight from the people's arrays (points and
-colours computed with numpy for all people at once); there are few of them (lists, not one
-marker per keypoint or outline). The sub-messages are built once and shared: one ``Point`` and
-one ``ColorRGBA`` per keypoint, used by the keypoints and the skeleton markers, one ``Point``
-per outline vertex, used by both of its edges, one header and lifetime for all markers (never
-modified after; a message is serialised on publish, so sharing costs nothing downstream). On
-the bench frame of :mod:`probpose_ros.bench_node` this builds the markers of 3 people ~2.5x
-faster than one new sub-message per vertex (equal messages).
+The markers are plain message objects built straight from the people's arrays (points computed
+with numpy for all people at once). rclpy converts every ``Point`` and ``ColorRGBA`` on publish,
+one Python object at a time (~0.4 us each, ~9 us per Marker), so the markers hold few of them:
+one colour per marker except the keypoints' presence colours, lists rather than one marker per
+keypoint or outline, and the sub-messages are built once and shared: one ``Point`` per keypoint,
+used by the keypoints and the skeleton markers, one ``Point`` per outline vertex, used by both of
+its edges, one header and lifetime for all markers (never modified after; a message is
+serialised on publish, so sharing costs nothing downstream).
 """
 import math
 
@@ -41,7 +42,7 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from probpose_core.keypoints import SKELETON
-from probpose_core.overlay import BOX_RGB, presence_colors
+from probpose_core.overlay import BOX_RGB, LIMB_RGB, SIDE_RGB, body_side, presence_colors
 
 from .messages import copy_header, message_like, order_humans, regions_at
 
@@ -59,6 +60,10 @@ def rgba(rgb, alpha: float = 1.0) -> tuple:
     """8-bit ``(r, g, b)`` -> ``(r, g, b, a)`` in [0, 1]."""
     r, g, b = rgb
     return (r / 255.0, g / 255.0, b / 255.0, float(alpha))
+
+
+_LIMB = rgba(LIMB_RGB)
+_SIDES = tuple((side, rgba(rgb)) for side, rgb in SIDE_RGB.items())  # left, right, centre
 
 
 def outline_edges(sizes) -> np.ndarray:
@@ -118,21 +123,19 @@ def humans_to_markers(humans, header, presence_threshold: float, credible_level:
     points = _points(xyp[:, :2], pixel_size)  # every keypoint of every person, once
     colors = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in _presence_rgb(xyp[:, 2]).tolist()]
     present = xyp[:, 2] >= presence_threshold
+    sizes = [len(h.keypoints) for h in people]
+    outlines = _region_lines(people, present, sizes, float(credible_level), pixel_size) if credible_level else {}
     start = 0
-    for i, h in enumerate(people):
-        k = len(h.keypoints)
+    for i, (h, k) in enumerate(zip(people, sizes)):
         mine = slice(start, start + k)
         out.append(marker("keypoints", i, Marker.SPHERE_LIST, point_px, points[mine], colors[mine]))
         limbs = _SKELETON[(_SKELETON < k).all(axis=1)]
         ends = (limbs[present[mine][limbs].all(axis=1)].reshape(-1) + start).tolist()
         if ends:
-            out.append(marker("skeleton", i, Marker.LINE_LIST, line_px, [points[j] for j in ends],
-                              [colors[j] for j in ends]))
-        if credible_level:
-            corners, owner = _region_edges(h, present[mine], float(credible_level), pixel_size)
-            if corners:
-                out.append(marker("regions", i, Marker.LINE_LIST, line_px / 2, corners,
-                                  [colors[start + j] for j in owner]))
+            out.append(marker("skeleton", i, Marker.LINE_LIST, line_px, [points[j] for j in ends], color=_LIMB))
+        for side, rgb in _SIDES:
+            if (i, side) in outlines:
+                out.append(marker(f"regions/{side}", i, Marker.LINE_LIST, line_px / 2, outlines[i, side], color=rgb))
         x, y, w, bh = (float(v) for v in h.bbox)
         out.append(marker("boxes", i, Marker.LINE_STRIP, line_px, color=rgba(BOX_RGB),
                           points=_points([(x, y), (x + w, y), (x + w, y + bh), (x, y + bh), (x, y)], pixel_size)))
@@ -153,16 +156,28 @@ def _presence_rgb(presence) -> np.ndarray:
     return rgb.astype(np.float32)
 
 
-def _region_edges(human, present: np.ndarray, level: float, pixel_size: float):
-    """LINE_LIST vertices (a list of Point, each outline vertex one object used by both its edges)
-    of the outlines at ``level`` of the present keypoints of ``human`` and, per vertex, the index
-    of its keypoint (for its colour)."""
-    polys = [(k, np.asarray(poly, dtype=np.float64).reshape(-1, 2)) for k in np.flatnonzero(present).tolist()
-             for poly in regions_at(human.keypoints[k].regions, level)]
+def _region_lines(people, present: np.ndarray, sizes, level: float, pixel_size: float) -> dict:
+    """``(person index, body side) -> LINE_LIST vertices`` (a list of Point, each outline vertex one
+    object used by both its edges) of the outlines at ``level`` of the present keypoints
+    (``present``: all people's keypoints one after the other, ``sizes[i]`` of person ``i``) on
+    that side; groups without an edge are left out."""
+    groups, polys, start = [], [], 0
+    for i, (h, k) in enumerate(zip(people, sizes)):
+        for j in np.flatnonzero(present[start:start + k]).tolist():
+            for poly in regions_at(h.keypoints[j].regions, level):
+                groups.append((i, body_side(j)))
+                polys.append(np.asarray(poly, dtype=np.float64).reshape(-1, 2))
+        start += k
     if not polys:
-        return [], []
-    sizes = [len(poly) for _, poly in polys]
-    edges = outline_edges(sizes).tolist()
-    corners = _points(np.concatenate([poly for _, poly in polys]), pixel_size)
-    owner = np.repeat([k for k, _ in polys], sizes).tolist()
-    return [corners[j] for j in edges], [owner[j] for j in edges]
+        return {}
+    lengths = [len(poly) for poly in polys]
+    edges = outline_edges(lengths)  # vertex pairs of every outline, in outline order
+    if not len(edges):
+        return {}
+    corners = _points(np.concatenate(polys), pixel_size)
+    names = sorted(set(groups))
+    group_of_vertex = np.repeat([names.index(g) for g in groups], lengths)[edges]  # per LINE_LIST vertex
+    order = np.argsort(group_of_vertex, kind="stable")
+    cuts = np.searchsorted(group_of_vertex[order], np.arange(1, len(names)))
+    return {names[g]: [corners[j] for j in part.tolist()]
+            for g, part in enumerate(np.split(edges[order], cuts)) if len(part)}

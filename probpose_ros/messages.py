@@ -3,7 +3,7 @@
 ``humans_to_msg`` turns the pipeline's ``list[Human]`` (image pixels) into one
 ``probpose_msgs/HumanArray`` for one camera image (plain message objects, what the node
 publishes); ``msg_to_humans`` is the inverse (tests and subscribers that want the dataclasses back).
-``rgb_to_image_msg`` makes a ``sensor_msgs/Image``.
+``image_msg_canvas`` makes the annotated ``sensor_msgs/Image`` and the array to draw it on.
 
 Field choices (the .msg comments are the contract):
 
@@ -18,6 +18,7 @@ Field choices (the .msg comments are the contract):
   ``geometry_msgs/Polygon`` (z = 0), largest area first; empty when the pipeline computed no
   region at that level (keypoint absent, or regions disabled: ``credible_level=None`` -> 0).
 """
+import array
 import copy
 import math
 
@@ -32,8 +33,6 @@ from std_msgs.msg import Header
 
 from probpose_core.keypoints import NUM_KEYPOINTS
 from probpose_core.results import Human, Keypoint
-
-from .image_conversion import rgb_to_fields
 
 
 def message_like(template, **fields):
@@ -146,10 +145,15 @@ def msg_to_humans(msg: HumanArray) -> list[Human]:
             for h in msg.humans]
 
 
-def rgb_to_image_msg(rgb: np.ndarray, header, encoding: str = "rgb8") -> Image:
-    """``rgb (H, W, 3) uint8`` -> ``sensor_msgs/Image`` in ``encoding`` with a copy of ``header``."""
-    fields = rgb_to_fields(rgb, encoding)
-    data = fields.pop("data")
-    msg = Image(header=copy_header(header), **fields)
-    msg.data = data  # one copy into the message's array.array (data passed to Image() is copied twice)
-    return msg
+def image_msg_canvas(rgb: np.ndarray, header) -> tuple[Image, np.ndarray]:
+    """An rgb8 ``sensor_msgs/Image`` with a copy of ``header`` holding a copy of ``rgb (H, W, 3)
+    uint8``, and ``(H, W, 3)`` a writable view of the message's pixels: draw on the view, then
+    publish the message. The frame itself is never drawn on: it may be a view of the received
+    message."""
+    height, width = rgb.shape[:2]
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(rgb, dtype=np.uint8).reshape(height, width, 3))
+    msg = Image(header=copy_header(header), height=height, width=width, encoding="rgb8", is_bigendian=0,
+                step=3 * width)
+    msg.data = data  # the setter makes its own array.array (a memcpy from another array.array)
+    return msg, np.frombuffer(msg.data, dtype=np.uint8).reshape(height, width, 3)

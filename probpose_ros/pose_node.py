@@ -81,7 +81,7 @@ from probpose_msgs.msg import HumanArray
 from probpose_ros import dds_profile, depth_outputs, diagnostics, image_qos, markers, messages, rep155
 from probpose_ros.image_conversion import DEFAULT_MAX_IMAGE_PIXELS, BadFrame, compressed_to_rgb, msg_to_rgb
 from probpose_ros.parameters import Param
-from probpose_ros.worker import LatestFrame, Timings, image_canvas
+from probpose_ros.worker import LatestFrame, Timings
 
 NODE_NAME = "probpose"
 
@@ -435,8 +435,9 @@ class PoseNode(LifecycleNode):
             self.pub_markers.publish(markers.humans_to_markers(humans, msg.header, self.presence_threshold,
                                                                self.credible_level))
         if self.pub_image is not None and self.pub_image.get_subscription_count():
-            canvas = draw_humans(image_canvas(frame), humans, self.presence_threshold, antialias=False)  # LINE_8
-            self.pub_image.publish(messages.rgb_to_image_msg(canvas, msg.header))
+            annotated, canvas = messages.image_msg_canvas(frame, msg.header)
+            draw_humans(canvas, humans, self.presence_threshold, antialias=False)  # LINE_8
+            self.pub_image.publish(annotated)
         self.timings.add(pose, time.perf_counter() - started - pose, time.thread_time() - cpu_started - cpu_pose)
         depth = self.depth  # read once: stop() may clear it meanwhile
         if depth is not None:  # last: it may wait (depth_wait) for the depth image; its own timings

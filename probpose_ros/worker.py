@@ -2,8 +2,7 @@
 
 :class:`LatestFrame` is the one-slot buffer between the subscription callback and the worker
 thread; :class:`Timings` keeps the per-frame ``pose`` / ``overhead`` times for /diagnostics and
-the benchmark; :func:`image_canvas` is where the annotated image is drawn
-(:func:`probpose_core.overlay.draw_humans`).
+the benchmark.
 """
 import threading
 from collections import deque
@@ -75,11 +74,3 @@ class Timings:
         fmt = lambda values, f: f"{f(values) * 1e3:.3f}" if values else "nan"  # noqa: E731
         return {"pose_median_ms": fmt(pose, np.median), "overhead_median_ms": fmt(overhead, np.median),
                 "overhead_max_ms": fmt(overhead, max), "overhead_cpu_median_ms": fmt(cpu, np.median)}
-
-
-def image_canvas(frame: np.ndarray) -> np.ndarray:
-    """Where to draw the annotated image of ``frame (H, W, 3)``: the frame itself when it is a
-    writable array (a conversion made it, the node's own; the pipeline is done with it), else a
-    copy -- a read-only frame is a view of the received message (rgb8, see
-    :func:`~probpose_ros.image_conversion.image_to_rgb`), which is never drawn on."""
-    return frame if frame.flags.writeable else frame.copy()

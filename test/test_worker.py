@@ -1,7 +1,5 @@
-"""probpose_ros.worker: the pose node's one-slot frame buffer, detection cut and annotated image (no ROS)."""
-import array
+"""probpose_ros.worker: the pose node's one-slot frame buffer, detection cut and drawing labels (no ROS)."""
 import threading
-import types
 
 import numpy as np
 import pytest
@@ -10,8 +8,7 @@ from hypothesis import strategies as st
 
 from probpose_core.detection import FullFrameDetector, make_detector
 from probpose_core.results import Human, Keypoint
-from probpose_ros.image_conversion import msg_to_rgb, rgb_to_fields
-from probpose_ros.worker import LatestFrame, Timings, image_canvas
+from probpose_ros.worker import LatestFrame, Timings
 
 
 @given(st.lists(st.sampled_from(["put", "take"]), max_size=60))
@@ -79,20 +76,6 @@ def test_people_are_labelled_by_track_id(monkeypatch):
     people = [Human(bbox=(2, 2, 70, 50), score=0.5, keypoints=kps, id=track) for track in (7, None, 0, 12)]
     draw_humans(np.zeros((60, 80, 3), np.uint8), people, 0.5)
     assert labels == ["id 7", "#1", "#2", "id 12"]
-
-
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
-def test_annotated_image_never_draws_on_the_received_message(encoding):
-    rgb = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    fields = rgb_to_fields(rgb, encoding)
-    msg = types.SimpleNamespace(**dict(fields, data=array.array("B", fields["data"])))
-    received = bytes(msg.data)
-    frame = msg_to_rgb(msg)
-    canvas = image_canvas(frame)
-    canvas[:] = 7
-    assert bytes(msg.data) == received
-    assert (canvas is frame) == (encoding == "bgr8")  # a converted frame is the node's own: drawn in place
-    assert (canvas == 7).all()
 
 
 def test_timings_medians_and_window():

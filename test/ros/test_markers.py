@@ -8,7 +8,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from probpose_core.keypoints import INDEX, NAMES, SKELETON
-from probpose_core.overlay import presence_color
+from probpose_core.overlay import LIMB_RGB, SIDE_RGB, body_side, presence_color
 from probpose_core.results import Human, Keypoint
 from probpose_ros.markers import humans_to_markers, to_duration
 
@@ -41,6 +41,16 @@ def expected_color(p):
     return pytest.approx((r / 255, g / 255, b / 255, 1.0))
 
 
+def rgb_color(rgb):
+    return pytest.approx((rgb[0] / 255, rgb[1] / 255, rgb[2] / 255, 1.0))
+
+
+def regions_of(array, side=None):
+    """The region LINE_LISTs (of one body side, or of all)."""
+    sides = [side] if side else list(SIDE_RGB)
+    return [m for s in sides for m in by_ns(array, f"regions/{s}")]
+
+
 def limbs_of(line_list, pixel_size):
     pts = [(round(p.x / pixel_size, 3), round(p.y / pixel_size, 3)) for p in line_list.points]
     where = {(100.0 + 10 * k, 200.0 + 5 * k): k for k in range(len(NAMES))}
@@ -67,7 +77,8 @@ def test_all_kinds_header_lifetime_and_scale():
                           lifetime=0.75, point_px=6.0, line_px=2.0, text_px=14.0)), MarkerArray)
     assert array.markers[0].action == Marker.DELETEALL
     added = array.markers[1:]
-    assert {m.ns for m in added} == {"keypoints", "skeleton", "regions", "boxes", "ids"}
+    assert {m.ns for m in added} == {"keypoints", "skeleton", "regions/left", "regions/right", "regions/centre",
+                                     "boxes", "ids"}
     assert len({(m.ns, m.id) for m in added}) == len(added)  # unique ids per namespace
     for m in added:
         assert (m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id) == (50, 25, "cam")
@@ -92,12 +103,14 @@ def test_all_kinds_header_lifetime_and_scale():
     assert (label.pose.position.x, label.pose.position.y) == pytest.approx((90 * pixel_size, 166 * pixel_size))
     assert label.pose.orientation.w == 1.0
 
-    (outlines,) = by_ns(array, "regions")  # every outline of the person in one LINE_LIST
-    assert outlines.type == Marker.LINE_LIST and outlines.scale.x == pytest.approx(1.0 * pixel_size)
-    assert len(outlines.points) == len(outlines.colors) == 16 * 4 * 2  # 4 closing edges per present keypoint
     present = [k for k in range(17) if presence[k] >= 0.5]  # not the absent wrist
-    assert segments(outlines, pixel_size) == {edge for k in present for edge in closed_edges(SQUARE + 10 * k)}
-    assert all(color_tuple(c) == expected_color(0.9) for c in outlines.colors)
+    for side, rgb in SIDE_RGB.items():  # every outline of the side's keypoints in one LINE_LIST, in its colour
+        (outlines,) = regions_of(array, side)
+        assert outlines.type == Marker.LINE_LIST and outlines.scale.x == pytest.approx(1.0 * pixel_size)
+        mine = [k for k in present if body_side(k) == side]
+        assert len(outlines.points) == len(mine) * 4 * 2 and not outlines.colors  # 4 closing edges per keypoint
+        assert segments(outlines, pixel_size) == {edge for k in mine for edge in closed_edges(SQUARE + 10 * k)}
+        assert color_tuple(outlines.color) == rgb_color(rgb)
 
 
 def test_skeleton_only_between_present_keypoints():
@@ -105,7 +118,7 @@ def test_skeleton_only_between_present_keypoints():
     for name in ("left_elbow", "right_knee", "nose"):
         presence[INDEX[name]] = 0.2
     (lines,) = by_ns(humans_to_markers([make_human(presence)], header(), presence_threshold=0.5), "skeleton")
-    assert lines.type == Marker.LINE_LIST and len(lines.points) == len(lines.colors)
+    assert lines.type == Marker.LINE_LIST and not lines.colors and color_tuple(lines.color) == rgb_color(LIMB_RGB)
     expected = {(a, b) for a, b in SKELETON if presence[a] >= 0.5 and presence[b] >= 0.5}
     assert limbs_of(lines, 0.001) == expected
     assert len(expected) == len(SKELETON) - 6  # 2 edges each at the nose, left elbow and right knee
@@ -113,7 +126,7 @@ def test_skeleton_only_between_present_keypoints():
 
 def test_nobody_present_leaves_out_empty_markers():
     array = humans_to_markers([make_human(np.zeros(17))], header(), presence_threshold=0.5)
-    assert not by_ns(array, "skeleton") and not by_ns(array, "regions")
+    assert not by_ns(array, "skeleton") and not regions_of(array)
     assert len(by_ns(array, "keypoints")) == 1  # absent keypoints are still shown, in red
     assert all(color_tuple(c) == expected_color(0.0) for c in by_ns(array, "keypoints")[0].colors)
 
@@ -121,9 +134,9 @@ def test_nobody_present_leaves_out_empty_markers():
 def test_regions_at_the_level_only_and_disabled():
     array = humans_to_markers([make_human(np.ones(17), regions_level=0.9)], header(), presence_threshold=0.5,
                               credible_level=0.5)
-    assert not by_ns(array, "regions")
-    assert not by_ns(humans_to_markers([make_human(np.ones(17))], header(), presence_threshold=0.5, credible_level=None),
-                     "regions")
+    assert not regions_of(array)
+    assert not regions_of(humans_to_markers([make_human(np.ones(17))], header(), presence_threshold=0.5,
+                                            credible_level=None))
 
 
 def test_people_ids_follow_the_message_order_and_clear_flag():
@@ -147,36 +160,39 @@ def test_line_list_property(presence, threshold):
     lines = by_ns(humans_to_markers([make_human(presence)], header(), presence_threshold=threshold), "skeleton")
     expected = {(a, b) for a, b in SKELETON if presence[a] >= threshold and presence[b] >= threshold}
     assert (limbs_of(lines[0], 0.001) if lines else set()) == expected
-    if lines:
-        colors = [color_tuple(c) for c in lines[0].colors]
-        ends = [k for limb in sorted(expected, key=SKELETON.index) for k in limb]
-        assert colors == [expected_color(presence[k]) for k in ends]
 
 
-def test_region_outlines_of_every_size_and_colour():
-    """Outlines of 1, 2 and M points, several per keypoint, each vertex in its keypoint's colour."""
+def test_region_outlines_of_every_size_and_side():
+    """Outlines of 1, 2 and M points, several per keypoint, each in its keypoint's side's LINE_LIST."""
     presence = np.zeros(17)
-    presence[[0, 1, 2]] = (0.6, 0.75, 1.0)
+    nose, left_eye, right_eye = INDEX["nose"], INDEX["left_eye"], INDEX["right_eye"]
+    presence[[nose, left_eye, right_eye]] = (0.6, 0.75, 1.0)
     human = make_human(presence)
-    human.keypoints[0].regions = {0.5: [np.array([[5.0, 5.0]])]}  # one pixel: no segment
-    human.keypoints[1].regions = {0.5: [np.array([[1.0, 2.0], [3.0, 2.0]])]}  # two points: one segment
-    human.keypoints[2].regions = {0.5: [SQUARE + 20, np.array([[50.0, 50], [60, 50], [55, 58]])]}
-    (outlines,) = by_ns(humans_to_markers([human], header(), presence_threshold=0.5), "regions")
-    assert segments(outlines, 0.001) == ({frozenset({(1.0, 2.0), (3.0, 2.0)})} | closed_edges(SQUARE + 20)
-                                         | closed_edges([[50, 50], [60, 50], [55, 58]]))
-    assert len(outlines.points) == 2 + 8 + 6
-    colours = [color_tuple(c) for c in outlines.colors]
-    assert colours[:2] == [expected_color(0.75)] * 2 and colours[2:] == [expected_color(1.0)] * 14
-    human.keypoints[1].regions = human.keypoints[2].regions = {}
-    # only a one-pixel region: left out
-    assert not by_ns(humans_to_markers([human], header(), presence_threshold=0.5), "regions")
+    human.keypoints[nose].regions = {0.5: [np.array([[5.0, 5.0]])]}  # one pixel: no segment
+    human.keypoints[left_eye].regions = {0.5: [np.array([[1.0, 2.0], [3.0, 2.0]])]}  # two points: one segment
+    human.keypoints[right_eye].regions = {0.5: [SQUARE + 20, np.array([[50.0, 50], [60, 50], [55, 58]])]}
+    array = humans_to_markers([human], header(), presence_threshold=0.5)
+    assert not regions_of(array, "centre")  # only a one-pixel region: left out
+    (left,) = regions_of(array, "left")
+    assert segments(left, 0.001) == {frozenset({(1.0, 2.0), (3.0, 2.0)})} and len(left.points) == 2
+    (right,) = regions_of(array, "right")
+    assert segments(right, 0.001) == closed_edges(SQUARE + 20) | closed_edges([[50, 50], [60, 50], [55, 58]])
+    assert len(right.points) == 8 + 6
+    human.keypoints[left_eye].regions = human.keypoints[right_eye].regions = {}
+    assert not regions_of(humans_to_markers([human], header(), presence_threshold=0.5))
+
+
+def test_outline_vertices_are_shared_by_their_two_edges():
+    array = humans_to_markers([make_human(np.ones(17))], header(), presence_threshold=0.5)
+    for outlines in regions_of(array):
+        assert len({id(p) for p in outlines.points}) == len(outlines.points) // 2  # squares: 4 vertices, 8 ends
 
 
 def test_markers_per_person_do_not_grow_with_keypoints_or_outlines():
     people = [make_human(np.full(17, 0.9), box_score=s) for s in (0.9, 0.8, 0.7, 0.6, 0.5)]
     array = deserialize_message(serialize_message(humans_to_markers(people, header(), presence_threshold=0.5)),
                                 MarkerArray)
-    assert len(array.markers) == 1 + 5 * 5  # DELETEALL + keypoints, skeleton, regions, box, id per person
-    for ns in ("keypoints", "skeleton", "regions", "boxes", "ids"):
+    assert len(array.markers) == 1 + 5 * 7  # DELETEALL + keypoints, skeleton, 3 region sides, box, id per person
+    for ns in ("keypoints", "skeleton", "regions/left", "regions/right", "regions/centre", "boxes", "ids"):
         assert sorted(m.id for m in by_ns(array, ns)) == [0, 1, 2, 3, 4]
     assert [m.text for m in by_ns(array, "ids")] == ["0 0.90", "1 0.80", "2 0.70", "3 0.60", "4 0.50"]

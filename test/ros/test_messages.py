@@ -12,8 +12,8 @@ from std_msgs.msg import Header
 
 from probpose_core.keypoints import NAMES
 from probpose_core.results import Human, Keypoint
-from probpose_ros.image_conversion import msg_to_rgb
-from probpose_ros.messages import copy_header, humans_to_msg, msg_to_humans, order_humans, rgb_to_image_msg
+from probpose_ros.image_conversion import msg_to_rgb, rgb_to_fields
+from probpose_ros.messages import copy_header, humans_to_msg, image_msg_canvas, msg_to_humans, order_humans
 
 SQUARE = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], dtype=np.float64)  # area 100
 TRIANGLE = np.array([[0, 0], [2, 0], [0, 2]], dtype=np.float64)             # area 2
@@ -154,17 +154,35 @@ def test_round_trip_through_serialisation(humans):
                 np.testing.assert_array_equal(kb.regions[q][0], kh.regions[q][0])
 
 
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8"])
-def test_image_message(encoding):
+def test_annotated_image_message_and_its_canvas():
     rgb = np.random.default_rng(1).integers(0, 256, (7, 10, 3), dtype=np.uint8)
-    msg = roundtrip(rgb_to_image_msg(rgb, header(sec=3), encoding))
-    assert isinstance(msg, Image)
-    assert (msg.height, msg.width, msg.encoding, msg.header.stamp.sec) == (7, 10, encoding, 3)
-    back = msg_to_rgb(msg)
-    if encoding == "mono8":
-        assert (back[..., 0] == back[..., 1]).all() and back.shape == rgb.shape
-    else:
-        np.testing.assert_array_equal(back, rgb)
+    msg, canvas = image_msg_canvas(rgb, header(sec=3))
+    back = roundtrip(msg)
+    assert isinstance(back, Image)
+    assert (back.height, back.width, back.encoding, back.step, back.header.stamp.sec) == (7, 10, "rgb8", 30, 3)
+    np.testing.assert_array_equal(msg_to_rgb(back), rgb)
+    canvas[2:4, 5] = (1, 2, 3)  # drawing on the canvas is drawing on the message, not on the frame
+    expected = rgb.copy()
+    expected[2:4, 5] = (1, 2, 3)
+    np.testing.assert_array_equal(msg_to_rgb(roundtrip(msg)), expected)
+    assert not (rgb[2:4, 5] == (1, 2, 3)).all(axis=1).any()
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
+def test_annotated_image_never_draws_on_the_received_message(encoding):
+    """rgb8 frames are read-only views of the received message; the canvas is always a copy."""
+    import array
+    import types
+
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    fields = rgb_to_fields(rgb, encoding)
+    received = types.SimpleNamespace(**dict(fields, data=array.array("B", fields["data"])))
+    before = bytes(received.data)
+    frame = msg_to_rgb(received)
+    _, canvas = image_msg_canvas(frame, header())
+    canvas[:] = 7
+    assert bytes(received.data) == before
+    np.testing.assert_array_equal(frame, rgb)
 
 
 def test_message_like_copies_the_template_and_sets_the_fields():

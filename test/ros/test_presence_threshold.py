@@ -66,12 +66,12 @@ def test_the_message_carries_the_models_threshold():
 def test_markers_draw_no_limb_or_region_of_a_keypoint_below_the_models_threshold():
     array = humans_to_markers([make_human()], header(), SPEC.presence_threshold, pixel_size=1.0)
     (skeleton,) = [m for m in array.markers if m.ns == "skeleton"]
-    (regions,) = [m for m in array.markers if m.ns == "regions"]
+    region_points = [p for m in array.markers if m.ns.startswith("regions/") for p in m.points]
     shoulder = (100.0 + 10 * SHOULDER, 200.0 + 5 * SHOULDER)
     assert shoulder not in {(p.x, p.y) for p in skeleton.points}
     corner = 10.0 * SHOULDER  # its region: SQUARE + 10 k
-    in_shoulder_region = [corner <= p.x <= corner + 4 and corner <= p.y <= corner + 4 for p in regions.points]
-    assert len(regions.points) == 2 * 4 * (len(NAMES) - 1) and not any(in_shoulder_region)
+    in_shoulder_region = [corner <= p.x <= corner + 4 and corner <= p.y <= corner + 4 for p in region_points]
+    assert len(region_points) == 2 * 4 * (len(NAMES) - 1) and not any(in_shoulder_region)
     at_half = humans_to_markers([make_human()], header(), 0.5, pixel_size=1.0)  # what the old default gave
     (skeleton,) = [m for m in at_half.markers if m.ns == "skeleton"]
     assert shoulder in {(p.x, p.y) for p in skeleton.points}
