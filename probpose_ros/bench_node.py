@@ -11,8 +11,9 @@ visualisation subscribers off / on): overhead wall-clock, the worker thread's CP
 (the same work without the waits of a busy machine), end-to-end, frames per second
 (1000 / the MEAN end-to-end ms: the node's rate when frames arrive faster; with the detection
 duty cycle frames with and without the detector alternate, so the median end-to-end is one
-kind of frame's time, not the rate), and the overhead's share of
-the end-to-end latency against the target of 5 %. Then, with depth on (``depth_topic`` set: a
+kind of frame's time, not the rate), the overhead's share of the end-to-end latency, and the
+share of its visualisation part (markers + annotated image, the node's ``visualisation`` timing)
+against the target of 5 %. Then, with depth on (``depth_topic`` set: a
 16UC1 depth image of a plane 3 m away and its camera_info published over DDS before each frame
 and paired by stamp, no wait), the median ms of the 3D keypoints + keep-out step (in all and per
 person, against the target of 2 ms per person) and the node's frames per second with and without
@@ -27,7 +28,7 @@ import time
 
 import numpy as np
 
-TARGET_SHARE = 0.05  # node overhead <= 5 % of the frame's end-to-end latency
+TARGET_SHARE = 0.05  # markers + annotated image <= 5 % of the frame's end-to-end latency
 WARMUP = 10
 PEOPLE = (1, 3, 5)  # people per frame measured (the issue's FPS goal is stated for 3)
 
@@ -83,8 +84,9 @@ def _depth_msgs(shape, stamp):
 def measure(people: int, visualise: bool, frames: int, model: str = "", detector: str = "picodet",
             depth: bool = False, detect_every: int | None = None) -> dict:
     """Medians (ms) over ``frames`` frames after a warm-up of 10 on one node: ``overhead``,
-    ``overhead_cpu``, ``end_to_end`` (= pose + overhead of each frame, + the depth step's median
-    with ``depth``), ``share`` (median of the per-frame overhead / end-to-end), ``people`` (how
+    ``overhead_cpu``, ``visualisation`` (markers + annotated image, part of the overhead), ``end_to_end`` (= pose + overhead of each frame, + the depth step's median
+    with ``depth``), ``share`` / ``visualisation_share`` (medians of the per-frame overhead / end-to-end and
+    visualisation / end-to-end), ``people`` (how
     many the HumanArray held), ``depth`` (DepthOutputs.process's median ms; NaN without depth).
     Frames are stamped 1/30 s apart (a camera's rate: ``detect_max_interval`` counts in stamps);
     ``detect_every`` None keeps the node's default."""
@@ -128,13 +130,15 @@ def measure(people: int, visualise: bool, frames: int, model: str = "", detector
         stats = node.depth.stats() if depth else {"frames_with_depth": frames + WARMUP, "process_ms": float("nan")}
         if stats["frames_with_depth"] < frames:
             raise RuntimeError(f"only {stats['frames_with_depth']} of {frames + WARMUP} frames were paired with depth")
-        pose, overhead, cpu = (np.array(v)[WARMUP:] * 1e3 for v in
-                               (node.timings.pose, node.timings.overhead, node.timings.overhead_cpu))
+        pose, overhead, cpu, vis = (np.array(v)[WARMUP:] * 1e3 for v in (node.timings.pose, node.timings.overhead,
+                                                                        node.timings.overhead_cpu,
+                                                                        node.timings.visualisation))
         deadline = time.monotonic() + 5.0  # the queued outputs: how many people were published, and whether
         while time.monotonic() < deadline and not (got["humans"] and got["markers"] + got["images"] == 2 * visualise):
             rclpy.spin_once(node, timeout_sec=0.1)  # markers and images went out
         total = pose + overhead
         return {"overhead": float(np.median(overhead)), "overhead_cpu": float(np.median(cpu)),
+                "visualisation": float(np.median(vis)), "visualisation_share": float(np.median(vis / total)),
                 "end_to_end": float(np.median(total)) + (stats["process_ms"] if depth else 0.0),
                 "fps": 1e3 / (float(np.mean(total)) + (stats["process_ms"] if depth else 0.0)),
                 "share": float(np.median(overhead / total)), "depth": stats["process_ms"],
@@ -155,8 +159,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     print(f"pose node overhead per 640x480 frame, real detector and pose model (median of {args.frames} frames; "
-          f"target: overhead <= {TARGET_SHARE:.0%} of end to end)")
-    print(f"  {'':<12}{'outputs':<27}{'overhead':>10}{'CPU':>10}{'end to end':>12}{'FPS':>7}   share")
+          f"target: markers + annotated image <= {TARGET_SHARE:.0%} of end to end)")
+    print(f"  {'':<12}{'outputs':<27}{'overhead':>10}{'CPU':>10}{'of it vis.':>12}{'end to end':>12}{'FPS':>7}"
+          f"{'share':>8}   vis. share")
     plain = {}  # people -> the HumanArray-only measurement, the reference of the depth rows
     for people in PEOPLE:
         for visualise in (False, True):
@@ -166,9 +171,10 @@ def main(argv=None) -> int:
             what = "markers + annotated image" if visualise else "HumanArray only"
             if visualise != m["visualised"]:
                 what = f"{what} (NOT as asked)"
-            mark = "ok" if m["share"] <= TARGET_SHARE else "over"
+            mark = ("ok" if m["visualisation_share"] <= TARGET_SHARE else "over") if visualise else "--"
             print(f"  {m['people']} person(s), {what:<27}{m['overhead']:7.2f} ms{m['overhead_cpu']:7.2f} ms"
-                  f"{m['end_to_end']:9.1f} ms{m['fps']:7.1f}   {m['share']:5.1%} ({mark})")
+                  f"{m['visualisation']:9.2f} ms{m['end_to_end']:9.1f} ms{m['fps']:7.1f}{m['share']:8.1%}"
+                  f"   {m['visualisation_share']:5.1%} ({mark})")
     print("with depth on (HumanArray + humans/keypoints3d + humans/keep_out; depth paired, no wait):")
     print(f"  {'':<12}{'3D step':>10}{'per person':>12}{'end to end':>12}{'FPS':>7}{'FPS without depth':>19}")
     for people in PEOPLE:

@@ -5,11 +5,11 @@ point ``(u * pixel_size, v * pixel_size, 0)``: RViz shows the image plane as the
 that frame, x right and y down as in the image (the camera's optical frame convention), with
 1 px = ``pixel_size`` metres (default 1 mm: a 640x480 image spans 0.64 x 0.48 m).
 
-Per person ``i`` (its id in the HumanArray, see :func:`messages.order_humans`), seven markers
-at most, each with id ``i`` in its namespace, coloured as the annotated image
-(:mod:`probpose_core.overlay`) colours the same things:
+All people of the image share one marker per kind (id 0 in its namespace), coloured as the
+annotated image (:mod:`probpose_core.overlay`) colours the same things; only the labels are per
+person:
 
-- ``keypoints``: one SPHERE_LIST with all 17 keypoints, each coloured by its presence
+- ``keypoints``: one SPHERE_LIST with every person's 17 keypoints, each coloured by its presence
   (:func:`probpose_core.overlay.presence_color`: red absent -> green present);
 - ``skeleton``: one LINE_LIST in ``LIMB_RGB`` with the limbs of ``keypoints.SKELETON`` whose
   BOTH ends are present (presence >= ``presence_threshold``);
@@ -17,8 +17,9 @@ at most, each with id ``i`` in its namespace, coloured as the annotated image
   (:func:`probpose_core.overlay.body_side`) in its ``SIDE_RGB`` colour with the edges of every
   credible-region outline (at ``credible_level``) of the side's present keypoints -- an outline of
   M >= 3 points gives its M closing edges, one of 2 points one segment, a single pixel nothing;
-- ``boxes``: the person box as a closed LINE_STRIP; ``ids``: a TEXT_VIEW_FACING label
-  ``"<i> <score>"`` above the box.
+- ``boxes``: one LINE_LIST in ``BOX_RGB`` with the 4 edges of every person box;
+- ``ids``: per person ``i`` (its index in the HumanArray, see :func:`messages.order_humans`) a
+  TEXT_VIEW_FACING label ``"<i> <score>"`` above its box, id ``i``.
 
 Empty markers are left out. The array starts with a DELETEALL marker (``clear=True``) so people
 who left the image disappear at once, and every marker has ``lifetime`` so all of them vanish
@@ -28,7 +29,7 @@ The markers are plain message objects built straight from the people's arrays (p
 with numpy for all people at once). rclpy converts every ``Point`` and ``ColorRGBA`` on publish,
 one Python object at a time (~0.4 us each, ~9 us per Marker), so the markers hold few of them:
 one colour per marker except the keypoints' presence colours, lists rather than one marker per
-keypoint or outline, and the sub-messages are built once and shared: one ``Point`` per keypoint,
+keypoint, outline or person, and the sub-messages are built once and shared: one ``Point`` per keypoint,
 used by the keypoints and the skeleton markers, one ``Point`` per outline vertex, used by both of
 its edges, one header and lifetime for all markers (never modified after; a message is
 serialised on publish, so sharing costs nothing downstream).
@@ -91,20 +92,18 @@ def humans_to_markers(humans, header, presence_threshold: float, credible_level:
     without being refreshed;
     point_px / line_px / text_px: sphere diameter, line width and text height in pixels.
     """
-    stamp = copy_header(header)
-    life = to_duration(lifetime)
-    templates = {}
+    base = Marker(header=copy_header(header), action=Marker.ADD, lifetime=to_duration(lifetime))  # one Marker()
+    scales = {}
 
     def marker(ns: str, marker_id: int, kind: int, width_px: float, points=None, colors=None, color=None,
                text: str = "", at=None) -> Marker:
-        """One ADD marker, :func:`messages.message_like` the template of its kind and width;
-        ``points``: list of Point, ``colors``: list of ColorRGBA per vertex or one ``color``;
-        ``at``: the pose's position (default the origin; orientation identity)."""
-        if (kind, width_px) not in templates:
+        """One ADD marker of type ``kind``, :func:`messages.message_like` the call's one template
+        with a scale of ``width_px``; ``points``: list of Point, ``colors``: list of ColorRGBA per
+        vertex or one ``color``; ``at``: the pose's position (default the origin; orientation identity)."""
+        if width_px not in scales:
             size = width_px * pixel_size
-            templates[kind, width_px] = Marker(header=stamp, type=kind, action=Marker.ADD, lifetime=life,
-                                               scale=Vector3(x=size, y=size, z=size))
-        m = message_like(templates[kind, width_px], ns=ns, id=marker_id)
+            scales[width_px] = Vector3(x=size, y=size, z=size)
+        m = message_like(base, ns=ns, id=marker_id, type=kind, scale=scales[width_px])
         if text:
             m.text = text
         if at is not None:
@@ -117,32 +116,46 @@ def humans_to_markers(humans, header, presence_threshold: float, credible_level:
             m.color = ColorRGBA(r=color[0], g=color[1], b=color[2], a=color[3])
         return m
 
-    out = [Marker(header=stamp, action=Marker.DELETEALL, lifetime=life)] if clear else []
+    out = [message_like(base, action=Marker.DELETEALL)] if clear else []
     people = order_humans(humans)
     xyp = np.array([(k.x, k.y, k.presence) for h in people for k in h.keypoints], dtype=np.float64).reshape(-1, 3)
     points = _points(xyp[:, :2], pixel_size)  # every keypoint of every person, once
-    colors = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in _presence_rgb(xyp[:, 2]).tolist()]
     present = xyp[:, 2] >= presence_threshold
     sizes = [len(h.keypoints) for h in people]
-    outlines = _region_lines(people, present, sizes, float(credible_level), pixel_size) if credible_level else {}
-    start = 0
-    for i, (h, k) in enumerate(zip(people, sizes)):
-        mine = slice(start, start + k)
-        out.append(marker("keypoints", i, Marker.SPHERE_LIST, point_px, points[mine], colors[mine]))
-        limbs = _SKELETON[(_SKELETON < k).all(axis=1)]
-        ends = (limbs[present[mine][limbs].all(axis=1)].reshape(-1) + start).tolist()
-        if ends:
-            out.append(marker("skeleton", i, Marker.LINE_LIST, line_px, [points[j] for j in ends], color=_LIMB))
-        for side, rgb in _SIDES:
-            if (i, side) in outlines:
-                out.append(marker(f"regions/{side}", i, Marker.LINE_LIST, line_px / 2, outlines[i, side], color=rgb))
-        x, y, w, bh = (float(v) for v in h.bbox)
-        out.append(marker("boxes", i, Marker.LINE_STRIP, line_px, color=rgba(BOX_RGB),
-                          points=_points([(x, y), (x + w, y), (x + w, y + bh), (x, y + bh), (x, y)], pixel_size)))
+    starts = np.cumsum([0] + sizes[:-1]).tolist()
+    ends = [j for start, k in zip(starts, sizes) for j in _limb_ends(present[start:start + k], start)]
+    boxes = np.array([h.bbox for h in people], dtype=np.float64).reshape(-1, 4)
+    x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]
+    corners = _points(np.stack([x0, y0, x1, y0, x1, y1, x0, y1], axis=1).reshape(-1, 2), pixel_size)
+    if points:
+        out.append(marker("keypoints", 0, Marker.SPHERE_LIST, point_px, points,
+                          [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in _presence_rgb(xyp[:, 2]).tolist()]))
+    if ends:
+        out.append(marker("skeleton", 0, Marker.LINE_LIST, line_px, [points[j] for j in ends], color=_LIMB))
+    outlines = _region_lines(people, present, starts, float(credible_level), pixel_size) if credible_level else {}
+    for side, rgb in _SIDES:
+        if side in outlines:
+            out.append(marker(f"regions/{side}", 0, Marker.LINE_LIST, line_px / 2, outlines[side], color=rgb))
+    if corners:
+        out.append(marker("boxes", 0, Marker.LINE_LIST, line_px, [corners[j] for j in _box_edges(len(people))],
+                          color=rgba(BOX_RGB)))
+    for i, h in enumerate(people):
         out.append(marker("ids", i, Marker.TEXT_VIEW_FACING, text_px, color=rgba(TEXT_RGB),
-                          text=f"{i} {float(h.box_score):.2f}", at=(x * pixel_size, (y - text_px) * pixel_size)))
-        start += k
+                          text=f"{i} {float(h.box_score):.2f}",
+                          at=(float(x0[i]) * pixel_size, (float(y0[i]) - text_px) * pixel_size)))
     return MarkerArray(markers=out)
+
+
+def _limb_ends(present: np.ndarray, start: int) -> list:
+    """LINE_LIST vertex indices (``start`` + keypoint index) of the limbs of one person whose both
+    ends are ``present`` (its keypoints' flags)."""
+    limbs = _SKELETON[(_SKELETON < len(present)).all(axis=1)]
+    return (limbs[present[limbs].all(axis=1)].reshape(-1) + start).tolist()
+
+
+def _box_edges(people: int) -> list:
+    """LINE_LIST vertex indices of the 4 edges of ``people`` boxes of 4 corners each."""
+    return (np.arange(people)[:, None] * 4 + [0, 1, 1, 2, 2, 3, 3, 0]).reshape(-1).tolist()
 
 
 def _points(xy, pixel_size: float) -> list:
@@ -156,18 +169,17 @@ def _presence_rgb(presence) -> np.ndarray:
     return rgb.astype(np.float32)
 
 
-def _region_lines(people, present: np.ndarray, sizes, level: float, pixel_size: float) -> dict:
-    """``(person index, body side) -> LINE_LIST vertices`` (a list of Point, each outline vertex one
-    object used by both its edges) of the outlines at ``level`` of the present keypoints
-    (``present``: all people's keypoints one after the other, ``sizes[i]`` of person ``i``) on
-    that side; groups without an edge are left out."""
-    groups, polys, start = [], [], 0
-    for i, (h, k) in enumerate(zip(people, sizes)):
-        for j in np.flatnonzero(present[start:start + k]).tolist():
+def _region_lines(people, present: np.ndarray, starts, level: float, pixel_size: float) -> dict:
+    """``body side -> LINE_LIST vertices`` (a list of Point, each outline vertex one object used by
+    both its edges) of the outlines at ``level`` of the present keypoints (``present``: all
+    people's keypoints one after the other, person ``i``'s from ``starts[i]``) on that side;
+    sides without an edge are left out."""
+    groups, polys = [], []
+    for h, start in zip(people, starts):
+        for j in np.flatnonzero(present[start:start + len(h.keypoints)]).tolist():
             for poly in regions_at(h.keypoints[j].regions, level):
-                groups.append((i, body_side(j)))
+                groups.append(body_side(j))
                 polys.append(np.asarray(poly, dtype=np.float64).reshape(-1, 2))
-        start += k
     if not polys:
         return {}
     lengths = [len(poly) for poly in polys]

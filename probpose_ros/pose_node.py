@@ -54,7 +54,9 @@ Behaviour (the conventions of yolo_ros and the ROS4HRI body detector):
 Timing per processed frame (diagnostics): ``latency`` = receive -> HumanArray published,
 ``pose`` = detector + pipeline + tracker, ``overhead`` = everything else the node does (conversion,
 messages, markers, annotated image, publishing), i.e. the node's cost excluding the network;
-``overhead_cpu`` = the worker thread's CPU time in that part (wall-clock minus preemption).
+``overhead_cpu`` = the worker thread's CPU time in that part (wall-clock minus preemption),
+``visualisation`` = the part of ``overhead`` spent on markers and the annotated image (0 while
+nobody subscribes them).
 """
 import logging
 import os
@@ -431,6 +433,7 @@ class PoseNode(LifecycleNode):
         if self.rep155 is not None:  # a body lives as long as its confirmed track, seen this frame or not
             track_ids = [t.id for t in self.tracker.confirmed] if self.tracker is not None else None
             self.rep155.publish(humans, msg.header, (frame.shape[1], frame.shape[0]), track_ids)
+        t_vis = time.perf_counter()  # visualisation: built only while someone subscribes
         if self.pub_markers is not None and self.pub_markers.get_subscription_count():
             self.pub_markers.publish(markers.humans_to_markers(humans, msg.header, self.presence_threshold,
                                                                self.credible_level))
@@ -438,7 +441,8 @@ class PoseNode(LifecycleNode):
             annotated, canvas = messages.image_msg_canvas(frame, msg.header)
             draw_humans(canvas, humans, self.presence_threshold, antialias=False)  # LINE_8
             self.pub_image.publish(annotated)
-        self.timings.add(pose, time.perf_counter() - started - pose, time.thread_time() - cpu_started - cpu_pose)
+        done = time.perf_counter()
+        self.timings.add(pose, done - started - pose, time.thread_time() - cpu_started - cpu_pose, done - t_vis)
         depth = self.depth  # read once: stop() may clear it meanwhile
         if depth is not None:  # last: it may wait (depth_wait) for the depth image; its own timings
             depth.process(msg.header, humans, (frame.shape[1], frame.shape[0]))

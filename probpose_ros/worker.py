@@ -55,22 +55,25 @@ class LatestFrame:
 
 class Timings:
     """Recent per-frame ``pose`` (detector + pipeline) and ``overhead`` (the rest of the node's
-    work) in seconds of wall-clock time, and ``overhead_cpu``: the CPU time of the worker
-    thread in that rest (what the overhead costs without the waits of a busy machine), for
-    /diagnostics and the benchmark."""
+    work) in seconds of wall-clock time, ``overhead_cpu``: the CPU time of the worker thread in
+    that rest (what the overhead costs without the waits of a busy machine), and
+    ``visualisation``: the part of the overhead spent on the markers and the annotated image
+    (0 on frames nobody subscribed them), for /diagnostics and the benchmark."""
 
     def __init__(self, size: int = 300):
-        self.pose, self.overhead, self.overhead_cpu = deque(maxlen=size), deque(maxlen=size), deque(maxlen=size)
+        self.pose, self.overhead, self.overhead_cpu, self.visualisation = (deque(maxlen=size) for _ in range(4))
 
-    def add(self, pose: float, overhead: float, overhead_cpu: float = float("nan")) -> None:
+    def add(self, pose: float, overhead: float, overhead_cpu: float = float("nan"), visualisation: float = 0.0) -> None:
         self.pose.append(pose)
         self.overhead.append(overhead)
         self.overhead_cpu.append(overhead_cpu)
+        self.visualisation.append(visualisation)
 
     def medians_ms(self) -> dict:
         """``pose_median_ms`` / ``overhead_median_ms`` / ``overhead_max_ms`` /
-        ``overhead_cpu_median_ms`` as strings ("nan" when empty)."""
-        pose, overhead, cpu = list(self.pose), list(self.overhead), list(self.overhead_cpu)
+        ``overhead_cpu_median_ms`` / ``visualisation_median_ms`` as strings ("nan" when empty)."""
+        pose, overhead, cpu, vis = list(self.pose), list(self.overhead), list(self.overhead_cpu), list(self.visualisation)
         fmt = lambda values, f: f"{f(values) * 1e3:.3f}" if values else "nan"  # noqa: E731
         return {"pose_median_ms": fmt(pose, np.median), "overhead_median_ms": fmt(overhead, np.median),
-                "overhead_max_ms": fmt(overhead, max), "overhead_cpu_median_ms": fmt(cpu, np.median)}
+                "overhead_max_ms": fmt(overhead, max), "overhead_cpu_median_ms": fmt(cpu, np.median),
+                "visualisation_median_ms": fmt(vis, np.median)}

@@ -81,8 +81,9 @@ def test_people_are_labelled_by_track_id(monkeypatch):
 def test_timings_medians_and_window():
     timings = Timings(size=3)
     assert timings.medians_ms() == {"pose_median_ms": "nan", "overhead_median_ms": "nan", "overhead_max_ms": "nan",
-                                    "overhead_cpu_median_ms": "nan"}
+                                    "overhead_cpu_median_ms": "nan", "visualisation_median_ms": "nan"}
     for i in range(5):  # only the last 3 stay: pose 0.003 0.004 0.005, overhead 0.0015 0.002 0.0025
-        timings.add(0.001 * (i + 1), 0.0005 * (i + 1), 0.0001)
+        timings.add(0.001 * (i + 1), 0.0005 * (i + 1), 0.0001, visualisation=0.0002 * i)
     assert timings.medians_ms() == {"pose_median_ms": "4.000", "overhead_median_ms": "2.000",
-                                    "overhead_max_ms": "2.500", "overhead_cpu_median_ms": "0.100"}
+                                    "overhead_max_ms": "2.500", "overhead_cpu_median_ms": "0.100",
+                                    "visualisation_median_ms": "0.600"}

@@ -93,9 +93,9 @@ def test_all_kinds_header_lifetime_and_scale():
         assert color_tuple(c) == expected_color(presence[k])
 
     (box,) = by_ns(array, "boxes")
-    assert box.type == Marker.LINE_STRIP and box.scale.x == pytest.approx(2.0 * pixel_size)
-    corners = [v / pixel_size for p in box.points for v in (p.x, p.y)]
-    assert corners == pytest.approx([90, 180, 290, 180, 290, 300, 90, 300, 90, 180])
+    assert box.type == Marker.LINE_LIST and box.scale.x == pytest.approx(2.0 * pixel_size) and not box.colors
+    assert segments(box, pixel_size) == closed_edges([(90, 180), (290, 180), (290, 300), (90, 300)])
+    assert len(box.points) == 8
 
     (label,) = by_ns(array, "ids")
     assert label.type == Marker.TEXT_VIEW_FACING and label.text == "0 0.90"
@@ -144,7 +144,6 @@ def test_people_ids_follow_the_message_order_and_clear_flag():
     array = humans_to_markers([low, high], header(), presence_threshold=0.5, clear=False)
     assert all(m.action == Marker.ADD for m in array.markers)
     assert [m.text for m in by_ns(array, "ids")] == ["0 0.80", "1 0.30"]
-    assert humans_to_markers([], header(), presence_threshold=0.5).markers[0].action == Marker.DELETEALL
 
 
 @pytest.mark.parametrize("seconds, expected", [(0.0, (0, 0)), (0.5, (0, 500_000_000)), (2.25, (2, 250_000_000))])
@@ -188,11 +187,31 @@ def test_outline_vertices_are_shared_by_their_two_edges():
         assert len({id(p) for p in outlines.points}) == len(outlines.points) // 2  # squares: 4 vertices, 8 ends
 
 
-def test_markers_per_person_do_not_grow_with_keypoints_or_outlines():
+def test_markers_do_not_grow_with_people_keypoints_or_outlines():
+    """One marker per kind for all people (their keypoints, limbs, outlines and boxes in it), one label each."""
     people = [make_human(np.full(17, 0.9), box_score=s) for s in (0.9, 0.8, 0.7, 0.6, 0.5)]
+    for k, h in enumerate(people):
+        h.bbox = (10.0 + 100 * k, 20.0, 50.0, 80.0)
     array = deserialize_message(serialize_message(humans_to_markers(people, header(), presence_threshold=0.5)),
                                 MarkerArray)
-    assert len(array.markers) == 1 + 5 * 7  # DELETEALL + keypoints, skeleton, 3 region sides, box, id per person
-    for ns in ("keypoints", "skeleton", "regions/left", "regions/right", "regions/centre", "boxes", "ids"):
-        assert sorted(m.id for m in by_ns(array, ns)) == [0, 1, 2, 3, 4]
-    assert [m.text for m in by_ns(array, "ids")] == ["0 0.90", "1 0.80", "2 0.70", "3 0.60", "4 0.50"]
+    assert len(array.markers) == 1 + 6 + 5  # DELETEALL, keypoints, skeleton, 3 region sides, boxes; 5 labels
+    for ns in ("keypoints", "skeleton", "regions/left", "regions/right", "regions/centre", "boxes"):
+        assert [m.id for m in by_ns(array, ns)] == [0]
+    (spheres,) = by_ns(array, "keypoints")
+    assert len(spheres.points) == len(spheres.colors) == 5 * 17
+    (lines,) = by_ns(array, "skeleton")
+    assert len(lines.points) == 5 * 2 * len(SKELETON)
+    (boxes,) = by_ns(array, "boxes")
+    assert segments(boxes, 0.001) == {e for k in range(5)
+                                      for e in closed_edges([(10 + 100 * k, 20), (60 + 100 * k, 20),
+                                                             (60 + 100 * k, 100), (10 + 100 * k, 100)])}
+    labels = by_ns(array, "ids")
+    assert [m.id for m in labels] == [0, 1, 2, 3, 4]
+    assert [m.text for m in labels] == ["0 0.90", "1 0.80", "2 0.70", "3 0.60", "4 0.50"]
+    assert [round(m.pose.position.x / 0.001) for m in labels] == [10, 110, 210, 310, 410]
+
+
+def test_nobody_gives_only_the_deleteall():
+    array = humans_to_markers([], header(), presence_threshold=0.5)
+    assert [m.action for m in array.markers] == [Marker.DELETEALL]
+    assert not humans_to_markers([], header(), presence_threshold=0.5, clear=False).markers
