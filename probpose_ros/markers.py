@@ -25,27 +25,22 @@ Empty markers are left out. The array starts with a DELETEALL marker (``clear=Tr
 who left the image disappear at once, and every marker has ``lifetime`` so all of them vanish
 when the node stops publishing.
 
-The markers are plain message objects built straight from the people's arrays (points computed
-with numpy for all people at once). rclpy converts every ``Point`` and ``ColorRGBA`` on publish,
-one Python object at a time (~0.4 us each, ~9 us per Marker), so the markers hold few of them:
-one colour per marker except the keypoints' presence colours, lists rather than one marker per
-keypoint, outline or person, and the sub-messages are built once and shared: one ``Point`` per keypoint,
-used by the keypoints and the skeleton markers, one ``Point`` per outline vertex, used by both of
-its edges, one header and lifetime for all markers (never modified after; a message is
-serialised on publish, so sharing costs nothing downstream).
+The array is built as numpy arrays (all people at once) and serialised straight from them
+(:mod:`probpose_ros.marker_cdr`); the node publishes the bytes, rclpy sends them as they are. One
+marker per kind rather than per person, keypoint or outline: RViz draws a LINE_LIST of many
+segments as cheaply as one.
 """
 import math
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import Point, Pose, Vector3
-from std_msgs.msg import ColorRGBA
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import Marker
 
 from probpose_core.keypoints import SKELETON
 from probpose_core.overlay import BOX_RGB, LIMB_RGB, SIDE_RGB, body_side, presence_colors
 
-from .messages import copy_header, message_like, order_humans, regions_at
+from .marker_cdr import MarkerSpec, serialize_markers
+from .messages import order_humans, regions_at
 
 TEXT_RGB = (255, 255, 255)
 _SKELETON = np.asarray(SKELETON, dtype=np.intp).reshape(-1, 2)
@@ -61,10 +56,6 @@ def rgba(rgb, alpha: float = 1.0) -> tuple:
     """8-bit ``(r, g, b)`` -> ``(r, g, b, a)`` in [0, 1]."""
     r, g, b = rgb
     return (r / 255.0, g / 255.0, b / 255.0, float(alpha))
-
-
-_LIMB = rgba(LIMB_RGB)
-_SIDES = tuple((side, rgba(rgb)) for side, rgb in SIDE_RGB.items())  # left, right, centre
 
 
 def outline_edges(sizes) -> np.ndarray:
@@ -84,66 +75,65 @@ def outline_edges(sizes) -> np.ndarray:
 
 def humans_to_markers(humans, header, presence_threshold: float, credible_level: float | None = 0.5,
                       pixel_size: float = 0.001, lifetime: float = 0.5, point_px: float = 6.0, line_px: float = 2.0,
-                      text_px: float = 14.0, clear: bool = True) -> MarkerArray:
-    """The ``MarkerArray`` of the people ``humans (list[Human], image px)`` of the image with ``header``.
+                      text_px: float = 14.0, clear: bool = True) -> bytes:
+    """The serialised ``MarkerArray`` (CDR bytes: publish them as they are, or
+    ``rclpy.serialization.deserialize_message(b, MarkerArray)``) of the people ``humans
+    (list[Human], image px)`` of the image with ``header``.
 
     presence_threshold: keypoints below it are absent (the pipeline's, i.e. the model's ModelSpec's
     unless overridden; required); pixel_size: metres per pixel; lifetime: seconds a marker stays
     without being refreshed;
     point_px / line_px / text_px: sphere diameter, line width and text height in pixels.
     """
-    base = Marker(header=copy_header(header), action=Marker.ADD, lifetime=to_duration(lifetime))  # one Marker()
-    scales = {}
-
-    def marker(ns: str, marker_id: int, kind: int, width_px: float, points=None, colors=None, color=None,
-               text: str = "", at=None) -> Marker:
-        """One ADD marker of type ``kind``, :func:`messages.message_like` the call's one template
-        with a scale of ``width_px``; ``points``: list of Point, ``colors``: list of ColorRGBA per
-        vertex or one ``color``; ``at``: the pose's position (default the origin; orientation identity)."""
-        if width_px not in scales:
-            size = width_px * pixel_size
-            scales[width_px] = Vector3(x=size, y=size, z=size)
-        m = message_like(base, ns=ns, id=marker_id, type=kind, scale=scales[width_px])
-        if text:
-            m.text = text
-        if at is not None:
-            m.pose = Pose(position=Point(x=at[0], y=at[1]))
-        if points is not None:
-            m.points = points
+    def marker(ns: str, marker_id: int, kind: int, width_px: float, xy, color, colors=None, text: str = "",
+               at=(0.0, 0.0)) -> MarkerSpec:
+        """One ADD marker; ``xy (N, 2)`` image px, ``colors (N, 3)`` per vertex in [0, 1] or None."""
+        size = width_px * pixel_size
+        rgba_ = np.ones((len(colors), 4)) if colors is not None else _NO_COLORS
         if colors is not None:
-            m.colors = colors
-        if color is not None:
-            m.color = ColorRGBA(r=color[0], g=color[1], b=color[2], a=color[3])
-        return m
+            rgba_[:, :3] = colors
+        return MarkerSpec(ns=ns, id=marker_id, type=kind, action=Marker.ADD, scale=(size, size, size), color=color,
+                          points=_on_plane(xy, pixel_size), colors=rgba_, text=text,
+                          position=(at[0] * pixel_size, at[1] * pixel_size, 0.0))
 
-    out = [message_like(base, action=Marker.DELETEALL)] if clear else []
+    out = [MarkerSpec(action=Marker.DELETEALL)] if clear else []
     people = order_humans(humans)
     xyp = np.array([(k.x, k.y, k.presence) for h in people for k in h.keypoints], dtype=np.float64).reshape(-1, 3)
-    points = _points(xyp[:, :2], pixel_size)  # every keypoint of every person, once
     present = xyp[:, 2] >= presence_threshold
     sizes = [len(h.keypoints) for h in people]
     starts = np.cumsum([0] + sizes[:-1]).tolist()
     ends = [j for start, k in zip(starts, sizes) for j in _limb_ends(present[start:start + k], start)]
     boxes = np.array([h.bbox for h in people], dtype=np.float64).reshape(-1, 4)
     x0, y0, x1, y1 = boxes[:, 0], boxes[:, 1], boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]
-    corners = _points(np.stack([x0, y0, x1, y0, x1, y1, x0, y1], axis=1).reshape(-1, 2), pixel_size)
-    if points:
-        out.append(marker("keypoints", 0, Marker.SPHERE_LIST, point_px, points,
-                          [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in _presence_rgb(xyp[:, 2]).tolist()]))
+    corners = np.stack([x0, y0, x1, y0, x1, y1, x0, y1], axis=1).reshape(-1, 2)
+    if len(xyp):
+        out.append(marker("keypoints", 0, Marker.SPHERE_LIST, point_px, xyp[:, :2], _WHITE,
+                          colors=np.array(presence_colors(xyp[:, 2]), dtype=np.float64).reshape(-1, 3) / 255.0))
     if ends:
-        out.append(marker("skeleton", 0, Marker.LINE_LIST, line_px, [points[j] for j in ends], color=_LIMB))
-    outlines = _region_lines(people, present, starts, float(credible_level), pixel_size) if credible_level else {}
-    for side, rgb in _SIDES:
+        out.append(marker("skeleton", 0, Marker.LINE_LIST, line_px, xyp[ends, :2], rgba(LIMB_RGB)))
+    outlines = _region_lines(people, present, starts, float(credible_level)) if credible_level else {}
+    for side, rgb in SIDE_RGB.items():  # left, right, centre
         if side in outlines:
-            out.append(marker(f"regions/{side}", 0, Marker.LINE_LIST, line_px / 2, outlines[side], color=rgb))
-    if corners:
-        out.append(marker("boxes", 0, Marker.LINE_LIST, line_px, [corners[j] for j in _box_edges(len(people))],
-                          color=rgba(BOX_RGB)))
+            out.append(marker(f"regions/{side}", 0, Marker.LINE_LIST, line_px / 2, outlines[side], rgba(rgb)))
+    if len(corners):
+        out.append(marker("boxes", 0, Marker.LINE_LIST, line_px, corners[_box_edges(len(people))], rgba(BOX_RGB)))
     for i, h in enumerate(people):
-        out.append(marker("ids", i, Marker.TEXT_VIEW_FACING, text_px, color=rgba(TEXT_RGB),
-                          text=f"{i} {float(h.box_score):.2f}",
-                          at=(float(x0[i]) * pixel_size, (float(y0[i]) - text_px) * pixel_size)))
-    return MarkerArray(markers=out)
+        out.append(marker("ids", i, Marker.TEXT_VIEW_FACING, text_px, _NO_POINTS, rgba(TEXT_RGB),
+                          text=f"{i} {float(h.box_score):.2f}", at=(float(x0[i]), float(y0[i]) - text_px)))
+    stamp = (header.stamp.sec, header.stamp.nanosec)
+    life = to_duration(lifetime)
+    return serialize_markers(stamp, header.frame_id, out, (life.sec, life.nanosec))
+
+
+_WHITE = (1.0, 1.0, 1.0, 1.0)
+_NO_POINTS = np.zeros((0, 2))
+_NO_COLORS = np.zeros((0, 4))
+
+
+def _on_plane(xy, pixel_size: float) -> np.ndarray:
+    """``xy (N, 2)`` image pixels -> ``(N, 3)`` metres on the image plane (z = 0)."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    return np.column_stack([xy * pixel_size, np.zeros(len(xy))])
 
 
 def _limb_ends(present: np.ndarray, start: int) -> list:
@@ -153,27 +143,15 @@ def _limb_ends(present: np.ndarray, start: int) -> list:
     return (limbs[present[limbs].all(axis=1)].reshape(-1) + start).tolist()
 
 
-def _box_edges(people: int) -> list:
+def _box_edges(people: int) -> np.ndarray:
     """LINE_LIST vertex indices of the 4 edges of ``people`` boxes of 4 corners each."""
-    return (np.arange(people)[:, None] * 4 + [0, 1, 1, 2, 2, 3, 3, 0]).reshape(-1).tolist()
+    return (np.arange(people)[:, None] * 4 + [0, 1, 1, 2, 2, 3, 3, 0]).reshape(-1)
 
 
-def _points(xy, pixel_size: float) -> list:
-    """``xy (M, 2)`` image pixels -> M ``geometry_msgs/Point`` on the image plane (z = 0)."""
-    return [Point(x=x, y=y) for x, y in (np.asarray(xy, dtype=np.float64).reshape(-1, 2) * pixel_size).tolist()]
-
-
-def _presence_rgb(presence) -> np.ndarray:
-    """``(K, 3)`` float32 presence colours in [0, 1] (ColorRGBA holds float32)."""
-    rgb = np.array(presence_colors(presence), dtype=np.float64).reshape(-1, 3) / 255.0
-    return rgb.astype(np.float32)
-
-
-def _region_lines(people, present: np.ndarray, starts, level: float, pixel_size: float) -> dict:
-    """``body side -> LINE_LIST vertices`` (a list of Point, each outline vertex one object used by
-    both its edges) of the outlines at ``level`` of the present keypoints (``present``: all
-    people's keypoints one after the other, person ``i``'s from ``starts[i]``) on that side;
-    sides without an edge are left out."""
+def _region_lines(people, present: np.ndarray, starts, level: float) -> dict:
+    """``body side -> (2 E, 2)`` LINE_LIST vertices (image px) of the edges of the outlines at
+    ``level`` of the present keypoints (``present``: all people's keypoints one after the other,
+    person ``i``'s from ``starts[i]``) on that side; sides without an edge are left out."""
     groups, polys = [], []
     for h, start in zip(people, starts):
         for j in np.flatnonzero(present[start:start + len(h.keypoints)]).tolist():
@@ -184,12 +162,6 @@ def _region_lines(people, present: np.ndarray, starts, level: float, pixel_size:
         return {}
     lengths = [len(poly) for poly in polys]
     edges = outline_edges(lengths)  # vertex pairs of every outline, in outline order
-    if not len(edges):
-        return {}
-    corners = _points(np.concatenate(polys), pixel_size)
-    names = sorted(set(groups))
-    group_of_vertex = np.repeat([names.index(g) for g in groups], lengths)[edges]  # per LINE_LIST vertex
-    order = np.argsort(group_of_vertex, kind="stable")
-    cuts = np.searchsorted(group_of_vertex[order], np.arange(1, len(names)))
-    return {names[g]: [corners[j] for j in part.tolist()]
-            for g, part in enumerate(np.split(edges[order], cuts)) if len(part)}
+    vertices = np.concatenate(polys)[edges]
+    side_of = np.repeat(groups, lengths)[edges]  # per LINE_LIST vertex
+    return {side: vertices[side_of == side] for side in SIDE_RGB if (side_of == side).any()}

@@ -7,7 +7,9 @@ import os
 
 import numpy as np
 import pytest
+from rclpy.serialization import deserialize_message
 from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
 from probpose_core.keypoints import INDEX, NAMES
 from probpose_core.overlay import draw_humans, draw_pose
@@ -64,7 +66,8 @@ def test_the_message_carries_the_models_threshold():
 
 
 def test_markers_draw_no_limb_or_region_of_a_keypoint_below_the_models_threshold():
-    array = humans_to_markers([make_human()], header(), SPEC.presence_threshold, pixel_size=1.0)
+    array = deserialize_message(humans_to_markers([make_human()], header(), SPEC.presence_threshold, pixel_size=1.0),
+                                MarkerArray)
     (skeleton,) = [m for m in array.markers if m.ns == "skeleton"]
     region_points = [p for m in array.markers if m.ns.startswith("regions/") for p in m.points]
     shoulder = (100.0 + 10 * SHOULDER, 200.0 + 5 * SHOULDER)
@@ -72,7 +75,8 @@ def test_markers_draw_no_limb_or_region_of_a_keypoint_below_the_models_threshold
     corner = 10.0 * SHOULDER  # its region: SQUARE + 10 k
     in_shoulder_region = [corner <= p.x <= corner + 4 and corner <= p.y <= corner + 4 for p in region_points]
     assert len(region_points) == 2 * 4 * (len(NAMES) - 1) and not any(in_shoulder_region)
-    at_half = humans_to_markers([make_human()], header(), 0.5, pixel_size=1.0)  # what the old default gave
+    at_half = deserialize_message(humans_to_markers([make_human()], header(), 0.5, pixel_size=1.0),  # the old default
+                                  MarkerArray)
     (skeleton,) = [m for m in at_half.markers if m.ns == "skeleton"]
     assert shoulder in {(p.x, p.y) for p in skeleton.points}
 
