@@ -26,7 +26,7 @@ who left the image disappear at once, and every marker has ``lifetime`` so all o
 when the node stops publishing.
 
 The array is built as numpy arrays (all people at once) and serialised straight from them
-(:mod:`probpose_ros.marker_cdr`); the node publishes the bytes, rclpy sends them as they are. One
+(:mod:`probpose_ros.cdr`); the node publishes the bytes, rclpy sends them as they are. One
 marker per kind rather than per person, keypoint or outline: RViz draws a LINE_LIST of many
 segments as cheaply as one.
 """
@@ -39,7 +39,7 @@ from visualization_msgs.msg import Marker
 from probpose_core.keypoints import SKELETON
 from probpose_core.overlay import BOX_RGB, LIMB_RGB, SIDE_RGB, body_side, presence_colors
 
-from .marker_cdr import MarkerSpec, serialize_markers
+from .cdr import MarkerSpec, serialize_markers
 from .messages import order_humans, regions_at
 
 TEXT_RGB = (255, 255, 255)

@@ -1,8 +1,9 @@
 """probpose_core results <-> probpose_msgs / sensor_msgs messages.
 
-``humans_to_msg`` turns the pipeline's ``list[Human]`` (image pixels) into one
-``probpose_msgs/HumanArray`` for one camera image (plain message objects, what the node
-publishes); ``msg_to_humans`` is the inverse (tests and subscribers that want the dataclasses back).
+``serialize_humans`` turns the pipeline's ``list[Human]`` (image pixels) into one serialised
+``probpose_msgs/HumanArray`` for one camera image (the CDR bytes the node publishes, see
+:mod:`probpose_ros.cdr`); ``msg_to_humans`` is the inverse from the message a subscriber receives
+(tests and subscribers that want the dataclasses back).
 ``image_msg_canvas`` makes the annotated ``sensor_msgs/Image`` and the array to draw it on.
 
 Field choices (the .msg comments are the contract):
@@ -21,18 +22,19 @@ Field choices (the .msg comments are the contract):
 import array
 import copy
 import math
+import struct
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point32, Polygon
-from probpose_msgs.msg import Human as HumanMsg
 from probpose_msgs.msg import HumanArray
 from probpose_msgs.msg import Keypoint as KeypointMsg
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from probpose_core.keypoints import NUM_KEYPOINTS
+from probpose_core.keypoints import NAMES, NUM_KEYPOINTS
 from probpose_core.results import Human, Keypoint
+
+from .cdr import Writer
 
 
 def message_like(template, **fields):
@@ -84,47 +86,63 @@ def published_regions(kp: Keypoint, level: float) -> list[np.ndarray]:
     return polys
 
 
-def keypoint_to_msg(kp: Keypoint, credible_level: float | None, covariance=None) -> KeypointMsg:
-    """One :class:`Keypoint` -> ``probpose_msgs/Keypoint`` with its region at ``credible_level``;
-    ``covariance (4,)`` float32: its covariance when the caller converted it already."""
-    level = 0.0 if credible_level is None else float(credible_level)
-    polys = published_regions(kp, level)
-    return KeypointMsg(
-        name=str(kp.name), x=float(kp.x), y=float(kp.y), presence=float(kp.presence),
-        visibility=float(kp.visibility), oks_quality=float(kp.oks_quality),
-        covariance=np.array(kp.covariance, dtype=np.float32).reshape(4) if covariance is None else covariance,
-        credible_level=level,
-        credible_region=[Polygon(points=[Point32(x=x, y=y) for x, y in p.tolist()]) for p in polys],
-    )
+def _string_field(text: str) -> bytes:
+    """A ``string`` field from a 4-aligned offset: uint32 length with the NUL, the UTF-8 bytes, NUL,
+    padded to the next 4-aligned offset (every field after a string here is 4-byte aligned). Text
+    after an embedded NUL is dropped, as rclpy drops it."""
+    data = str(text).encode().split(b"\x00", 1)[0]
+    return struct.pack("<I", len(data) + 1) + data + bytes(4 - len(data) % 4)
 
 
-_HUMAN = HumanMsg()  # the template of message_like: its 17 default Keypoints are built once
+_NAME_FIELDS = {name: _string_field(name) for name in NAMES}  # the COCO names, written once
 
 
-def humans_to_msg(humans, header, image_size, model_id: str = "", *, presence_threshold: float,
-                  credible_level: float | None = 0.5, processing_latency: float = 0.0) -> HumanArray:
-    """The people of one image -> ``probpose_msgs/HumanArray``.
+def serialize_humans(humans, header, image_size, model_id: str = "", *, presence_threshold: float,
+                     credible_level: float | None = 0.5, processing_latency: float = 0.0) -> bytes:
+    """The people of one image -> a serialised ``probpose_msgs/HumanArray``: CDR bytes to publish
+    as they are (rclpy sends them unchanged), or to read with
+    ``rclpy.serialization.deserialize_message(data, HumanArray)``.
 
     humans: ``list[Human]`` with 17 keypoints each (image pixels); header: the input image's
     ``std_msgs/Header`` (copied); image_size: ``(width, height)`` in pixels; presence_threshold:
     the one the pipeline judged presence with (its ModelSpec's unless overridden; required: a
     default here would publish another threshold than the model's); processing_latency: seconds
-    from receiving the image to publishing.
+    from receiving the image to publishing. Written with :class:`probpose_ros.cdr.Writer`, the
+    float32 fields through numpy (round to nearest, as rclpy converts); every field of the
+    message is 4-byte aligned, so only the strings need padding.
     """
     width, height = (int(v) for v in image_size)
+    level = 0.0 if credible_level is None else float(credible_level)
     ordered = order_humans(humans)
-    people = []
     for i, h in enumerate(ordered):
         if len(h.keypoints) != NUM_KEYPOINTS:
             raise ValueError(f"human #{i} has {len(h.keypoints)} keypoints; the message holds {NUM_KEYPOINTS}")
-        covariance = np.array([k.covariance for k in h.keypoints], dtype=np.float32).reshape(-1, 4)
-        people.append(message_like(_HUMAN, id=0 if h.id is None else int(h.id), score=float(h.box_score),
-                                   bbox=np.array(h.bbox, dtype=np.float32).reshape(4),
-                                   keypoints=[keypoint_to_msg(k, credible_level, c)
-                                              for k, c in zip(h.keypoints, covariance)]))
-    return HumanArray(header=copy_header(header), image_width=width, image_height=height, model_id=str(model_id),
-                      presence_threshold=float(presence_threshold), humans=people,
-                      processing_latency=float(processing_latency))
+    w = Writer()
+    w.buf += struct.pack("<iI", int(header.stamp.sec), int(header.stamp.nanosec)) + _string_field(header.frame_id)
+    w.buf += struct.pack("<II", width, height) + _string_field(str(model_id))
+    w.buf += np.float32(presence_threshold).tobytes() + struct.pack("<I", len(ordered))
+    for h in ordered:
+        w.buf += struct.pack("<I", 0 if h.id is None else int(h.id))
+        w.buf += np.array([*h.bbox, h.box_score], dtype="<f4").reshape(5).tobytes()  # bbox[4], score
+        kps = h.keypoints
+        rows = np.column_stack([  # x, y, presence, visibility, oks_quality, covariance[4], credible_level
+            np.array([(k.x, k.y, k.presence, k.visibility, k.oks_quality) for k in kps], dtype=np.float64),
+            np.array([k.covariance for k in kps], dtype=np.float64).reshape(NUM_KEYPOINTS, 4),
+            np.full(NUM_KEYPOINTS, level)]).astype("<f4").tobytes()
+        polys = [published_regions(k, level) for k in kps]
+        corners = [poly for mine in polys for poly in mine]
+        points = np.zeros((sum(map(len, corners)), 3), dtype="<f4")  # every outline's Point32s (z = 0)
+        if corners:
+            points[:, :2] = np.concatenate(corners)
+        points, at = points.tobytes(), 0
+        for j, k in enumerate(kps):
+            w.buf += (_NAME_FIELDS.get(k.name) or _string_field(k.name)) + rows[40 * j:40 * j + 40]
+            w.buf += struct.pack("<I", len(polys[j]))
+            for poly in polys[j]:  # geometry_msgs/Polygon: Point32[]
+                w.buf += struct.pack("<I", len(poly)) + points[at:at + 12 * len(poly)]
+                at += 12 * len(poly)
+    w.buf += np.float32(processing_latency).tobytes()
+    return bytes(w.buf)
 
 
 def msg_to_keypoint(msg: KeypointMsg) -> Keypoint:

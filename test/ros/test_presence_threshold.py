@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from probpose_msgs.msg import HumanArray
 from rclpy.serialization import deserialize_message
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
@@ -16,7 +17,7 @@ from probpose_core.overlay import draw_humans, draw_pose
 from probpose_core.results import Human, Keypoint
 from probpose_core.spec import ModelSpec
 from probpose_ros.markers import humans_to_markers
-from probpose_ros.messages import humans_to_msg
+from probpose_ros.messages import serialize_humans
 
 SPEC = ModelSpec(presence_threshold=0.8)
 SHOULDER = INDEX["left_shoulder"]
@@ -47,19 +48,20 @@ def _rep155():
 
 
 def test_no_builder_has_a_threshold_of_its_own():
-    builders = [(humans_to_msg, "presence_threshold"), (humans_to_markers, "presence_threshold"),
+    builders = [(serialize_humans, "presence_threshold"), (humans_to_markers, "presence_threshold"),
                 (draw_pose, "threshold"), (draw_humans, "threshold")]
     builders.append((_rep155().Rep155Publisher.__init__, "presence_threshold"))
     for builder, name in builders:
         assert inspect.signature(builder).parameters[name].default is inspect.Parameter.empty, builder.__qualname__
     with pytest.raises(TypeError, match="presence_threshold"):
-        humans_to_msg([make_human()], header(), (640, 480))
+        serialize_humans([make_human()], header(), (640, 480))
     with pytest.raises(TypeError, match="presence_threshold"):
         humans_to_markers([make_human()], header())
 
 
 def test_the_message_carries_the_models_threshold():
-    msg = humans_to_msg([make_human()], header(), (640, 480), presence_threshold=SPEC.presence_threshold)
+    msg = deserialize_message(serialize_humans([make_human()], header(), (640, 480),
+                                               presence_threshold=SPEC.presence_threshold), HumanArray)
     assert msg.presence_threshold == pytest.approx(0.8)
     shoulder = msg.humans[0].keypoints[SHOULDER]
     assert shoulder.presence < msg.presence_threshold  # so a subscriber reads it as absent

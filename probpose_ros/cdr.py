@@ -1,19 +1,21 @@
-"""``visualization_msgs/MarkerArray`` serialised straight from numpy arrays (CDR, what rclpy's
-``Publisher.publish(bytes)`` sends as is).
+"""ROS 2 messages serialised straight from numpy arrays: CDR bytes (little-endian XCDR1 with its
+4-byte encapsulation header, the format rmw implementations exchange) that rclpy's
+``Publisher.publish(bytes)`` sends as they are.
 
-rclpy serialises a message one Python object at a time: every ``geometry_msgs/Point`` of a
-marker is built (~1 us) and read back attribute by attribute on publish (~0.4 us), every Marker
-costs ~20 us with its sub-messages. On the pose node's frames that was 1-2 ms for the markers of
-1-3 people, most of the node's visualisation budget (issue 18). Here a marker is a
-:class:`MarkerSpec` of plain values and ``(N, 3)`` / ``(N, 4)`` arrays, and
-:func:`serialize_markers` writes the array's CDR bytes (little-endian XCDR1 with its 4-byte
-encapsulation header, the format rmw implementations exchange) in a few numpy copies.
+rclpy serialises a message one Python object at a time: every ``geometry_msgs/Point`` or
+``Point32`` is built (~1 us) and read back attribute by attribute on publish (~0.4 us), every
+Marker or Keypoint message costs ~5-20 us with its sub-messages. On the pose node's frames that
+was ~1.4 ms for the HumanArray of 3 people and as much for their markers (issue 18). Here
+:class:`Writer` appends aligned primitives, strings and numpy arrays to one buffer;
+:func:`serialize_markers` writes a ``visualization_msgs/MarkerArray`` of :class:`MarkerSpec`
+(``messages.serialize_humans`` writes the ``probpose_msgs/HumanArray`` with it).
 
-The layout is the ROS 2 Kilted ``visualization_msgs/Marker`` (Iron and later: texture,
-uv_coordinates and mesh_file included); ``test/ros/test_marker_cdr.py`` checks it against
-rclpy's own serialiser and deserialiser field by field, so a distribution with another layout
-fails there, not in RViz. Fields a spec does not carry are written as ``Marker()``'s defaults
-(no texture, no mesh, identity orientation, ``frame_locked`` false).
+The layouts are those of this distribution (ROS 2 Kilted: a Marker with texture, uv_coordinates
+and mesh_file, as since Iron) and of probpose_msgs; ``test/ros/test_cdr.py`` and
+``test/ros/test_messages.py`` check them against rclpy's own serialiser and deserialiser field
+by field, so a layout change fails there, not in a subscriber. Marker fields a spec does not
+carry are written as ``Marker()``'s defaults (no texture, no mesh, identity orientation,
+``frame_locked`` false).
 """
 import struct
 from typing import NamedTuple
@@ -41,8 +43,9 @@ class MarkerSpec(NamedTuple):
     position: tuple = (0.0, 0.0, 0.0)
 
 
-class _Writer:
-    """CDR writer: primitives aligned to their size, counted from after the encapsulation header."""
+class Writer:
+    """CDR writer: ``buf`` starts with the encapsulation header; primitives are aligned to their
+    size counted from after it (:meth:`align` before appending packed bytes)."""
 
     def __init__(self):
         self.buf = bytearray(ENCAPSULATION)
@@ -51,7 +54,9 @@ class _Writer:
         self.buf += bytes(-(len(self.buf) - len(ENCAPSULATION)) % size)
 
     def string(self, text: str) -> None:
-        data = text.encode()
+        """A ``string``: uint32 length with the NUL, the UTF-8 bytes, NUL (text after an embedded
+        NUL is dropped, as rclpy drops it)."""
+        data = text.encode().split(b"\x00", 1)[0]
         self.align(4)
         self.buf += struct.pack("<I", len(data) + 1) + data + b"\x00"
 
@@ -76,9 +81,9 @@ _FIXED = struct.Struct("<10d4fiI?")  # pose, scale, color, lifetime, frame_locke
 def serialize_markers(header_stamp: tuple, frame_id: str, markers, lifetime: tuple) -> bytes:
     """The CDR bytes of a ``MarkerArray`` of ``markers`` (MarkerSpec), every marker with the header
     ``(sec, nanosec), frame_id`` and lifetime ``(sec, nanosec)``."""
-    w = _Writer()
+    w = Writer()
     w.buf += struct.pack("<I", len(markers))
-    frame = frame_id.encode()
+    frame = frame_id.encode().split(b"\x00", 1)[0]
     header = struct.pack("<iII", *(int(v) for v in header_stamp), len(frame) + 1) + frame + b"\x00"
     life_sec, life_nanosec = (int(v) for v in lifetime)
     for m in markers:
