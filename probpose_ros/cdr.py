@@ -10,13 +10,16 @@ was ~1.4 ms for the HumanArray of 3 people and as much for their markers (issue 
 :func:`serialize_markers` writes a ``visualization_msgs/MarkerArray`` of :class:`MarkerSpec`
 (``messages.serialize_humans`` writes the ``probpose_msgs/HumanArray`` with it).
 
-The layouts are those of this distribution (ROS 2 Kilted: a Marker with texture, uv_coordinates
-and mesh_file, as since Iron) and of probpose_msgs; ``test/ros/test_cdr.py`` and
-``test/ros/test_messages.py`` check them against rclpy's own serialiser and deserialiser field
-by field, so a layout change fails there, not in a subscriber. Marker fields a spec does not
-carry are written as ``Marker()``'s defaults (no texture, no mesh, identity orientation,
+The layouts: probpose_msgs' own, and visualization_msgs/Marker's as installed -- with texture,
+uv_coordinates and mesh_file (Iron and later: Jazzy, Kilted, Rolling) or without (Humble); a
+Marker with other fields is refused with its field list. ``test/ros/test_cdr.py`` and
+``test/ros/test_messages.py`` check the bytes against rclpy's own serialiser and deserialiser
+field by field on this machine's Kilted (Humble's layout is written to its .msg but not run
+here), so a layout change fails there, not in a subscriber. Marker fields a spec does not carry
+are written as ``Marker()``'s defaults (no texture, no mesh, identity orientation,
 ``frame_locked`` false).
 """
+import functools
 import struct
 from typing import NamedTuple
 
@@ -72,15 +75,44 @@ class Writer:
 _EMPTY_STRING = struct.pack("<I", 1) + b"\x00\x00\x00\x00"  # "" from a 4-aligned offset, padded to the next one
 # From a 4-aligned offset: texture_resource "", texture (CompressedImage: header stamp 0 0, frame_id "",
 # format "", data []) and uv_coordinates []; then, after the text: mesh_resource "", mesh_file
-# (filename "", data []) and mesh_use_embedded_materials false.
+# (filename "", data []) and mesh_use_embedded_materials false. Humble's Marker has neither
+# texture* nor uv_coordinates nor mesh_file: after the text only mesh_resource "" and the bool.
 _TEXTURE = _EMPTY_STRING + struct.pack("<iI", 0, 0) + _EMPTY_STRING + _EMPTY_STRING + struct.pack("<II", 0, 0)
 _MESH = _EMPTY_STRING + _EMPTY_STRING + struct.pack("<I?", 0, False)
+_MESH_HUMBLE = struct.pack("<I", 1) + b"\x00" + struct.pack("<?", False)
 _FIXED = struct.Struct("<10d4fiI?")  # pose, scale, color, lifetime, frame_locked (from an 8-aligned offset)
+#: visualization_msgs/Marker's fields from Iron on (Jazzy, Kilted, Rolling), and Humble's
+MARKER_FIELDS = ("header", "ns", "id", "type", "action", "pose", "scale", "color", "lifetime", "frame_locked",
+                 "points", "colors", "texture_resource", "texture", "uv_coordinates", "text", "mesh_resource",
+                 "mesh_file", "mesh_use_embedded_materials")
+MARKER_FIELDS_HUMBLE = tuple(f for f in MARKER_FIELDS
+                             if f not in ("texture_resource", "texture", "uv_coordinates", "mesh_file"))
 
 
-def serialize_markers(header_stamp: tuple, frame_id: str, markers, lifetime: tuple) -> bytes:
+def marker_has_texture(fields) -> bool:
+    """True for the Marker ``fields`` (names in order) of Iron and later, False for Humble's; any
+    other layout is refused (RuntimeError naming the fields): the bytes would not read back."""
+    fields = tuple(fields)
+    if fields in (MARKER_FIELDS, MARKER_FIELDS_HUMBLE):
+        return fields == MARKER_FIELDS
+    raise RuntimeError(f"visualization_msgs/Marker here has the fields {fields}; probpose_ros.cdr writes "
+                       f"Humble's layout or the one of Iron and later")
+
+
+@functools.cache
+def _installed_marker_has_texture() -> bool:
+    from visualization_msgs.msg import Marker
+
+    return marker_has_texture(Marker.get_fields_and_field_types())
+
+
+def serialize_markers(header_stamp: tuple, frame_id: str, markers, lifetime: tuple,
+                      texture: bool | None = None) -> bytes:
     """The CDR bytes of a ``MarkerArray`` of ``markers`` (MarkerSpec), every marker with the header
-    ``(sec, nanosec), frame_id`` and lifetime ``(sec, nanosec)``."""
+    ``(sec, nanosec), frame_id`` and lifetime ``(sec, nanosec)``; ``texture``: the layout with the
+    texture and mesh_file fields (Iron and later) or without (Humble); None: the installed
+    visualization_msgs' (RuntimeError for a layout neither)."""
+    texture = _installed_marker_has_texture() if texture is None else bool(texture)
     w = Writer()
     w.buf += struct.pack("<I", len(markers))
     frame = frame_id.encode().split(b"\x00", 1)[0]
@@ -96,9 +128,10 @@ def serialize_markers(header_stamp: tuple, frame_id: str, markers, lifetime: tup
         w.buf += _FIXED.pack(*m.position, 0.0, 0.0, 0.0, 1.0, *m.scale, *m.color, life_sec, life_nanosec, False)
         w.sequence(m.points, "<f8", 8)
         w.sequence(m.colors, "<f4", 4)
-        w.align(4)
-        w.buf += _TEXTURE
+        if texture:
+            w.align(4)
+            w.buf += _TEXTURE
         w.string(m.text)
         w.align(4)
-        w.buf += _MESH
+        w.buf += _MESH if texture else _MESH_HUMBLE
     return bytes(w.buf)

@@ -1,6 +1,7 @@
 """probpose_ros.cdr against rclpy's own serialiser and deserialiser (the real
 visualization_msgs of this distribution): a layout change fails here, not in RViz."""
 import numpy as np
+import pytest
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point, Pose, Vector3
 from hypothesis import given, settings
@@ -59,3 +60,23 @@ def test_defaults_of_the_fields_a_spec_does_not_carry():
     assert (m.texture_resource, m.texture.format, len(m.texture.data), len(m.uv_coordinates)) == ("", "", 0, 0)
     assert (m.mesh_resource, m.mesh_file.filename, len(m.mesh_file.data)) == ("", "", 0)
     assert m.pose.orientation == default.pose.orientation and not m.frame_locked and not m.mesh_use_embedded_materials
+
+
+def test_the_layout_is_the_installed_ones_and_humbles_is_the_same_without_texture_and_mesh_file():
+    from probpose_ros.cdr import MARKER_FIELDS, MARKER_FIELDS_HUMBLE, marker_has_texture
+
+    assert tuple(Marker.get_fields_and_field_types()) == MARKER_FIELDS  # Kilted here
+    assert marker_has_texture(MARKER_FIELDS) and not marker_has_texture(MARKER_FIELDS_HUMBLE)
+    with pytest.raises(RuntimeError, match="mesh_file"):  # a layout neither: refused, not guessed
+        marker_has_texture(MARKER_FIELDS[:-1])
+    spec = MarkerSpec(ns="ab", text="xyz", points=np.ones((2, 3)))
+    full = serialize_markers((1, 2), "cam", [spec], (0, 5))
+    humble = serialize_markers((1, 2), "cam", [spec], (0, 5), texture=False)
+    # Humble's Marker (not installed here): the same bytes without texture_resource, texture and
+    # uv_coordinates before the text (40 bytes, 4-aligned) and with only mesh_resource "" and the
+    # bool after it (no mesh_file)
+    from probpose_ros.cdr import _MESH, _TEXTURE
+
+    at = full.index(_TEXTURE)
+    assert humble == full[:at] + full[at + len(_TEXTURE):-len(_MESH)] + b"\x01\x00\x00\x00\x00" + b"\x00"
+    assert deserialize_message(serialize_markers((1, 2), "cam", [spec, spec], (0, 5)), MarkerArray).markers[1].text == "xyz"
