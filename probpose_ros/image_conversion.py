@@ -83,7 +83,7 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian
     """Raw image fields -> (H, W, 3) uint8 RGB; ``data`` is never modified.
 
     rgb8 with unpadded rows needs no conversion: that frame is a read-only view of ``data``
-    (no copy; a caller that draws on it copies first, see ``pose_node.image_canvas``). Every
+    (no copy; a caller that draws on it copies first, see ``messages.image_msg_canvas``). Every
     other frame is a new, writable array. ``is_bigendian`` does not matter (8-bit channels).
     """
     if encoding in DEPTH_LIKE_ENCODINGS:
