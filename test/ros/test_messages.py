@@ -188,6 +188,8 @@ def test_bytes_read_back_as_the_message_rclpy_builds(humans, frame_id, model_id,
     the object-built message after rclpy's own serialisation, and the sizes agree."""
     if humans and custom_name:
         humans[0].keypoints[3].name = custom_name  # a name outside the precomputed COCO ones
+    if humans:
+        humans[-1].keypoints[5].covariance = np.full((2, 2), np.nan)  # no covariance: NaN, as published
     src = header(frame=frame_id)
     data = serialize_humans(humans, src, (640, 480), model_id=model_id, presence_threshold=0.65,
                             credible_level=level, processing_latency=latency)
