@@ -46,6 +46,15 @@ class MarkerSpec(NamedTuple):
     position: tuple = (0.0, 0.0, 0.0)
 
 
+def string_field(text: str) -> bytes:
+    """A ``string`` field written from a 4-aligned offset: uint32 length with the NUL, the UTF-8
+    bytes, NUL, zero-padded to the next 4-aligned offset (every field that follows a string in
+    the messages written here is 4-byte aligned or is aligned again). Text after an embedded NUL
+    is dropped, as rclpy drops it."""
+    data = str(text).encode().split(b"\x00", 1)[0]
+    return struct.pack("<I", len(data) + 1) + data + bytes(4 - len(data) % 4)
+
+
 class Writer:
     """CDR writer: ``buf`` starts with the encapsulation header; primitives are aligned to their
     size counted from after it (:meth:`align` before appending packed bytes)."""
@@ -57,11 +66,9 @@ class Writer:
         self.buf += bytes(-(len(self.buf) - len(ENCAPSULATION)) % size)
 
     def string(self, text: str) -> None:
-        """A ``string``: uint32 length with the NUL, the UTF-8 bytes, NUL (text after an embedded
-        NUL is dropped, as rclpy drops it)."""
-        data = text.encode().split(b"\x00", 1)[0]
+        """A ``string`` (:func:`string_field`) at the next 4-aligned offset."""
         self.align(4)
-        self.buf += struct.pack("<I", len(data) + 1) + data + b"\x00"
+        self.buf += string_field(text)
 
     def sequence(self, values: np.ndarray, dtype: str, align: int) -> None:
         """A sequence of structs of ``values.shape[1]`` primitives of ``dtype`` each."""
@@ -72,14 +79,14 @@ class Writer:
             self.buf += np.ascontiguousarray(values, dtype=dtype).tobytes()
 
 
-_EMPTY_STRING = struct.pack("<I", 1) + b"\x00\x00\x00\x00"  # "" from a 4-aligned offset, padded to the next one
+_EMPTY_STRING = string_field("")
 # From a 4-aligned offset: texture_resource "", texture (CompressedImage: header stamp 0 0, frame_id "",
 # format "", data []) and uv_coordinates []; then, after the text: mesh_resource "", mesh_file
 # (filename "", data []) and mesh_use_embedded_materials false. Humble's Marker has neither
 # texture* nor uv_coordinates nor mesh_file: after the text only mesh_resource "" and the bool.
 _TEXTURE = _EMPTY_STRING + struct.pack("<iI", 0, 0) + _EMPTY_STRING + _EMPTY_STRING + struct.pack("<II", 0, 0)
 _MESH = _EMPTY_STRING + _EMPTY_STRING + struct.pack("<I?", 0, False)
-_MESH_HUMBLE = struct.pack("<I", 1) + b"\x00" + struct.pack("<?", False)
+_MESH_HUMBLE = struct.pack("<I", 1) + b"\x00" + struct.pack("<?", False)  # "" unpadded: the bool follows
 _FIXED = struct.Struct("<10d4fiI?")  # pose, scale, color, lifetime, frame_locked (from an 8-aligned offset)
 #: visualization_msgs/Marker's fields from Iron on (Jazzy, Kilted, Rolling), and Humble's
 MARKER_FIELDS = ("header", "ns", "id", "type", "action", "pose", "scale", "color", "lifetime", "frame_locked",
@@ -115,14 +122,12 @@ def serialize_markers(header_stamp: tuple, frame_id: str, markers, lifetime: tup
     texture = _installed_marker_has_texture() if texture is None else bool(texture)
     w = Writer()
     w.buf += struct.pack("<I", len(markers))
-    frame = frame_id.encode().split(b"\x00", 1)[0]
-    header = struct.pack("<iII", *(int(v) for v in header_stamp), len(frame) + 1) + frame + b"\x00"
+    header = struct.pack("<iI", *(int(v) for v in header_stamp)) + string_field(frame_id)
     life_sec, life_nanosec = (int(v) for v in lifetime)
     for m in markers:
         w.align(4)
         w.buf += header
-        w.string(m.ns)
-        w.align(4)
+        w.string(m.ns)  # padded: the int32s follow
         w.buf += struct.pack("<iii", int(m.id), int(m.type), int(m.action))
         w.align(8)
         w.buf += _FIXED.pack(*m.position, 0.0, 0.0, 0.0, 1.0, *m.scale, *m.color, life_sec, life_nanosec, False)
@@ -131,7 +136,6 @@ def serialize_markers(header_stamp: tuple, frame_id: str, markers, lifetime: tup
         if texture:
             w.align(4)
             w.buf += _TEXTURE
-        w.string(m.text)
-        w.align(4)
+        w.string(m.text)  # padded: mesh_resource follows
         w.buf += _MESH if texture else _MESH_HUMBLE
     return bytes(w.buf)

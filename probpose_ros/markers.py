@@ -89,9 +89,7 @@ def humans_to_markers(humans, header, presence_threshold: float, credible_level:
                at=(0.0, 0.0)) -> MarkerSpec:
         """One ADD marker; ``xy (N, 2)`` image px, ``colors (N, 3)`` per vertex in [0, 1] or None."""
         size = width_px * pixel_size
-        rgba_ = np.ones((len(colors), 4)) if colors is not None else _NO_COLORS
-        if colors is not None:
-            rgba_[:, :3] = colors
+        rgba_ = _NO_COLORS if colors is None else np.column_stack([colors, np.ones(len(colors))])
         return MarkerSpec(ns=ns, id=marker_id, type=kind, action=Marker.ADD, scale=(size, size, size), color=color,
                           points=_on_plane(xy, pixel_size), colors=rgba_, text=text,
                           position=(at[0] * pixel_size, at[1] * pixel_size, 0.0))

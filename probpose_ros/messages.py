@@ -34,17 +34,17 @@ from std_msgs.msg import Header
 from probpose_core.keypoints import NAMES, NUM_KEYPOINTS
 from probpose_core.results import Human, Keypoint
 
-from .cdr import Writer
+from .cdr import Writer, string_field
 
 
 def message_like(template, **fields):
     """A shallow copy of the message ``template`` with ``fields`` set through the message's setters.
 
     A generated message constructor builds a default for every sub-message field even when it is
-    passed (``kwargs.get(name, Default())``): ``Human()`` makes its 17 default Keypoints (~29 us),
-    ``Human3D()`` 17 Keypoint3D, ``Marker()`` its pose, scale, colour and lifetime, ``Skeleton2D()``
-    18 points; a copy costs ~2 us. The template's sub-messages are shared, so a caller sets every
-    field that differs and never modifies one in place (a message is serialised on publish).
+    passed (``kwargs.get(name, Default())``): ``Human3D()`` makes its 17 default Keypoint3D,
+    ``Marker()`` its pose, scale, colour, texture and lifetime, ``Skeleton2D()`` 18 points; a
+    copy costs ~2 us. The template's sub-messages are shared, so a caller sets every field that
+    differs and never modifies one in place (a message is serialised on publish).
     """
     m = copy.copy(template)
     for name, value in fields.items():
@@ -86,15 +86,7 @@ def published_regions(kp: Keypoint, level: float) -> list[np.ndarray]:
     return polys
 
 
-def _string_field(text: str) -> bytes:
-    """A ``string`` field from a 4-aligned offset: uint32 length with the NUL, the UTF-8 bytes, NUL,
-    padded to the next 4-aligned offset (every field after a string here is 4-byte aligned). Text
-    after an embedded NUL is dropped, as rclpy drops it."""
-    data = str(text).encode().split(b"\x00", 1)[0]
-    return struct.pack("<I", len(data) + 1) + data + bytes(4 - len(data) % 4)
-
-
-_NAME_FIELDS = {name: _string_field(name) for name in NAMES}  # the COCO names, written once
+_NAME_FIELDS = {name: string_field(name) for name in NAMES}  # the COCO names, written once
 
 
 def serialize_humans(humans, header, image_size, model_id: str = "", *, presence_threshold: float,
@@ -118,8 +110,8 @@ def serialize_humans(humans, header, image_size, model_id: str = "", *, presence
         if len(h.keypoints) != NUM_KEYPOINTS:
             raise ValueError(f"human #{i} has {len(h.keypoints)} keypoints; the message holds {NUM_KEYPOINTS}")
     w = Writer()
-    w.buf += struct.pack("<iI", int(header.stamp.sec), int(header.stamp.nanosec)) + _string_field(header.frame_id)
-    w.buf += struct.pack("<II", width, height) + _string_field(str(model_id))
+    w.buf += struct.pack("<iI", int(header.stamp.sec), int(header.stamp.nanosec)) + string_field(header.frame_id)
+    w.buf += struct.pack("<II", width, height) + string_field(str(model_id))
     w.buf += np.float32(presence_threshold).tobytes() + struct.pack("<I", len(ordered))
     for h in ordered:
         w.buf += struct.pack("<I", 0 if h.id is None else int(h.id))
@@ -136,7 +128,7 @@ def serialize_humans(humans, header, image_size, model_id: str = "", *, presence
             points[:, :2] = np.concatenate(corners)
         points, at = points.tobytes(), 0
         for j, k in enumerate(kps):
-            w.buf += (_NAME_FIELDS.get(k.name) or _string_field(k.name)) + rows[40 * j:40 * j + 40]
+            w.buf += (_NAME_FIELDS.get(k.name) or string_field(k.name)) + rows[40 * j:40 * j + 40]
             w.buf += struct.pack("<I", len(polys[j]))
             for poly in polys[j]:  # geometry_msgs/Polygon: Point32[]
                 w.buf += struct.pack("<I", len(poly)) + points[at:at + 12 * len(poly)]
